@@ -1,0 +1,81 @@
+//! What an application does at startup: connect, then apply every pending
+//! migration.
+//!
+//! Creates a LanceDB database under `./quickstart-data` (with a sample
+//! `documents` table the first time), runs the migrations and prints the
+//! report. Run it twice: the second run finds everything applied and changes
+//! nothing.
+//!
+//! ```sh
+//! scripts/cargo run --example quickstart
+//! ```
+
+use arrow_schema::{DataType, TimeUnit};
+use lancedb_migrate::{AddColumns, Event, Migrator, NewColumn, Value};
+
+const DB_DIR: &str = "quickstart-data";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_target(false).init();
+    let db = lancedb::connect(DB_DIR).execute().await?;
+    if !db
+        .table_names()
+        .execute()
+        .await?
+        .iter()
+        .any(|t| t == "documents")
+    {
+        // Sample data: 10 000 documents with 384-dimensional vectors.
+        lancedb_migrate::testing::documents_table(&db, "documents", 10_000, 384).await?;
+        println!("created table `documents` in ./{DB_DIR}");
+    }
+
+    let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let migrator = Migrator::new(db.clone())
+        .add(
+            AddColumns::new("0001_category_and_flags", "documents")
+                .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+                .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
+        )
+        .add(
+            AddColumns::new("0002_provenance", "documents")
+                .column(
+                    NewColumn::new("created_at", utc_micros).default_value(Value::MigrationTime),
+                )
+                .column(NewColumn::new("metadata", DataType::Utf8)),
+        )
+        .on_event(|event| {
+            if let Event::MigrationApplied {
+                migration,
+                duration,
+            } = event
+            {
+                println!("  applied {migration} in {duration:.1?}");
+            }
+        });
+
+    let report = migrator.run().await?;
+    println!("\nreport:\n{report}");
+    if report.is_noop() {
+        println!(
+            "nothing to do: every migration was already applied (delete ./{DB_DIR} to start over)"
+        );
+    } else {
+        println!("run this example again: the second run is a no-op");
+    }
+    let table = db.open_table("documents").execute().await?;
+    println!(
+        "table `documents` is at version {} with schema:",
+        table.version().await?
+    );
+    for field in table.schema().await?.fields() {
+        println!(
+            "  {}: {}{}",
+            field.name(),
+            field.data_type(),
+            if field.is_nullable() { "" } else { " NOT NULL" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! Applying one pending migration: backup, transform, rebuild, verify, and
+//! the rollback when any of them fails.
+
+use std::future::Future;
+use std::time::{Instant, SystemTime};
+
+use lancedb::Connection;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::backup::Backup;
+use crate::context::MigrationContext;
+use crate::error::{Error, Phase, Result, Rollback};
+use crate::event::{Event, Events};
+use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::migration::Migration;
+use crate::progress::Progress;
+use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
+
+/// One migration being applied.
+pub(crate) struct Apply<'a> {
+    db: &'a Connection,
+    ledger: &'a Ledger,
+    events: &'a Events,
+    migration: &'a dyn Migration,
+    seq: u64,
+    phases: Vec<PhaseTiming>,
+}
+
+impl<'a> Apply<'a> {
+    pub(crate) fn new(
+        db: &'a Connection,
+        ledger: &'a Ledger,
+        events: &'a Events,
+        migration: &'a dyn Migration,
+        seq: u64,
+    ) -> Self {
+        Self {
+            db,
+            ledger,
+            events,
+            migration,
+            seq,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Runs the migration; `previous` is its ledger row from an earlier,
+    /// unfinished or failed attempt.
+    pub(crate) async fn run(
+        mut self,
+        previous: Option<&LedgerEntry>,
+        report: &Report,
+    ) -> Result<MigrationReport> {
+        let span = info_span!(
+            "migration",
+            id = self.migration.id(),
+            table = self.migration.table()
+        );
+        async {
+            let started = Instant::now();
+            self.emit(Event::MigrationStarted {
+                migration: self.id().to_owned(),
+                table: self.migration.table().to_owned(),
+            });
+            let ctx = match self.prepare(previous).await {
+                Ok(ctx) => ctx,
+                Err((phase, e)) => return Err(self.failed(phase, Rollback::NotNeeded, e, report)),
+            };
+            let entry = self.running_entry(&ctx);
+            if let Err(e) = self.ledger.record(&entry).await {
+                return Err(self.failed(Phase::Record, Rollback::NotNeeded, e, report));
+            }
+            match self.change(&ctx).await {
+                Ok(()) => self.finish(ctx, entry, started, report).await,
+                Err((phase, e)) => Err(self.roll_back(&ctx, entry, phase, e, report).await),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn id(&self) -> &str {
+        self.migration.id()
+    }
+
+    /// Opens the table, recovers an interrupted attempt, takes the backup.
+    async fn prepare(
+        &mut self,
+        previous: Option<&LedgerEntry>,
+    ) -> Result<MigrationContext, (Phase, Error)> {
+        let (m, db) = (self.migration, self.db);
+        let progress = Progress::new(m.id(), self.events.clone());
+        let open = MigrationContext::open(db, m.table(), m.id(), progress);
+        let mut ctx = self.phase(Phase::Prepare, open).await?;
+        if let Some(interrupted) = previous.filter(|e| e.status == Status::Running) {
+            ctx = self
+                .recover(ctx, interrupted)
+                .await
+                .map_err(|e| (Phase::Prepare, e))?;
+        }
+        // Bad input is refused here, before anything is written.
+        self.migration
+            .expected_schema(ctx.schema_before())
+            .map_err(|e| (Phase::Prepare, e))?;
+        let backup = self
+            .phase(Phase::Backup, self.migration.backup(&ctx))
+            .await?;
+        ctx.set_backup(backup);
+        Ok(ctx)
+    }
+
+    /// A previous attempt died mid-migration: put the table back as it was
+    /// before that attempt, then start afresh.
+    async fn recover(
+        &self,
+        ctx: MigrationContext,
+        interrupted: &LedgerEntry,
+    ) -> Result<MigrationContext> {
+        let Some(tag) = &interrupted.backup_tag else {
+            return Ok(ctx);
+        };
+        warn!(
+            migration = self.id(),
+            tag, "an earlier attempt was interrupted; restoring its backup"
+        );
+        Backup::new(ctx.table_name(), interrupted.version_before, tag.clone())
+            .restore(ctx.table())
+            .await?;
+        let progress = Progress::new(self.id(), self.events.clone());
+        MigrationContext::open(self.db, self.migration.table(), self.id(), progress).await
+    }
+
+    /// Transform, rebuild, verify.
+    async fn change(&mut self, ctx: &MigrationContext) -> Result<(), (Phase, Error)> {
+        let m = self.migration;
+        self.phase(Phase::Transform, m.transform(ctx)).await?;
+        self.phase(Phase::Rebuild, m.rebuild(ctx)).await?;
+        self.phase(Phase::Verify, m.verify(ctx)).await
+    }
+
+    /// Runs one phase, timing it and tagging its error with the phase.
+    async fn phase<T>(
+        &mut self,
+        phase: Phase,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T, (Phase, Error)> {
+        self.emit(Event::PhaseStarted {
+            migration: self.id().to_owned(),
+            phase,
+        });
+        let start = Instant::now();
+        let out = work.await.map_err(|e| (phase, e))?;
+        let duration = start.elapsed();
+        info!(migration = self.id(), %phase, ?duration, "phase finished");
+        self.phases.push(PhaseTiming { phase, duration });
+        self.emit(Event::PhaseFinished {
+            migration: self.id().to_owned(),
+            phase,
+            duration,
+        });
+        Ok(out)
+    }
+
+    fn running_entry(&self, ctx: &MigrationContext) -> LedgerEntry {
+        LedgerEntry {
+            id: self.id().to_owned(),
+            seq: self.seq,
+            table: ctx.table_name().to_owned(),
+            checksum: self.migration.checksum(),
+            status: Status::Running,
+            version_before: ctx.version_before(),
+            version_after: None,
+            backup_tag: ctx.backup().map(|b| b.tag().to_owned()),
+            started_at: ctx.started_at(),
+            finished_at: None,
+            rows_before: ctx.rows_before(),
+            rows_after: None,
+            error: None,
+            crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// Records success in the ledger and builds the report entry.
+    async fn finish(
+        &mut self,
+        ctx: MigrationContext,
+        mut entry: LedgerEntry,
+        started: Instant,
+        report: &Report,
+    ) -> Result<MigrationReport> {
+        let read =
+            |what: &str| Error::lance(format!("read the {what} of table `{}`", ctx.table_name()));
+        let after = async {
+            let version = ctx.table().version().await.map_err(read("version"))?;
+            let rows = ctx
+                .table()
+                .count_rows(None)
+                .await
+                .map_err(read("row count"))? as u64;
+            Ok::<_, Error>((version, rows))
+        };
+        let (version, rows) = match after.await {
+            Ok(v) => v,
+            Err(e) => return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await),
+        };
+        entry.status = Status::Applied;
+        entry.version_after = Some(version);
+        entry.rows_after = Some(rows);
+        entry.finished_at = Some(SystemTime::now());
+        if let Err(e) = self.ledger.record(&entry).await {
+            return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await);
+        }
+        let duration = started.elapsed();
+        info!(
+            migration = self.id(),
+            version,
+            rows,
+            ?duration,
+            "migration applied"
+        );
+        self.emit(Event::MigrationApplied {
+            migration: self.id().to_owned(),
+            duration,
+        });
+        Ok(MigrationReport {
+            id: entry.id,
+            table: entry.table,
+            outcome: Outcome::Applied,
+            version_before: entry.version_before,
+            version_after: Some(version),
+            rows_before: entry.rows_before,
+            rows_after: Some(rows),
+            backup: ctx.backup().cloned(),
+            phases: std::mem::take(&mut self.phases),
+            duration,
+        })
+    }
+
+    /// Restores the backup, records the failure, and builds the error.
+    async fn roll_back(
+        &self,
+        ctx: &MigrationContext,
+        mut entry: LedgerEntry,
+        phase: Phase,
+        cause: Error,
+        report: &Report,
+    ) -> Error {
+        let rollback = restore(ctx).await;
+        entry.status = Status::Failed;
+        entry.finished_at = Some(SystemTime::now());
+        entry.error = Some(format!("{phase}: {}", chain(&cause)));
+        entry.version_after = ctx.table().version().await.ok();
+        if let Err(e) = self.ledger.record(&entry).await {
+            error!(migration = self.id(), error = %chain(&e), "could not record the failure in the ledger");
+        }
+        self.failed(phase, rollback, cause, report)
+    }
+
+    fn failed(&self, phase: Phase, rollback: Rollback, cause: Error, report: &Report) -> Error {
+        error!(migration = self.id(), %phase, %rollback, error = %chain(&cause), "migration failed");
+        self.emit(Event::MigrationFailed {
+            migration: self.id().to_owned(),
+            phase,
+            error: chain(&cause),
+        });
+        Error::MigrationFailed {
+            migration: self.id().to_owned(),
+            table: self.migration.table().to_owned(),
+            phase,
+            rollback,
+            report: Box::new(report.clone()),
+            source: Box::new(cause),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+}
+
+/// Puts the table back to its backup, if anything changed it.
+async fn restore(ctx: &MigrationContext) -> Rollback {
+    let Some(backup) = ctx.backup() else {
+        return Rollback::NotNeeded;
+    };
+    let _ = ctx.table().checkout_latest().await;
+    if ctx.table().version().await.ok() == Some(backup.version()) {
+        return Rollback::NotNeeded;
+    }
+    match backup.restore(ctx.table()).await {
+        Ok(()) => Rollback::Restored {
+            version: backup.version(),
+        },
+        Err(e) => Rollback::Failed {
+            backup: backup.tag().to_owned(),
+            reason: chain(&e),
+        },
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

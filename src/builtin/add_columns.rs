@@ -1,0 +1,327 @@
+//! `AddColumns`: add columns with typed defaults, writing only the new
+//! columns.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use lancedb::table::{ColumnAlteration, NewColumnTransform};
+use tracing::info;
+
+use crate::builtin::value::Value;
+use crate::context::MigrationContext;
+use crate::error::{Error, Result};
+use crate::migration::Migration;
+
+/// One column for [`AddColumns`] to add.
+///
+/// A column without a default is added as all-null (no data is written for
+/// it). A column with a default gets that value in every existing row.
+///
+/// # Nullability
+///
+/// Added columns are **nullable by default**, with or without a default
+/// value. LanceDB stores no default: a row that the application appends
+/// later without this column gets NULL. A nullable column is what keeps the
+/// application's existing writes working while it is being updated to set
+/// the column. [`not_null`](Self::not_null) makes the column NOT NULL
+/// instead; then every later append **must** set it, or LanceDB rejects the
+/// write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewColumn {
+    name: String,
+    data_type: DataType,
+    default: Option<Value>,
+    nullable: bool,
+}
+
+impl NewColumn {
+    /// A nullable column of `data_type`, all-null unless given a default.
+    pub fn new(name: impl Into<String>, data_type: DataType) -> Self {
+        Self {
+            name: name.into(),
+            data_type,
+            default: None,
+            nullable: true,
+        }
+    }
+
+    /// The value every existing row gets. Default: none (all-null).
+    ///
+    /// A value that does not fit the column's type is reported by
+    /// [`Migrator::run`](crate::Migrator::run) as
+    /// [`Error::DefaultTypeMismatch`].
+    pub fn default_value(mut self, value: impl Into<Value>) -> Self {
+        self.default = Some(value.into());
+        self
+    }
+
+    /// Makes the column NOT NULL. Default: nullable.
+    ///
+    /// The application's later appends that do not set this column will then
+    /// fail; see the [type docs](Self#nullability). A NOT NULL column needs a
+    /// default.
+    pub fn not_null(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+
+    /// The column's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Arrow field the column has once added.
+    pub fn field(&self) -> Field {
+        Field::new(&self.name, self.data_type.clone(), self.nullable)
+    }
+
+    fn describe(&self, out: &mut String) {
+        let _ = write!(out, "{}:{}", self.name, self.data_type);
+        match &self.default {
+            None => out.push_str(" default=null"),
+            Some(Value::MigrationTime) => out.push_str(" default=migration_time"),
+            Some(v) => {
+                let _ = write!(out, " default={v:?}");
+            }
+        }
+        out.push_str(if self.nullable {
+            " nullable;"
+        } else {
+            " not_null;"
+        });
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.default {
+            None if !self.nullable => Err(Error::MissingDefault {
+                column: self.name.clone(),
+            }),
+            Some(v) => v
+                .to_sql(&self.data_type, std::time::UNIX_EPOCH)
+                .map(drop)
+                .map_err(|found| Error::DefaultTypeMismatch {
+                    column: self.name.clone(),
+                    expected: self.data_type.clone(),
+                    found,
+                }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A migration that adds columns to a table, filling existing rows with a
+/// default or with NULL.
+///
+/// It uses LanceDB's column-level schema evolution: all-null columns are a
+/// metadata-only change; columns with a default get one new data file per
+/// fragment holding just that column. Existing columns, including ones this
+/// migration does not mention, are never read or rewritten.
+///
+/// It commits up to three table versions: the all-null columns, the
+/// defaulted columns, and the nullability change (LanceDB creates columns
+/// from constants as NOT NULL; see [`NewColumn`]). A failure in between is
+/// rolled back with the rest.
+///
+/// # Examples
+///
+/// ```
+/// use arrow_schema::DataType;
+/// use lancedb_migrate::{AddColumns, NewColumn, Value};
+/// use arrow_schema::TimeUnit;
+///
+/// let migration = AddColumns::new("0002_document_metadata", "documents")
+///     .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+///     .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
+///     .column(
+///         NewColumn::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
+///             .default_value(Value::MigrationTime),
+///     )
+///     .column(NewColumn::new("metadata", DataType::Utf8));
+/// # let _ = migration;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct AddColumns {
+    id: String,
+    table: String,
+    columns: Vec<NewColumn>,
+}
+
+impl AddColumns {
+    /// A migration with id `id` that adds columns to `table`.
+    pub fn new(id: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            table: table.into(),
+            columns: Vec::new(),
+        }
+    }
+
+    /// Adds a column. Columns are added in the order given.
+    pub fn column(mut self, column: NewColumn) -> Self {
+        self.columns.push(column);
+        self
+    }
+
+    /// The columns this migration adds.
+    pub fn columns(&self) -> &[NewColumn] {
+        &self.columns
+    }
+
+    fn check(&self, before: &Schema) -> Result<()> {
+        if self.columns.is_empty() {
+            return Err(self.invalid("it adds no columns"));
+        }
+        let mut names = HashSet::new();
+        for column in &self.columns {
+            if !names.insert(column.name.as_str()) {
+                return Err(self.invalid(&format!("column `{}` is listed twice", column.name)));
+            }
+            if before.field_with_name(&column.name).is_ok() {
+                return Err(Error::ColumnExists {
+                    table: self.table.clone(),
+                    column: column.name.clone(),
+                });
+            }
+            column.check()?;
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: &str) -> Error {
+        Error::InvalidMigration {
+            migration: self.id.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    async fn add_nulls(&self, ctx: &MigrationContext) -> Result<()> {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .filter(|c| c.default.is_none())
+            .map(NewColumn::field)
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let transform = NewColumnTransform::AllNulls(Arc::new(Schema::new(fields)));
+        self.add(ctx, transform, "all-null").await
+    }
+
+    async fn add_defaults(&self, ctx: &MigrationContext) -> Result<()> {
+        let valued = || self.columns.iter().filter(|c| c.default.is_some());
+        let mut expressions = Vec::new();
+        for column in valued() {
+            let value = column.default.as_ref().expect("filtered on default");
+            let sql = value
+                .to_sql(&column.data_type, ctx.started_at())
+                .map_err(|found| Error::DefaultTypeMismatch {
+                    column: column.name.clone(),
+                    expected: column.data_type.clone(),
+                    found,
+                })?;
+            expressions.push((column.name.clone(), sql));
+        }
+        if expressions.is_empty() {
+            return Ok(());
+        }
+        self.add(
+            ctx,
+            NewColumnTransform::SqlExpressions(expressions),
+            "defaulted",
+        )
+        .await?;
+        let relax: Vec<ColumnAlteration> = valued()
+            .filter(|c| c.nullable)
+            .map(|c| ColumnAlteration::new(c.name.clone()).set_nullable(true))
+            .collect();
+        if relax.is_empty() {
+            return Ok(());
+        }
+        ctx.table()
+            .alter_columns(&relax)
+            .await
+            .map_err(Error::lance(format!(
+                "make the new columns of `{}` nullable",
+                self.table
+            )))?;
+        Ok(())
+    }
+
+    async fn add(
+        &self,
+        ctx: &MigrationContext,
+        transform: NewColumnTransform,
+        kind: &str,
+    ) -> Result<()> {
+        let result = ctx
+            .table()
+            .add_columns()
+            .transform(transform)
+            .execute()
+            .await
+            .map_err(Error::lance(format!(
+                "add {kind} columns to `{}`",
+                self.table
+            )))?;
+        info!(
+            table = self.table,
+            version = result.version,
+            kind,
+            "columns added"
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Migration for AddColumns {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// `add_columns` followed by each column's name, type, default and
+    /// nullability.
+    fn definition(&self) -> String {
+        let mut out = format!("add_columns table={};", self.table);
+        for column in &self.columns {
+            column.describe(&mut out);
+        }
+        out
+    }
+
+    /// `before` with the new columns appended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ColumnExists`], [`Error::MissingDefault`],
+    /// [`Error::DefaultTypeMismatch`] or [`Error::InvalidMigration`] (no
+    /// columns, or one listed twice). The migrator calls this before it
+    /// touches anything, so bad input leaves the table as it was.
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        self.check(before)?;
+        let fields = before
+            .fields()
+            .iter()
+            .cloned()
+            .chain(self.columns.iter().map(|c| Arc::new(c.field())));
+        Ok(Schema::new_with_metadata(
+            fields.collect::<Vec<_>>(),
+            before.metadata().clone(),
+        ))
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        self.check(ctx.schema_before())?;
+        self.add_nulls(ctx).await?;
+        self.add_defaults(ctx).await
+    }
+}

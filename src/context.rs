@@ -1,0 +1,208 @@
+//! The one argument every migration hook receives.
+
+use std::time::SystemTime;
+
+use arrow_schema::{Schema, SchemaRef};
+use lancedb::{Connection, Table};
+
+use crate::backup::Backup;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// What a hook knows about the migration in progress.
+///
+/// Fields are private so that new ones can be added without breaking
+/// downstream migrations; read them through the accessors.
+pub struct MigrationContext {
+    db: Connection,
+    table: Table,
+    migration: String,
+    version_before: u64,
+    rows_before: u64,
+    schema_before: SchemaRef,
+    started_at: SystemTime,
+    backup: Option<Backup>,
+    progress: Progress,
+}
+
+impl std::fmt::Debug for MigrationContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationContext")
+            .field("db", &self.db.uri())
+            .field("table", &self.table.name())
+            .field("migration", &self.migration)
+            .field("version_before", &self.version_before)
+            .field("rows_before", &self.rows_before)
+            .field("started_at", &self.started_at)
+            .field("backup", &self.backup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrationContext {
+    /// Opens `table` and records its state before the migration.
+    pub(crate) async fn open(
+        db: &Connection,
+        table: &str,
+        migration: &str,
+        progress: Progress,
+    ) -> Result<Self> {
+        let handle = match db.open_table(table).execute().await {
+            Ok(handle) => handle,
+            Err(lancedb::Error::TableNotFound { .. }) => {
+                return Err(Error::TableNotFound {
+                    table: table.to_owned(),
+                });
+            }
+            Err(e) => return Err(Error::lance(format!("open table `{table}`"))(e)),
+        };
+        let read = |what: &str| Error::lance(format!("read the {what} of table `{table}`"));
+        Ok(Self {
+            version_before: handle.version().await.map_err(read("version"))?,
+            rows_before: handle.count_rows(None).await.map_err(read("row count"))? as u64,
+            schema_before: handle.schema().await.map_err(read("schema"))?,
+            db: db.clone(),
+            table: handle,
+            migration: migration.to_owned(),
+            started_at: SystemTime::now(),
+            backup: None,
+            progress,
+        })
+    }
+
+    pub(crate) fn set_backup(&mut self, backup: Backup) {
+        self.backup = Some(backup);
+    }
+
+    /// The database connection the migrator was given.
+    pub fn db(&self) -> &Connection {
+        &self.db
+    }
+
+    /// A handle to the table being migrated, writable and at its latest
+    /// version.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The name of the table being migrated.
+    pub fn table_name(&self) -> &str {
+        self.table.name()
+    }
+
+    /// The id of the migration running.
+    pub fn migration_id(&self) -> &str {
+        &self.migration
+    }
+
+    /// The table's version before the migration started.
+    pub fn version_before(&self) -> u64 {
+        self.version_before
+    }
+
+    /// The table's row count before the migration started.
+    pub fn rows_before(&self) -> u64 {
+        self.rows_before
+    }
+
+    /// The table's schema before the migration started.
+    pub fn schema_before(&self) -> &SchemaRef {
+        &self.schema_before
+    }
+
+    /// The time the migration started: the value of "time of migration"
+    /// defaults, the same for every row.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The backup taken by the backup hook, once it ran.
+    pub fn backup(&self) -> Option<&Backup> {
+        self.backup.as_ref()
+    }
+
+    /// Where long phases report rows done.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The table's current schema.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] when the schema cannot be read.
+    pub async fn current_schema(&self) -> Result<SchemaRef> {
+        self.table.schema().await.map_err(Error::lance(format!(
+            "read the schema of table `{}`",
+            self.table_name()
+        )))
+    }
+
+    /// Checks that the table has as many rows as before the migration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Verification`] naming both counts when they differ.
+    pub async fn check_row_count(&self) -> Result<()> {
+        let now = self
+            .table
+            .count_rows(None)
+            .await
+            .map_err(Error::lance(format!(
+                "count the rows of table `{}`",
+                self.table_name()
+            )))? as u64;
+        if now == self.rows_before {
+            return Ok(());
+        }
+        Err(Error::verification(
+            self.table_name(),
+            format!("row count changed from {} to {now}", self.rows_before),
+        ))
+    }
+
+    /// Checks that the table's schema has exactly the fields of `expected`:
+    /// the same names, data types and nullability (order and metadata are not
+    /// compared).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Verification`] naming the first difference.
+    pub async fn check_schema(&self, expected: &Schema) -> Result<()> {
+        let actual = self.current_schema().await?;
+        match schema_difference(expected, &actual) {
+            None => Ok(()),
+            Some(diff) => Err(Error::verification(self.table_name(), diff)),
+        }
+    }
+}
+
+/// The first difference between two schemas' fields, in words.
+fn schema_difference(expected: &Schema, actual: &Schema) -> Option<String> {
+    for want in expected.fields() {
+        let Ok(got) = actual.field_with_name(want.name()) else {
+            return Some(format!("column `{}` is missing", want.name()));
+        };
+        if !got.data_type().equals_datatype(want.data_type()) {
+            return Some(format!(
+                "column `{}` has type {}, expected {}",
+                want.name(),
+                got.data_type(),
+                want.data_type()
+            ));
+        }
+        if got.is_nullable() != want.is_nullable() {
+            return Some(format!(
+                "column `{}` has nullable={}, expected nullable={}",
+                want.name(),
+                got.is_nullable(),
+                want.is_nullable()
+            ));
+        }
+    }
+    actual
+        .fields()
+        .iter()
+        .find(|got| expected.field_with_name(got.name()).is_err())
+        .map(|extra| format!("column `{}` was not expected", extra.name()))
+}

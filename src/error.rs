@@ -1,0 +1,335 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use arrow_schema::DataType;
+
+use crate::report::Report;
+
+/// A boxed error from code outside this crate, e.g. a downstream migration.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of every fallible function in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The phases a migration goes through, in order.
+///
+/// Errors and reports name the phase that failed or was timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Opening the table and checking the migration's input.
+    Prepare,
+    /// [`Migration::backup`](crate::Migration::backup).
+    Backup,
+    /// [`Migration::transform`](crate::Migration::transform).
+    Transform,
+    /// [`Migration::rebuild`](crate::Migration::rebuild).
+    Rebuild,
+    /// [`Migration::verify`](crate::Migration::verify).
+    Verify,
+    /// Recording the outcome in the ledger.
+    Record,
+}
+
+impl Phase {
+    /// The phase's name in lowercase, as written in logs and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepare => "prepare",
+            Self::Backup => "backup",
+            Self::Transform => "transform",
+            Self::Rebuild => "rebuild",
+            Self::Verify => "verify",
+            Self::Record => "record",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to the table after a migration failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rollback {
+    /// Nothing had been written, so nothing needed restoring.
+    NotNeeded,
+    /// The table was restored to the given version (its state before the
+    /// migration) in a new commit.
+    Restored {
+        /// The version the table's contents were restored to.
+        version: u64,
+    },
+    /// Restoring the table failed; the table may be left half-migrated. The
+    /// backup is still there: restore it by hand with
+    /// `table.checkout_tag(tag)` then `table.restore()`.
+    Failed {
+        /// The backup that could not be restored.
+        backup: String,
+        /// Why the restore failed.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotNeeded => f.write_str("the table was not changed"),
+            Self::Restored { version } => write!(f, "the table was restored to version {version}"),
+            Self::Failed { backup, reason } => write!(
+                f,
+                "restoring backup `{backup}` FAILED ({reason}); restore it by hand"
+            ),
+        }
+    }
+}
+
+/// Everything that can go wrong while planning or running migrations.
+///
+/// Each variant names what it is about (`migration`, `table`, `column`,
+/// `phase`) in fields, so callers can match on it; the message says what to
+/// do about it. Errors from LanceDB and Arrow are wrapped and reachable
+/// through [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A migration targets a table that does not exist in the database.
+    #[error("table `{table}` does not exist; create it before migrating it")]
+    TableNotFound {
+        /// The missing table.
+        table: String,
+    },
+
+    /// A column the migration needs is not in the table.
+    #[error("column `{column}` does not exist in table `{table}`")]
+    ColumnNotFound {
+        /// The table.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+
+    /// A column the migration would add is already in the table.
+    #[error(
+        "column `{column}` already exists in table `{table}`; choose another name or drop it first"
+    )]
+    ColumnExists {
+        /// The table.
+        table: String,
+        /// The column that exists already.
+        column: String,
+    },
+
+    /// A default value does not fit the type declared for its column.
+    #[error("the default for column `{column}` is {found}, which does not fit its type {expected}")]
+    DefaultTypeMismatch {
+        /// The column.
+        column: String,
+        /// The type declared for the column.
+        expected: DataType,
+        /// What the default value is.
+        found: String,
+    },
+
+    /// A column declared NOT NULL has no default to fill existing rows with.
+    #[error(
+        "column `{column}` is declared not-null but has no default to fill existing rows; give it a default or leave it nullable"
+    )]
+    MissingDefault {
+        /// The column.
+        column: String,
+    },
+
+    /// The migration's own configuration is invalid (e.g. an empty id, or no
+    /// columns to add).
+    #[error("migration `{migration}` is invalid: {reason}")]
+    InvalidMigration {
+        /// The migration's id (may be empty when the id is what is wrong).
+        migration: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Two migrations given to one [`Migrator`](crate::Migrator) share an id.
+    #[error("migration id `{migration}` is used by more than one migration; ids must be unique")]
+    DuplicateId {
+        /// The repeated id.
+        migration: String,
+    },
+
+    /// A migration that was already applied has been edited since: its
+    /// checksum differs from the one in the ledger. Nothing was run.
+    #[error(
+        "migration `{migration}` was changed after it was applied (ledger checksum {applied}, now {current}); \
+         restore its original definition and add the change as a new migration"
+    )]
+    Drift {
+        /// The edited migration.
+        migration: String,
+        /// Checksum recorded when it was applied.
+        applied: String,
+        /// Checksum of the definition given now.
+        current: String,
+    },
+
+    /// A verification check failed: the table is not what the migration
+    /// promised.
+    #[error("verification of table `{table}` failed: {reason}")]
+    Verification {
+        /// The table.
+        table: String,
+        /// The check that failed, with expected and actual values.
+        reason: String,
+    },
+
+    /// The ledger table exists but cannot be read as a ledger (damaged, or
+    /// written by a newer version of this crate).
+    #[error("the migration ledger `{ledger}` cannot be used: {reason}")]
+    Ledger {
+        /// The ledger table's name.
+        ledger: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A migration failed; the run stopped there.
+    ///
+    /// The table was rolled back as `rollback` says, the failure is recorded
+    /// in the ledger, and `report` lists the migrations that completed (or
+    /// were skipped) before this one.
+    #[error("migration `{migration}` on table `{table}` failed during {phase}; {rollback}")]
+    MigrationFailed {
+        /// The migration that failed.
+        migration: String,
+        /// The table it migrates.
+        table: String,
+        /// The phase that failed.
+        phase: Phase,
+        /// What was done to undo it.
+        rollback: Rollback,
+        /// What completed before the failure.
+        report: Box<Report>,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A LanceDB operation failed.
+    #[error("lancedb could not {operation}")]
+    Lance {
+        /// What was being done, e.g. "open table `documents`".
+        operation: String,
+        /// The LanceDB error.
+        #[source]
+        source: lancedb::Error,
+    },
+
+    /// An Arrow operation failed (building or reading record batches).
+    #[error("arrow could not {operation}")]
+    Arrow {
+        /// What was being done.
+        operation: String,
+        /// The Arrow error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+
+    /// An error from code outside this crate, typically a downstream
+    /// migration's hook. Build it with [`Error::custom`].
+    #[error("{message}")]
+    Custom {
+        /// A short description of what failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl Error {
+    /// An error for a downstream migration to return from a hook.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lancedb_migrate::Error;
+    ///
+    /// let err = Error::custom("no rows match the expected format");
+    /// assert_eq!(err.to_string(), "no rows match the expected format");
+    /// ```
+    pub fn custom(message: impl Into<String>) -> Self {
+        Self::Custom {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps an error from outside this crate with a short description.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lancedb_migrate::Error;
+    ///
+    /// let io = std::io::Error::other("disk on fire");
+    /// let err = Error::wrap("could not read the mapping file", io);
+    /// assert!(std::error::Error::source(&err).is_some());
+    /// ```
+    pub fn wrap(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Custom {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The report of what completed before a [`Error::MigrationFailed`].
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Self::MigrationFailed { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn lance(operation: impl Into<String>) -> impl FnOnce(lancedb::Error) -> Self {
+        let operation = operation.into();
+        move |source| Self::Lance { operation, source }
+    }
+
+    pub(crate) fn arrow(
+        operation: impl Into<String>,
+    ) -> impl FnOnce(arrow_schema::ArrowError) -> Self {
+        let operation = operation.into();
+        move |source| Self::Arrow { operation, source }
+    }
+
+    pub(crate) fn verification(table: &str, reason: impl Into<String>) -> Self {
+        Self::Verification {
+            table: table.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<lancedb::Error> for Error {
+    /// Lets a downstream hook use `?` on LanceDB calls.
+    fn from(source: lancedb::Error) -> Self {
+        Self::Lance {
+            operation: "complete an operation".to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<arrow_schema::ArrowError> for Error {
+    /// Lets a downstream hook use `?` on Arrow calls.
+    fn from(source: arrow_schema::ArrowError) -> Self {
+        Self::Arrow {
+            operation: "complete an operation".to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Events a run emits while it works, for progress bars and monitoring.
+//!
+//! Pass a callback to [`Migrator::on_event`](crate::Migrator::on_event). The
+//! same information is logged through `tracing`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Phase;
+
+/// Something that happened during a run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A pending migration is about to run.
+    MigrationStarted {
+        /// Its id.
+        migration: String,
+        /// The table it migrates.
+        table: String,
+    },
+    /// A migration was skipped because the ledger shows it applied.
+    MigrationSkipped {
+        /// Its id.
+        migration: String,
+    },
+    /// A phase started.
+    PhaseStarted {
+        /// The migration.
+        migration: String,
+        /// The phase.
+        phase: Phase,
+    },
+    /// A phase finished successfully.
+    PhaseFinished {
+        /// The migration.
+        migration: String,
+        /// The phase.
+        phase: Phase,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// Rows processed so far in a long phase. Sent at most about once per
+    /// [`Progress::INTERVAL`](crate::Progress::INTERVAL), and once at the end.
+    Progress {
+        /// The migration.
+        migration: String,
+        /// Rows done.
+        done: u64,
+        /// Rows to do in all, when known.
+        total: Option<u64>,
+        /// Rows per second since the phase began.
+        rate: f64,
+    },
+    /// A migration was applied and verified.
+    MigrationApplied {
+        /// Its id.
+        migration: String,
+        /// How long it took in all.
+        duration: Duration,
+    },
+    /// A migration failed and was rolled back.
+    MigrationFailed {
+        /// Its id.
+        migration: String,
+        /// The phase that failed.
+        phase: Phase,
+        /// The error's message.
+        error: String,
+    },
+}
+
+/// A caller-supplied event callback.
+#[derive(Clone)]
+pub(crate) struct Observer(Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl Observer {
+    pub(crate) fn new(f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn emit(&self, event: &Event) {
+        (self.0)(event);
+    }
+}
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Observer(..)")
+    }
+}
+
+/// Sends events to an optional observer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Events(Option<Observer>);
+
+impl Events {
+    pub(crate) fn new(observer: Option<Observer>) -> Self {
+        Self(observer)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(observer) = &self.0 {
+            observer.emit(&event);
+        }
+    }
+}

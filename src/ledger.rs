@@ -1,0 +1,364 @@
+//! The ledger: a LanceDB table in the migrated database that records every
+//! migration, one row per migration id.
+//!
+//! Rows are written with an atomic `merge_insert` keyed on `id`, so a row
+//! moves from `running` to `applied` or `failed` in one commit. The table's
+//! schema metadata carries a format number; a ledger from a newer format is
+//! refused instead of being misread.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchIterator, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use futures::TryStreamExt;
+use lancedb::query::ExecutableQuery;
+use lancedb::{Connection, Table};
+
+use crate::error::{Error, Result};
+
+/// The ledger format this crate writes. A ledger with a larger number was
+/// written by a newer version of the crate and is not touched.
+pub(crate) const FORMAT: u32 = 1;
+const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
+
+/// Where a migration stands according to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Started and not finished: either running now or interrupted by a crash.
+    Running,
+    /// Applied and verified.
+    Applied,
+    /// Failed and rolled back; it runs again on the next `run()`.
+    Failed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Applied, Self::Failed]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// One row of the ledger: the last recorded state of one migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerEntry {
+    /// The migration's id.
+    pub id: String,
+    /// Its position in the migrator's list when it last ran (0-based).
+    pub seq: u64,
+    /// The table it migrates.
+    pub table: String,
+    /// SHA-256 of its definition, hex-encoded.
+    pub checksum: String,
+    /// Where it stands.
+    pub status: Status,
+    /// The table's version before it ran.
+    pub version_before: u64,
+    /// The table's version after it was applied (or restored, when failed).
+    pub version_after: Option<u64>,
+    /// The backup tag taken before it ran.
+    pub backup_tag: Option<String>,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// When it finished or failed.
+    pub finished_at: Option<SystemTime>,
+    /// Rows in the table before it ran.
+    pub rows_before: u64,
+    /// Rows in the table after it was applied.
+    pub rows_after: Option<u64>,
+    /// The error, when it failed.
+    pub error: Option<String>,
+    /// The crate version that wrote the row.
+    pub crate_version: String,
+}
+
+impl LedgerEntry {
+    /// How long it took, once finished.
+    pub fn duration(&self) -> Option<Duration> {
+        self.finished_at?.duration_since(self.started_at).ok()
+    }
+}
+
+/// An open ledger table.
+#[derive(Debug, Clone)]
+pub(crate) struct Ledger {
+    table: Table,
+}
+
+impl Ledger {
+    /// Opens the ledger, creating it (empty) when it does not exist.
+    pub(crate) async fn open_or_create(db: &Connection, name: &str) -> Result<Self> {
+        let table = match db.open_table(name).execute().await {
+            Ok(table) => table,
+            Err(lancedb::Error::TableNotFound { .. }) => create(db, name).await?,
+            Err(e) => return Err(Error::lance(format!("open ledger `{name}`"))(e)),
+        };
+        check_schema(name, &table).await?;
+        Ok(Self { table })
+    }
+
+    /// Opens the ledger if it exists.
+    pub(crate) async fn open(db: &Connection, name: &str) -> Result<Option<Self>> {
+        match db.open_table(name).execute().await {
+            Ok(table) => {
+                check_schema(name, &table).await?;
+                Ok(Some(Self { table }))
+            }
+            Err(lancedb::Error::TableNotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::lance(format!("open ledger `{name}`"))(e)),
+        }
+    }
+
+    /// Every entry, in the order the migrations were listed.
+    pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
+        self.table
+            .checkout_latest()
+            .await
+            .map_err(Error::lance("refresh the ledger"))?;
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .execute()
+            .await
+            .map_err(Error::lance("read the ledger"))?
+            .try_collect()
+            .await
+            .map_err(Error::lance("read the ledger"))?;
+        let mut entries = Vec::new();
+        for batch in &batches {
+            entries.extend(decode(self.table.name(), batch)?);
+        }
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
+    /// Writes `entry`, replacing any row with the same id, in one commit.
+    pub(crate) async fn record(&self, entry: &LedgerEntry) -> Result<()> {
+        let batch = encode(std::slice::from_ref(entry))?;
+        let schema = batch.schema();
+        let reader = RecordBatchIterator::new([Ok(batch)], schema);
+        let mut merge = self.table.merge_insert(&["id"]);
+        merge
+            .when_matched_update_all(None)
+            .when_not_matched_insert_all()
+            .use_index(false);
+        merge
+            .execute(Box::new(reader))
+            .await
+            .map_err(Error::lance(format!(
+                "record migration `{}` in the ledger",
+                entry.id
+            )))?;
+        Ok(())
+    }
+}
+
+fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let fields = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("checksum", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("version_before", DataType::UInt64, false),
+        Field::new("version_after", DataType::UInt64, true),
+        Field::new("backup_tag", DataType::Utf8, true),
+        Field::new("started_at", ts.clone(), false),
+        Field::new("finished_at", ts, true),
+        Field::new("duration_ms", DataType::Int64, true),
+        Field::new("rows_before", DataType::UInt64, false),
+        Field::new("rows_after", DataType::UInt64, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("crate_version", DataType::Utf8, false),
+    ];
+    let metadata = [(FORMAT_KEY.to_owned(), FORMAT.to_string())].into();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+async fn create(db: &Connection, name: &str) -> Result<Table> {
+    match db.create_empty_table(name, schema()).execute().await {
+        Ok(table) => Ok(table),
+        // Another process created it between our open and create.
+        Err(lancedb::Error::TableAlreadyExists { .. }) => db
+            .open_table(name)
+            .execute()
+            .await
+            .map_err(Error::lance(format!("open ledger `{name}`"))),
+        Err(e) => Err(Error::lance(format!("create ledger `{name}`"))(e)),
+    }
+}
+
+async fn check_schema(name: &str, table: &Table) -> Result<()> {
+    let actual = table
+        .schema()
+        .await
+        .map_err(Error::lance(format!("read the schema of ledger `{name}`")))?;
+    let damaged = |reason: String| Error::Ledger {
+        ledger: name.to_owned(),
+        reason,
+    };
+    let format = actual.metadata().get(FORMAT_KEY);
+    match format.map(|f| f.parse::<u32>()) {
+        None => {
+            return Err(damaged(format!(
+                "it has no `{FORMAT_KEY}` marker; is it really a ledger?"
+            )));
+        }
+        Some(Ok(f)) if f > FORMAT => {
+            return Err(damaged(format!(
+                "it has format {f}, written by a newer lancedb-migrate (this one reads up to {FORMAT}); upgrade the crate"
+            )));
+        }
+        Some(Err(_)) => {
+            return Err(damaged(format!(
+                "its `{FORMAT_KEY}` marker is not a number"
+            )));
+        }
+        Some(Ok(_)) => {}
+    }
+    for field in schema().fields() {
+        match actual.field_with_name(field.name()) {
+            Ok(f) if f.data_type() == field.data_type() => {}
+            _ => {
+                return Err(damaged(format!(
+                    "column `{}` is missing or has the wrong type",
+                    field.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn micros(t: SystemTime) -> i64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn from_micros(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+fn encode(entries: &[LedgerEntry]) -> Result<RecordBatch> {
+    let strings = |f: fn(&LedgerEntry) -> Option<&str>| -> ArrayRef {
+        Arc::new(entries.iter().map(f).collect::<StringArray>())
+    };
+    let u64s = |f: fn(&LedgerEntry) -> Option<u64>| -> ArrayRef {
+        Arc::new(entries.iter().map(f).collect::<UInt64Array>())
+    };
+    let times = |f: fn(&LedgerEntry) -> Option<SystemTime>| -> ArrayRef {
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| f(e).map(micros))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        )
+    };
+    let columns = vec![
+        strings(|e| Some(&e.id)),
+        Arc::new(entries.iter().map(|e| e.seq as i64).collect::<Int64Array>()) as ArrayRef,
+        strings(|e| Some(&e.table)),
+        strings(|e| Some(&e.checksum)),
+        strings(|e| Some(e.status.as_str())),
+        u64s(|e| Some(e.version_before)),
+        u64s(|e| e.version_after),
+        strings(|e| e.backup_tag.as_deref()),
+        times(|e| Some(e.started_at)),
+        times(|e| e.finished_at),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| e.duration().map(|d| d.as_millis() as i64))
+                .collect::<Int64Array>(),
+        ),
+        u64s(|e| Some(e.rows_before)),
+        u64s(|e| e.rows_after),
+        strings(|e| e.error.as_deref()),
+        strings(|e| Some(&e.crate_version)),
+    ];
+    RecordBatch::try_new(schema(), columns).map_err(Error::arrow("encode a ledger row"))
+}
+
+fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
+    let damaged = |column: &str| Error::Ledger {
+        ledger: ledger.to_owned(),
+        reason: format!("column `{column}` is missing or has the wrong type"),
+    };
+    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| damaged(name));
+    let s = |name: &str| {
+        col(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| damaged(name))
+    };
+    let u = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| damaged(name))
+    };
+    let i = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| damaged(name))
+    };
+    let t = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| damaged(name))
+    };
+    let (id, table, checksum, status) = (s("id")?, s("table_name")?, s("checksum")?, s("status")?);
+    let (backup, error, crate_version) = (s("backup_tag")?, s("error")?, s("crate_version")?);
+    let (seq, v_before, v_after) = (i("seq")?, u("version_before")?, u("version_after")?);
+    let (r_before, r_after) = (u("rows_before")?, u("rows_after")?);
+    let (started, finished) = (t("started_at")?, t("finished_at")?);
+    let opt_s = |a: &StringArray, row: usize| a.is_valid(row).then(|| a.value(row).to_owned());
+    let opt_u = |a: &UInt64Array, row: usize| a.is_valid(row).then(|| a.value(row));
+    (0..batch.num_rows())
+        .map(|row| {
+            let status = Status::parse(status.value(row)).ok_or_else(|| Error::Ledger {
+                ledger: ledger.to_owned(),
+                reason: format!(
+                    "unknown status `{}` for `{}`",
+                    status.value(row),
+                    id.value(row)
+                ),
+            })?;
+            Ok(LedgerEntry {
+                id: id.value(row).to_owned(),
+                seq: u64::try_from(seq.value(row)).unwrap_or(0),
+                table: table.value(row).to_owned(),
+                checksum: checksum.value(row).to_owned(),
+                status,
+                version_before: v_before.value(row),
+                version_after: opt_u(v_after, row),
+                backup_tag: opt_s(backup, row),
+                started_at: from_micros(started.value(row)),
+                finished_at: finished
+                    .is_valid(row)
+                    .then(|| from_micros(finished.value(row))),
+                rows_before: r_before.value(row),
+                rows_after: opt_u(r_after, row),
+                error: opt_s(error, row),
+                crate_version: crate_version.value(row).to_owned(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! Safe, exactly-once migrations for [LanceDB](https://lancedb.com) tables.
+//!
+//! Applications change their tables' schemas over time: a `category` column
+//! here, a new embedding model there. `lancedb-migrate` applies such changes
+//! at application start, each exactly once, in order, with a backup before,
+//! a verification after, and an automatic rollback when anything fails.
+//!
+//! # Quick start
+//!
+//! ```
+//! use arrow_schema::{DataType, TimeUnit};
+//! use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lancedb_migrate::Result<()> {
+//! # let db = lancedb_migrate::testing::memory_db().await?;
+//! # lancedb_migrate::testing::documents_table(&db, "documents", 100, 8).await?;
+//! // let db = lancedb::connect("data/lancedb").execute().await?;
+//! let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+//! let report = Migrator::new(db)
+//!     .add(
+//!         AddColumns::new("0001_categories", "documents")
+//!             .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+//!             .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
+//!     )
+//!     .add(
+//!         AddColumns::new("0002_created_at", "documents")
+//!             .column(NewColumn::new("created_at", utc_micros).default_value(Value::MigrationTime)),
+//!     )
+//!     .run()
+//!     .await?;
+//! println!("{report}");
+//! # assert_eq!(report.applied().count(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How a migration runs
+//!
+//! The [`Migrator`] keeps a ledger table (default [`DEFAULT_LEDGER_TABLE`])
+//! in the same database, one row per migration id. On [`Migrator::run`] it:
+//!
+//! 1. refuses duplicate ids and applied migrations whose definition changed
+//!    ([`Error::Drift`]);
+//! 2. skips what the ledger shows applied — a run with nothing to do reads
+//!    the ledger and writes nothing;
+//! 3. for each pending [`Migration`]: checks its input against the table
+//!    ([`Migration::expected_schema`]), tags the table's version as a backup,
+//!    records `running`, then calls `transform`, `rebuild` and `verify`;
+//! 4. on success records `applied` with versions, row counts and timings;
+//!    on failure restores the backup, records `failed`, and returns
+//!    [`Error::MigrationFailed`] carrying the [`Report`] so far.
+//!
+//! # Writing your own migration
+//!
+//! Implement [`Migration`]: an id, a table, and a `transform`. The other
+//! hooks have defaults. Test it with the helpers in `testing` (feature
+//! `testing`) against a real in-memory LanceDB.
+//!
+//! # Feature flags
+//!
+//! - `testing`: the `testing` module — throwaway databases, fixture tables
+//!   and snapshots for downstream tests.
+
+mod apply;
+mod backup;
+mod builtin;
+mod context;
+mod error;
+mod event;
+mod ledger;
+mod migration;
+mod migrator;
+mod progress;
+mod report;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backup::Backup;
+pub use builtin::{AddColumns, NewColumn, Value};
+pub use context::MigrationContext;
+pub use error::{BoxError, Error, Phase, Result, Rollback};
+pub use event::Event;
+pub use ledger::{LedgerEntry, Status};
+pub use migration::Migration;
+pub use migrator::{DEFAULT_LEDGER_TABLE, Migrator};
+pub use progress::Progress;
+pub use report::{MigrationReport, Outcome, PhaseTiming, Report};

@@ -1,0 +1,219 @@
+//! The `Migration` trait that built-in and downstream migrations implement.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_schema::Schema;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::backup::Backup;
+use crate::context::MigrationContext;
+use crate::error::Result;
+
+/// One change to one table, applied at most once per database.
+///
+/// The [`Migrator`](crate::Migrator) calls the hooks in this order, each with
+/// the same [`MigrationContext`]:
+///
+/// 1. [`backup`](Self::backup) — keep a way back;
+/// 2. [`transform`](Self::transform) — change the table (the one hook every
+///    migration must write);
+/// 3. [`rebuild`](Self::rebuild) — bring derived structures such as indexes
+///    up to date;
+/// 4. [`verify`](Self::verify) — check the result.
+///
+/// If transform, rebuild or verify fails, the migrator restores the backup.
+///
+/// # Identity and drift
+///
+/// [`id`](Self::id) names the migration in the ledger forever; the
+/// [checksum](Self::checksum) of its [`definition`](Self::definition) is
+/// recorded when it is applied. Editing an applied migration changes the
+/// checksum, and the next run fails with [`Error::Drift`](crate::Error::Drift)
+/// instead of silently skipping or re-running it.
+///
+/// # Examples
+///
+/// A downstream migration that lower-cases a text column in place:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use lancedb_migrate::{Migration, MigrationContext, Result};
+///
+/// #[derive(Debug)]
+/// struct LowercaseCategory;
+///
+/// #[async_trait]
+/// impl Migration for LowercaseCategory {
+///     fn id(&self) -> &str {
+///         "0003_lowercase_category"
+///     }
+///
+///     fn table(&self) -> &str {
+///         "documents"
+///     }
+///
+///     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+///         ctx.table()
+///             .update()
+///             .column("category", "lower(category)")
+///             .execute()
+///             .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Migration: fmt::Debug + Send + Sync {
+    /// The migration's stable, unique id, e.g. `"0001_add_category"`.
+    ///
+    /// Never change it once the migration has been applied anywhere: the
+    /// ledger knows the migration by this id.
+    fn id(&self) -> &str;
+
+    /// The name of the table the migration changes.
+    fn table(&self) -> &str;
+
+    /// A canonical text of what the migration does; its checksum detects
+    /// edits to an applied migration.
+    ///
+    /// # Default implementation
+    ///
+    /// The migration's `Debug` output. Override it when `Debug` shows
+    /// something that is not part of the definition (a cache, a client
+    /// handle) or may change between versions of your dependencies.
+    fn definition(&self) -> String {
+        format!("{self:?}")
+    }
+
+    /// The SHA-256 of [`definition`](Self::definition), hex-encoded, as
+    /// recorded in the ledger.
+    ///
+    /// # Default implementation
+    ///
+    /// Hashes the definition; there is rarely a reason to override it.
+    fn checksum(&self) -> String {
+        hex_sha256(self.definition().as_bytes())
+    }
+
+    /// The schema the table must have after the migration, given the one it
+    /// had before. Used by the default [`verify`](Self::verify).
+    ///
+    /// # Default implementation
+    ///
+    /// Returns `before` unchanged: right for migrations that change data
+    /// only. A migration that changes the schema must override it (or
+    /// override `verify`).
+    ///
+    /// # Errors
+    ///
+    /// Implementations return an error when `before` cannot be migrated.
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        Ok(before.clone())
+    }
+
+    /// Keeps a way back to the table as it is now.
+    ///
+    /// # Default implementation
+    ///
+    /// Tags the table's current version ([`Backup::tag_current`]): O(1) in
+    /// table size, and protected from version pruning.
+    ///
+    /// # Errors
+    ///
+    /// An error stops the migration before anything was changed.
+    async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
+        Backup::tag_current(ctx.table(), self.id()).await
+    }
+
+    /// Changes the table. Required.
+    ///
+    /// Write through [`MigrationContext::table`]. Report long work through
+    /// [`MigrationContext::progress`].
+    ///
+    /// # Errors
+    ///
+    /// Any error makes the migrator restore the backup.
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()>;
+
+    /// Rebuilds what depends on the changed data, such as indexes.
+    ///
+    /// # Default implementation
+    ///
+    /// Does nothing.
+    ///
+    /// # Errors
+    ///
+    /// Any error makes the migrator restore the backup.
+    async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Checks the migrated table.
+    ///
+    /// # Default implementation
+    ///
+    /// Checks that the row count is unchanged
+    /// ([`MigrationContext::check_row_count`]) and that the schema equals
+    /// [`expected_schema`](Self::expected_schema) of the schema before
+    /// ([`MigrationContext::check_schema`]). Overrides usually call both and
+    /// add their own checks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Verification`](crate::Error::Verification) (or any error)
+    /// makes the migrator restore the backup.
+    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+        ctx.check_row_count().await?;
+        let expected = self.expected_schema(ctx.schema_before())?;
+        ctx.check_schema(&expected).await
+    }
+}
+
+/// Hex-encoded SHA-256 of `bytes`.
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+macro_rules! forward_migration {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<M: Migration + ?Sized> Migration for $ptr<M> {
+            fn id(&self) -> &str {
+                (**self).id()
+            }
+            fn table(&self) -> &str {
+                (**self).table()
+            }
+            fn definition(&self) -> String {
+                (**self).definition()
+            }
+            fn checksum(&self) -> String {
+                (**self).checksum()
+            }
+            fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+                (**self).expected_schema(before)
+            }
+            async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
+                (**self).backup(ctx).await
+            }
+            async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+                (**self).transform(ctx).await
+            }
+            async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
+                (**self).rebuild(ctx).await
+            }
+            async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+                (**self).verify(ctx).await
+            }
+        }
+    };
+}
+
+forward_migration!(Box);
+forward_migration!(Arc);

@@ -1,0 +1,233 @@
+//! The `Migrator`: composes migrations and applies the pending ones.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use lancedb::Connection;
+use tracing::{Instrument, info, info_span};
+
+use crate::apply::Apply;
+use crate::error::{Error, Result};
+use crate::event::{Event, Events, Observer};
+use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::migration::Migration;
+use crate::report::{MigrationReport, Outcome, Report};
+
+/// The default name of the ledger table.
+pub const DEFAULT_LEDGER_TABLE: &str = "_lancedb_migrations";
+
+/// Applies a list of migrations to a database, each exactly once, in order.
+///
+/// Build it at application start, add every migration the application has
+/// ever had (in order), and call [`run`](Self::run). Migrations already in
+/// the ledger are skipped; each pending one is backed up, transformed,
+/// rebuilt and verified, and restored from its backup if any of that fails.
+///
+/// # Examples
+///
+/// ```
+/// use arrow_schema::DataType;
+/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value, testing};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lancedb_migrate::Result<()> {
+/// let db = testing::memory_db().await?;
+/// testing::documents_table(&db, "documents", 100, 8).await?;
+///
+/// let migrator = Migrator::new(db).add(
+///     AddColumns::new("0001_add_category", "documents")
+///         .column(NewColumn::new("category", DataType::Utf8).default_value("general")),
+/// );
+/// let report = migrator.run().await?;
+/// assert_eq!(report.applied().count(), 1);
+///
+/// // The next start finds it applied and does nothing.
+/// let again = migrator.run().await?;
+/// assert!(again.is_noop());
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a Migrator does nothing until `run` is called"]
+pub struct Migrator {
+    db: Connection,
+    migrations: Vec<Box<dyn Migration>>,
+    ledger: String,
+    events: Events,
+}
+
+impl Migrator {
+    /// A migrator over `db` with no migrations, recording into the ledger
+    /// table [`DEFAULT_LEDGER_TABLE`].
+    pub fn new(db: Connection) -> Self {
+        Self {
+            db,
+            migrations: Vec::new(),
+            ledger: DEFAULT_LEDGER_TABLE.to_owned(),
+            events: Events::default(),
+        }
+    }
+
+    /// Appends a migration. Migrations run in the order they are added.
+    ///
+    /// Accepts any [`Migration`], including `Box<dyn Migration>` and
+    /// `Arc<dyn Migration>`.
+    pub fn add(mut self, migration: impl Migration + 'static) -> Self {
+        self.migrations.push(Box::new(migration));
+        self
+    }
+
+    /// Sets the name of the ledger table. Default: [`DEFAULT_LEDGER_TABLE`].
+    ///
+    /// Two migrators with different ledgers on one database know nothing of
+    /// each other's migrations.
+    pub fn ledger_table(mut self, name: impl Into<String>) -> Self {
+        self.ledger = name.into();
+        self
+    }
+
+    /// Calls `observer` with every [`Event`] of a run: migrations and phases
+    /// starting and finishing, and progress of long phases. Default: none.
+    ///
+    /// The callback runs on the migrating task; keep it quick.
+    pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.events = Events::new(Some(Observer::new(observer)));
+        self
+    }
+
+    /// Applies every pending migration, in order, and reports what it did.
+    ///
+    /// Before changing anything it checks the whole list: ids must be unique
+    /// and applied migrations must be unchanged. It then skips what the
+    /// ledger shows applied and runs the rest. A migration found `running`
+    /// (its process died) is restored to its backup and run again; a
+    /// `failed` one is run again.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::DuplicateId`], [`Error::InvalidMigration`] or
+    ///   [`Error::Drift`] before anything runs;
+    /// - [`Error::Ledger`] when the ledger cannot be used;
+    /// - [`Error::MigrationFailed`] when a migration fails: it names the
+    ///   migration and phase, says how the table was rolled back, and carries
+    ///   the report of what completed before it. Later migrations do not run.
+    pub async fn run(&self) -> Result<Report> {
+        self.validate()?;
+        let span = info_span!("lancedb_migrate::run", ledger = %self.ledger);
+        async {
+            let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
+            let entries = by_id(ledger.entries().await?);
+            self.check_drift(&entries)?;
+            let mut report = Report::default();
+            for (seq, migration) in self.migrations.iter().enumerate() {
+                let entry = self.run_one(&ledger, &entries, seq, migration.as_ref(), &report);
+                report.push(entry.await?);
+            }
+            info!(
+                applied = report.applied().count(),
+                skipped = report.skipped().count(),
+                "run finished"
+            );
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The ledger's rows, in migration order; empty when no run has created
+    /// the ledger yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        match Ledger::open(&self.db, &self.ledger).await? {
+            Some(ledger) => ledger.entries().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn run_one(
+        &self,
+        ledger: &Ledger,
+        entries: &HashMap<String, LedgerEntry>,
+        seq: usize,
+        migration: &dyn Migration,
+        report: &Report,
+    ) -> Result<MigrationReport> {
+        let previous = entries.get(migration.id());
+        if let Some(applied) = previous.filter(|e| e.status == Status::Applied) {
+            info!(migration = migration.id(), "already applied; skipped");
+            self.events.emit(Event::MigrationSkipped {
+                migration: migration.id().to_owned(),
+            });
+            return Ok(skipped(applied));
+        }
+        Apply::new(&self.db, ledger, &self.events, migration, seq as u64)
+            .run(previous, report)
+            .await
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = HashSet::new();
+        for m in &self.migrations {
+            if m.id().trim().is_empty() || m.table().trim().is_empty() {
+                return Err(Error::InvalidMigration {
+                    migration: m.id().to_owned(),
+                    reason: "its id and table name must not be empty".to_owned(),
+                });
+            }
+            if !seen.insert(m.id()) {
+                return Err(Error::DuplicateId {
+                    migration: m.id().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_drift(&self, entries: &HashMap<String, LedgerEntry>) -> Result<()> {
+        for m in &self.migrations {
+            let Some(entry) = entries.get(m.id()) else {
+                continue;
+            };
+            let current = m.checksum();
+            if entry.status == Status::Applied && entry.checksum != current {
+                return Err(Error::Drift {
+                    migration: m.id().to_owned(),
+                    applied: entry.checksum.clone(),
+                    current,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migrator")
+            .field("db", &self.db.uri())
+            .field("migrations", &self.migrations)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
+    entries.into_iter().map(|e| (e.id.clone(), e)).collect()
+}
+
+fn skipped(entry: &LedgerEntry) -> MigrationReport {
+    MigrationReport {
+        id: entry.id.clone(),
+        table: entry.table.clone(),
+        outcome: Outcome::Skipped,
+        version_before: entry.version_before,
+        version_after: entry.version_after,
+        rows_before: entry.rows_before,
+        rows_after: entry.rows_after,
+        backup: None,
+        phases: Vec::new(),
+        duration: entry.duration().unwrap_or_default(),
+    }
+}

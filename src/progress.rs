@@ -1,0 +1,118 @@
+//! Progress of a long phase, reported by the migration doing the work.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::event::{Event, Events};
+
+/// A handle a migration uses to report rows processed during a long phase.
+///
+/// Reports are forwarded to the run's observer and to `tracing` at a bounded
+/// rate (about once per [`Progress::INTERVAL`]), so calling
+/// [`advance`](Self::advance) for every batch is cheap.
+#[derive(Debug)]
+pub struct Progress {
+    migration: String,
+    events: Events,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    last_sent: Option<Instant>,
+}
+
+impl Progress {
+    /// The least time between two progress events.
+    pub const INTERVAL: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new(migration: &str, events: Events) -> Self {
+        Self {
+            migration: migration.to_owned(),
+            events,
+            state: Mutex::new(State {
+                total: None,
+                done: 0,
+                started: Instant::now(),
+                last_sent: None,
+            }),
+        }
+    }
+
+    /// Sets the number of rows the phase will process, and starts counting
+    /// from zero.
+    pub fn start(&self, total: Option<u64>) {
+        let mut state = self.lock();
+        *state = State {
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_sent: None,
+        };
+    }
+
+    /// Records `rows` more rows done.
+    pub fn advance(&self, rows: u64) {
+        let event = {
+            let mut state = self.lock();
+            state.done += rows;
+            let due = state
+                .last_sent
+                .is_none_or(|t| t.elapsed() >= Self::INTERVAL);
+            let finished = state.total.is_some_and(|t| state.done >= t);
+            (due || finished).then(|| {
+                state.last_sent = Some(Instant::now());
+                self.event(&state)
+            })
+        };
+        if let Some(event) = event {
+            self.send(event);
+        }
+    }
+
+    /// Rows done so far.
+    pub fn done(&self) -> u64 {
+        self.lock().done
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn event(&self, state: &State) -> Event {
+        let secs = state.started.elapsed().as_secs_f64();
+        Event::Progress {
+            migration: self.migration.clone(),
+            done: state.done,
+            total: state.total,
+            rate: if secs > 0.0 {
+                state.done as f64 / secs
+            } else {
+                0.0
+            },
+        }
+    }
+
+    fn send(&self, event: Event) {
+        if let Event::Progress {
+            done, total, rate, ..
+        } = &event
+        {
+            info!(
+                migration = self.migration,
+                done,
+                total,
+                rate = *rate as u64,
+                "progress"
+            );
+        }
+        self.events.emit(event);
+    }
+}

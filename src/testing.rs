@@ -1,0 +1,326 @@
+//! Helpers for unit-testing migrations against real LanceDB tables
+//! (feature `testing`).
+//!
+//! Everything here runs on a real LanceDB: an in-memory database
+//! ([`memory_db`]) or one in a temporary directory ([`TempDb`]) when two
+//! connections or processes must share it.
+//!
+//! # Examples
+//!
+//! ```
+//! use arrow_schema::DataType;
+//! use lancedb_migrate::testing::{self, Snapshot};
+//! use lancedb_migrate::{AddColumns, Migrator, NewColumn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lancedb_migrate::Result<()> {
+//! let db = testing::memory_db().await?;
+//! let table = testing::documents_table(&db, "documents", 50, 4).await?;
+//! let before = Snapshot::take(&table, "id").await?;
+//!
+//! Migrator::new(db)
+//!     .add(AddColumns::new("1", "documents").column(NewColumn::new("note", DataType::Utf8)))
+//!     .run()
+//!     .await?;
+//!
+//! let after = Snapshot::take(&table, "id").await?;
+//! after.assert_same_columns(&before, &["id", "text", "vector"]);
+//! assert_eq!(after.column("note").null_count(), 50);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use arrow_array::types::Float32Type;
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Int64Array, RecordBatch, RecordBatchIterator, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lancedb::query::ExecutableQuery;
+use lancedb::{Connection, Table};
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+
+/// A fresh, private in-memory database. A second call gives another,
+/// separate one.
+///
+/// # Errors
+///
+/// [`Error::Lance`] if LanceDB cannot open it.
+pub async fn memory_db() -> Result<Connection> {
+    connect("memory://").await
+}
+
+async fn connect(uri: &str) -> Result<Connection> {
+    lancedb::connect(uri)
+        .execute()
+        .await
+        .map_err(Error::lance(format!("connect to `{uri}`")))
+}
+
+/// A database in a temporary directory, deleted when dropped.
+///
+/// Use it when a test needs two connections to the same data (for example
+/// to simulate two application instances).
+pub struct TempDb {
+    dir: tempfile::TempDir,
+    db: Connection,
+}
+
+impl std::fmt::Debug for TempDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempDb")
+            .field("path", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TempDb {
+    /// Creates the directory and connects to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Custom`] if the directory cannot be created, [`Error::Lance`]
+    /// if LanceDB cannot open it.
+    pub async fn new() -> Result<Self> {
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::wrap("create a temporary directory", e))?;
+        let db = connect(&dir.path().to_string_lossy()).await?;
+        Ok(Self { dir, db })
+    }
+
+    /// The connection made by [`TempDb::new`].
+    pub fn db(&self) -> &Connection {
+        &self.db
+    }
+
+    /// The directory holding the database.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// A new, independent connection to the same database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] if LanceDB cannot open it.
+    pub async fn connect(&self) -> Result<Connection> {
+        connect(&self.dir.path().to_string_lossy()).await
+    }
+}
+
+/// The text of fixture row `id`: deterministic and distinct per row.
+pub fn document_text(id: i64) -> String {
+    format!(
+        "document {id}: the quick brown fox number {id} jumps over lazy dog {}",
+        id % 7
+    )
+}
+
+/// The vector of fixture row `id`: `dims` deterministic floats in [-1, 1).
+pub fn document_vector(id: i64, dims: usize) -> Vec<f32> {
+    (0..dims)
+        .map(|j| {
+            let x = (id as u64)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(j as u64 * 40_503);
+            ((x % 20_000) as f32 / 10_000.0) - 1.0
+        })
+        .collect()
+}
+
+/// The schema of [`documents_table`]: `id` Int64, `text` Utf8, `vector`
+/// FixedSizeList(Float32, `dims`), all NOT NULL.
+pub fn documents_schema(dims: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("vector", vector_type(dims), false),
+    ]))
+}
+
+/// `FixedSizeList(Float32, dims)` with nullable items, as LanceDB writes it.
+pub fn vector_type(dims: usize) -> DataType {
+    let dims = i32::try_from(dims).expect("vector dimension fits in i32");
+    DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dims)
+}
+
+/// One batch of fixture rows with ids `ids`.
+///
+/// # Panics
+///
+/// If `dims` does not fit in an `i32`.
+pub fn documents_batch(ids: std::ops::Range<i64>, dims: usize) -> RecordBatch {
+    let id = Int64Array::from_iter_values(ids.clone());
+    let text: StringArray = ids.clone().map(|i| Some(document_text(i))).collect();
+    let vectors = ids.map(|i| Some(document_vector(i, dims).into_iter().map(Some)));
+    let vector = FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(vectors, dims as i32);
+    let columns: Vec<ArrayRef> = vec![Arc::new(id), Arc::new(text), Arc::new(vector)];
+    RecordBatch::try_new(documents_schema(dims), columns).expect("fixture batch matches its schema")
+}
+
+/// Creates table `name` with `rows` fixture documents of `dims`-dimensional
+/// vectors, written in batches of up to 10 000 rows.
+///
+/// # Errors
+///
+/// [`Error::Lance`] if the table cannot be created (e.g. it exists).
+pub async fn documents_table(
+    db: &Connection,
+    name: &str,
+    rows: usize,
+    dims: usize,
+) -> Result<Table> {
+    let rows = rows as i64;
+    let batches: Vec<_> = (0..rows)
+        .step_by(10_000)
+        .map(|start| Ok(documents_batch(start..(start + 10_000).min(rows), dims)))
+        .collect();
+    let reader = RecordBatchIterator::new(batches, documents_schema(dims));
+    db.create_table(
+        name,
+        Box::new(reader) as Box<dyn arrow_array::RecordBatchReader + Send>,
+    )
+    .execute()
+    .await
+    .map_err(Error::lance(format!("create fixture table `{name}`")))
+}
+
+/// All rows of a table, read into one batch and sorted by a key column, for
+/// comparing a table before and after a migration.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    batch: RecordBatch,
+}
+
+impl Snapshot {
+    /// Reads every row of `table` at its latest version, sorted by `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] if the table cannot be read, [`Error::Arrow`] if
+    /// `key` cannot be sorted on, [`Error::ColumnNotFound`] if it is missing.
+    pub async fn take(table: &Table, key: &str) -> Result<Self> {
+        table
+            .checkout_latest()
+            .await
+            .map_err(Error::lance("check out the latest version"))?;
+        let schema = table
+            .schema()
+            .await
+            .map_err(Error::lance("read the schema"))?;
+        let batches: Vec<RecordBatch> = table
+            .query()
+            .execute()
+            .await
+            .map_err(Error::lance("scan the table"))?
+            .try_collect()
+            .await
+            .map_err(Error::lance("scan the table"))?;
+        let batch = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(Error::arrow("concatenate batches"))?;
+        let keys = batch
+            .column_by_name(key)
+            .ok_or_else(|| Error::ColumnNotFound {
+                table: table.name().to_owned(),
+                column: key.to_owned(),
+            })?;
+        let order = arrow_ord::sort::sort_to_indices(keys, None, None)
+            .map_err(Error::arrow(format!("sort by `{key}`")))?;
+        let batch = arrow_select::take::take_record_batch(&batch, &order)
+            .map_err(Error::arrow("reorder rows"))?;
+        Ok(Self { batch })
+    }
+
+    /// The rows, sorted.
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    /// The number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// A column, sorted.
+    ///
+    /// # Panics
+    ///
+    /// If the column is missing, naming the columns there are.
+    pub fn column(&self, name: &str) -> &ArrayRef {
+        self.batch.column_by_name(name).unwrap_or_else(|| {
+            let names: Vec<_> = self
+                .batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            panic!("column `{name}` is not in the snapshot; it has {names:?}")
+        })
+    }
+
+    /// The schema of the snapshot.
+    pub fn schema(&self) -> SchemaRef {
+        self.batch.schema()
+    }
+
+    /// Asserts that `columns` hold exactly the same values (and types) in
+    /// both snapshots.
+    ///
+    /// # Panics
+    ///
+    /// On the first column that differs, naming it.
+    pub fn assert_same_columns(&self, other: &Self, columns: &[&str]) {
+        assert_eq!(self.num_rows(), other.num_rows(), "row counts differ");
+        for name in columns {
+            let (a, b) = (self.column(name), other.column(name));
+            assert_eq!(a.data_type(), b.data_type(), "column `{name}` changed type");
+            assert!(a.to_data() == b.to_data(), "column `{name}` changed values");
+        }
+    }
+}
+
+/// Collects the [`Event`]s of a run, for asserting on progress reporting.
+///
+/// # Examples
+///
+/// ```
+/// use lancedb_migrate::testing::{self, EventLog};
+/// use lancedb_migrate::Migrator;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lancedb_migrate::Result<()> {
+/// let log = EventLog::default();
+/// let db = testing::memory_db().await?;
+/// Migrator::new(db).on_event(log.observer()).run().await?;
+/// assert!(log.events().is_empty());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EventLog(Arc<Mutex<Vec<Event>>>);
+
+impl EventLog {
+    /// A callback for [`Migrator::on_event`](crate::Migrator::on_event) that
+    /// appends to this log.
+    pub fn observer(&self) -> impl Fn(&Event) + Send + Sync + 'static {
+        let log = Arc::clone(&self.0);
+        move |event| {
+            log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.clone())
+        }
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}

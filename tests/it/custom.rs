@@ -1,0 +1,291 @@
+//! Migrations implemented here as a downstream crate would, run through
+//! `Box<dyn Migration>`: success, failure in each phase with rollback, and a
+//! crash mid-transform.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use lancedb::table::NewColumnTransform;
+use lancedb_migrate::testing::{self, Snapshot};
+use lancedb_migrate::{
+    AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, Phase, Result, Rollback,
+    Status,
+};
+
+use crate::support::{failure, tags, version};
+
+/// Adds `word_count` computed from `text` by SQL, optionally failing in a
+/// chosen phase (after the transform has committed).
+#[derive(Debug)]
+struct WordCount {
+    fail_in: Option<Phase>,
+    panic_in_transform: bool,
+}
+
+impl WordCount {
+    fn ok() -> Self {
+        Self {
+            fail_in: None,
+            panic_in_transform: false,
+        }
+    }
+
+    fn failing_in(phase: Phase) -> Self {
+        Self {
+            fail_in: Some(phase),
+            panic_in_transform: false,
+        }
+    }
+
+    fn fail(&self, phase: Phase) -> Result<()> {
+        if self.fail_in == Some(phase) {
+            return Err(Error::custom(format!("injected failure in {phase}")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Migration for WordCount {
+    fn id(&self) -> &str {
+        "0002_word_count"
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    fn definition(&self) -> String {
+        "word_count = length(text)".to_owned()
+    }
+
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        let mut fields = before.fields().to_vec();
+        fields.push(Arc::new(Field::new("word_count", DataType::Int32, true)));
+        Ok(Schema::new(fields))
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        let sql = vec![(
+            "word_count".to_owned(),
+            "CAST(length(text) AS INT)".to_owned(),
+        )];
+        ctx.table()
+            .add_columns()
+            .transform(NewColumnTransform::SqlExpressions(sql))
+            .execute()
+            .await?;
+        ctx.progress().start(Some(ctx.rows_before()));
+        ctx.progress().advance(ctx.rows_before());
+        if self.panic_in_transform {
+            panic!("simulated crash after the transform committed");
+        }
+        self.fail(Phase::Transform)
+    }
+
+    async fn rebuild(&self, _ctx: &MigrationContext) -> Result<()> {
+        self.fail(Phase::Rebuild)
+    }
+
+    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+        ctx.check_row_count().await?;
+        ctx.check_schema(&self.expected_schema(ctx.schema_before())?)
+            .await?;
+        self.fail(Phase::Verify)
+    }
+}
+
+fn first() -> AddColumns {
+    AddColumns::new("0001_category", "documents")
+        .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+}
+
+#[tokio::test]
+async fn boxed_custom_migration_applies() {
+    let db = testing::memory_db().await.unwrap();
+    let table = testing::documents_table(&db, "documents", 40, 4)
+        .await
+        .unwrap();
+    let boxed: Box<dyn Migration> = Box::new(WordCount::ok());
+    let migrator = Migrator::new(db).add(first()).add(boxed);
+    let report = migrator.run().await.unwrap();
+
+    let ids: Vec<_> = report.applied().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["0001_category", "0002_word_count"]);
+    let s = Snapshot::take(&table, "id").await.unwrap();
+    let counts = s.column("word_count");
+    let texts = s.column("text");
+    use arrow_array::cast::AsArray;
+    for i in 0..40 {
+        let text = texts.as_string::<i32>().value(i);
+        let n = counts
+            .as_primitive::<arrow_array::types::Int32Type>()
+            .value(i);
+        assert_eq!(n as usize, text.chars().count());
+    }
+    let second = &report.migrations()[1];
+    for phase in [
+        Phase::Prepare,
+        Phase::Backup,
+        Phase::Transform,
+        Phase::Rebuild,
+        Phase::Verify,
+    ] {
+        assert!(second.phase(phase).is_some(), "{phase} timed");
+    }
+    assert!(migrator.run().await.unwrap().is_noop());
+}
+
+/// A failure in transform, rebuild or verify restores the table to its
+/// version before the migration and records the failure.
+#[tokio::test]
+async fn failure_in_each_phase_rolls_back() {
+    for phase in [Phase::Transform, Phase::Rebuild, Phase::Verify] {
+        let db = testing::memory_db().await.unwrap();
+        let table = testing::documents_table(&db, "documents", 30, 4)
+            .await
+            .unwrap();
+        let migrator = Migrator::new(db.clone())
+            .add(first())
+            .add(WordCount::failing_in(phase));
+        let err = migrator.run().await.unwrap_err();
+
+        let (cause, failed_in, rollback) = failure(&err);
+        assert_eq!(failed_in, phase);
+        assert!(cause.to_string().contains("injected failure"), "{cause}");
+        let after_first = err.report().unwrap().migrations()[0].version_after.unwrap();
+        assert_eq!(
+            rollback,
+            &Rollback::Restored {
+                version: after_first
+            }
+        );
+        assert!(
+            err.to_string().contains("0002_word_count") && err.to_string().contains(phase.as_str())
+        );
+
+        // The report carries what completed: the first migration.
+        let report = err.report().unwrap();
+        assert_eq!(
+            report.applied().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["0001_category"]
+        );
+
+        // The table is back to its state after the first migration.
+        let s = Snapshot::take(&table, "id").await.unwrap();
+        assert_eq!(s.num_rows(), 30);
+        assert!(
+            s.schema().field_with_name("word_count").is_err(),
+            "{phase}: column rolled back"
+        );
+        assert!(s.schema().field_with_name("category").is_ok());
+
+        let ledger = migrator.ledger().await.unwrap();
+        assert_eq!(ledger.len(), 2);
+        assert_eq!(ledger[0].status, Status::Applied);
+        assert_eq!(ledger[1].status, Status::Failed);
+        let error = ledger[1].error.as_deref().unwrap();
+        assert!(
+            error.starts_with(phase.as_str()) && error.contains("injected failure"),
+            "{error}"
+        );
+        assert!(
+            tags(&table).await.values().any(|v| *v == after_first),
+            "backup tag kept"
+        );
+
+        // A fixed migration with the same id runs on the next start.
+        let fixed = Migrator::new(db.clone()).add(first()).add(WordCount::ok());
+        let report = fixed.run().await.unwrap();
+        assert_eq!(
+            report.applied().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["0002_word_count"]
+        );
+        assert_eq!(fixed.ledger().await.unwrap()[1].status, Status::Applied);
+    }
+}
+
+/// The process dies after the transform committed: the ledger says
+/// `running`. The next run restores the backup and applies it cleanly.
+#[tokio::test]
+async fn crash_mid_migration_is_recovered_on_next_run() {
+    let tmp = testing::TempDb::new().await.unwrap();
+    let table = testing::documents_table(tmp.db(), "documents", 25, 4)
+        .await
+        .unwrap();
+    let before = Snapshot::take(&table, "id").await.unwrap();
+    let v0 = version(&table).await;
+
+    let db = tmp.connect().await.unwrap();
+    let crashing = WordCount {
+        fail_in: None,
+        panic_in_transform: true,
+    };
+    let crashed = tokio::spawn(async move { Migrator::new(db).add(crashing).run().await }).await;
+    assert!(crashed.unwrap_err().is_panic());
+
+    let half_done = Snapshot::take(&table, "id").await.unwrap();
+    assert!(
+        half_done.schema().field_with_name("word_count").is_ok(),
+        "the crash left a half-migrated table"
+    );
+    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(WordCount::ok());
+    assert_eq!(migrator.ledger().await.unwrap()[0].status, Status::Running);
+
+    let report = migrator.run().await.unwrap();
+    assert_eq!(report.applied().count(), 1);
+    let entry = &migrator.ledger().await.unwrap()[0];
+    assert_eq!(entry.status, Status::Applied);
+    assert!(
+        entry.version_before > v0,
+        "re-run started from the restored version"
+    );
+    let after = Snapshot::take(&table, "id").await.unwrap();
+    after.assert_same_columns(&before, &["id", "text", "vector"]);
+    assert_eq!(
+        after.schema().fields().len(),
+        4,
+        "one word_count column, not two"
+    );
+}
+
+/// Panicking hooks aside, hooks observe their context.
+#[tokio::test]
+async fn context_reports_state_before() {
+    #[derive(Debug)]
+    struct Inspect(AtomicBool);
+
+    #[async_trait]
+    impl Migration for Inspect {
+        fn id(&self) -> &str {
+            "inspect"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            assert_eq!(ctx.rows_before(), 12);
+            assert_eq!(ctx.migration_id(), "inspect");
+            assert_eq!(ctx.table_name(), "documents");
+            let backup = ctx.backup().expect("backup taken before transform");
+            assert_eq!(backup.version(), ctx.version_before());
+            assert_eq!(ctx.schema_before().fields().len(), 3);
+            self.0.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    let db = testing::memory_db().await.unwrap();
+    testing::documents_table(&db, "documents", 12, 4)
+        .await
+        .unwrap();
+    let inspect = Arc::new(Inspect(AtomicBool::new(false)));
+    Migrator::new(db)
+        .add(Arc::clone(&inspect))
+        .run()
+        .await
+        .unwrap();
+    assert!(inspect.0.load(Ordering::SeqCst), "transform ran");
+}

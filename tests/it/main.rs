@@ -1,0 +1,7 @@
+//! Integration tests: one binary, so LanceDB is linked once.
+
+mod add_columns;
+mod bad_input;
+mod custom;
+mod migrator;
+mod support;
