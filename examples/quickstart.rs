@@ -17,7 +17,10 @@ const DB_DIR: &str = "quickstart-data";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_target(false).init();
+    // Warnings and errors from LanceDB and this crate; progress is printed below.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let db = lancedb::connect(DB_DIR).execute().await?;
     if !db
         .table_names()

@@ -215,7 +215,7 @@ pub enum Error {
         report: Box<Report>,
         /// Why it failed.
         #[source]
-        source: Box<Error>,
+        source: Box<Self>,
     },
 
     /// A LanceDB operation failed.

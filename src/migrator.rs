@@ -71,6 +71,9 @@ impl Migrator {
     ///
     /// Accepts any [`Migration`], including `Box<dyn Migration>` and
     /// `Arc<dyn Migration>`.
+    // `add` is the name applications read as "add a migration"; it is not
+    // arithmetic, so `std::ops::Add` would be the wrong trait.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, migration: impl Migration + 'static) -> Self {
         self.migrations.push(Box::new(migration));
         self

@@ -30,6 +30,7 @@ use crate::migration::Migration;
 /// instead; then every later append **must** set it, or LanceDB rejects the
 /// write.
 #[derive(Debug, Clone, PartialEq)]
+#[must_use]
 pub struct NewColumn {
     name: String,
     data_type: DataType,
