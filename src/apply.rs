@@ -11,6 +11,7 @@ use crate::backup::Backup;
 use crate::context::MigrationContext;
 use crate::error::{Error, Phase, Result, Rollback};
 use crate::event::{Event, Events};
+use crate::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::progress::Progress;
@@ -20,6 +21,7 @@ use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
 pub(crate) struct Apply<'a> {
     db: &'a Connection,
     ledger: &'a Ledger,
+    lease: &'a Lease,
     events: &'a Events,
     migration: &'a dyn Migration,
     seq: u64,
@@ -30,6 +32,7 @@ impl<'a> Apply<'a> {
     pub(crate) fn new(
         db: &'a Connection,
         ledger: &'a Ledger,
+        lease: &'a Lease,
         events: &'a Events,
         migration: &'a dyn Migration,
         seq: u64,
@@ -37,6 +40,7 @@ impl<'a> Apply<'a> {
         Self {
             db,
             ledger,
+            lease,
             events,
             migration,
             seq,
@@ -138,12 +142,14 @@ impl<'a> Apply<'a> {
         self.phase(Phase::Verify, m.verify(ctx)).await
     }
 
-    /// Runs one phase, timing it and tagging its error with the phase.
+    /// Runs one phase, timing it and tagging its error with the phase. A
+    /// lost lease stops the migration before the phase starts.
     async fn phase<T>(
         &mut self,
         phase: Phase,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T, (Phase, Error)> {
+        self.lease.check().map_err(|e| (phase, e))?;
         self.emit(Event::PhaseStarted {
             migration: self.id().to_owned(),
             phase,
@@ -245,6 +251,10 @@ impl<'a> Apply<'a> {
         cause: Error,
         report: &Report,
     ) -> Error {
+        if matches!(cause, Error::LeaseLost { .. }) {
+            // Another process may hold the lease now: write nothing more.
+            return self.failed(phase, Rollback::Deferred, cause, report);
+        }
         let rollback = restore(ctx).await;
         entry.status = Status::Failed;
         entry.finished_at = Some(SystemTime::now());

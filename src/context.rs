@@ -1,12 +1,14 @@
 //! The one argument every migration hook receives.
 
-use std::time::SystemTime;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use arrow_schema::{Schema, SchemaRef};
+use lance::dataset::transaction::Operation;
 use lancedb::{Connection, Table};
 
 use crate::backup::Backup;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_commit_conflict};
 use crate::progress::Progress;
 
 /// What a hook knows about the migration in progress.
@@ -126,6 +128,51 @@ impl MigrationContext {
         &self.progress
     }
 
+    /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)
+    /// makes.
+    pub const CONFLICT_ATTEMPTS: u32 = 5;
+
+    /// Runs one LanceDB write, retrying it from the table's latest version
+    /// when it conflicts with a concurrent writer (for example the
+    /// application appending rows while a column is added).
+    ///
+    /// Use it only for a step that is correct to redo against newer data:
+    /// `step` is called again after
+    /// [`checkout_latest`](lancedb::Table::checkout_latest), up to
+    /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a short
+    /// growing pause.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] naming `operation`: the last conflict, or the first
+    /// error that is not a conflict.
+    pub async fn retry_on_conflict<T, F, Fut>(&self, operation: &str, mut step: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = lancedb::Result<T>> + Send,
+        T: Send,
+    {
+        let mut attempt = 1;
+        loop {
+            match step().await {
+                Err(e) if is_commit_conflict(&e) && attempt < Self::CONFLICT_ATTEMPTS => {
+                    tracing::warn!(
+                        operation,
+                        attempt,
+                        "conflict with a concurrent writer; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                    self.table
+                        .checkout_latest()
+                        .await
+                        .map_err(Error::lance("check out the latest version"))?;
+                    attempt += 1;
+                }
+                result => return result.map_err(Error::lance(operation)),
+            }
+        }
+    }
+
     /// The table's current schema.
     ///
     /// # Errors
@@ -138,27 +185,65 @@ impl MigrationContext {
         )))
     }
 
-    /// Checks that the table has as many rows as before the migration.
+    /// Checks that the migration neither lost nor added rows: the table has
+    /// as many rows as before, plus those that other writers appended while
+    /// the migration ran (LanceDB `Append` commits since the migration
+    /// started).
+    ///
+    /// A migration that appends rows to its own table itself must check
+    /// row counts its own way.
     ///
     /// # Errors
     ///
-    /// [`Error::Verification`] naming both counts when they differ.
+    /// [`Error::Verification`] naming the counts when they differ.
     pub async fn check_row_count(&self) -> Result<()> {
+        let count = |what: &str| Error::lance(format!("{what} of table `{}`", self.table_name()));
         let now = self
             .table
             .count_rows(None)
             .await
-            .map_err(Error::lance(format!(
-                "count the rows of table `{}`",
-                self.table_name()
-            )))? as u64;
+            .map_err(count("count the rows"))? as u64;
         if now == self.rows_before {
+            return Ok(());
+        }
+        let appended = self.rows_appended_since(self.version_before).await?;
+        if now == self.rows_before + appended {
             return Ok(());
         }
         Err(Error::verification(
             self.table_name(),
-            format!("row count changed from {} to {now}", self.rows_before),
+            format!(
+                "row count changed from {} to {now} ({appended} rows were appended by other writers meanwhile)",
+                self.rows_before
+            ),
         ))
+    }
+
+    /// Rows added by `Append` commits after `version` (0 for tables that
+    /// are not local Lance datasets).
+    async fn rows_appended_since(&self, version: u64) -> Result<u64> {
+        let read = Error::lance(format!(
+            "read the commit history of `{}`",
+            self.table_name()
+        ));
+        let Some(dataset) = self.table.dataset() else {
+            return Ok(0);
+        };
+        let dataset = dataset.get().await.map_err(read)?;
+        let mut rows = 0;
+        for v in version + 1..=dataset.version().version {
+            let transaction = dataset.read_transaction_by_version(v).await;
+            let transaction = transaction.map_err(|e| {
+                Error::lance(format!("read commit {v} of `{}`", self.table_name()))(e.into())
+            })?;
+            if let Some(Operation::Append { fragments }) = transaction.map(|t| t.operation) {
+                rows += fragments
+                    .iter()
+                    .filter_map(|f| f.physical_rows)
+                    .sum::<usize>() as u64;
+            }
+        }
+        Ok(rows)
     }
 
     /// Checks that the table's schema has exactly the fields of `expected`:

@@ -64,6 +64,10 @@ pub enum Rollback {
         /// The version the table's contents were restored to.
         version: u64,
     },
+    /// Not attempted: this run lost its lease, so another process may be
+    /// working on the table. The process that holds the lease next finds the
+    /// migration interrupted and restores its backup.
+    Deferred,
     /// Restoring the table failed; the table may be left half-migrated. The
     /// backup is still there: restore it by hand with
     /// `table.checkout_tag(tag)` then `table.restore()`.
@@ -79,6 +83,9 @@ impl fmt::Display for Rollback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotNeeded => f.write_str("the table was not changed"),
+            Self::Deferred => {
+                f.write_str("the lease was lost, so the next holder restores the table")
+            }
             Self::Restored { version } => write!(f, "the table was restored to version {version}"),
             Self::Failed { backup, reason } => write!(
                 f,
@@ -154,6 +161,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// A [`Migrator`](crate::Migrator) setting is invalid.
+    #[error("invalid migrator setting: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Two migrations given to one [`Migrator`](crate::Migrator) share an id.
     #[error("migration id `{migration}` is used by more than one migration; ids must be unique")]
     DuplicateId {
@@ -194,6 +208,27 @@ pub enum Error {
         ledger: String,
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// Another process held the migration lease for longer than the
+    /// configured wait ([`Migrator::lease_wait`](crate::Migrator::lease_wait)).
+    #[error(
+        "waited {waited:.0?} for the migration lease held by `{holder}`; \
+         if that process is gone the lease expires on its own, otherwise raise the wait"
+    )]
+    LeaseTimeout {
+        /// Who holds the lease, as it identified itself.
+        holder: String,
+        /// How long this run waited.
+        waited: std::time::Duration,
+    },
+
+    /// This run's lease expired or was taken over (e.g. the process stalled
+    /// for longer than the lease TTL); it stopped before writing more.
+    #[error("the migration lease (generation {generation}) was lost; stopped to avoid two writers")]
+    LeaseLost {
+        /// The generation of the lost lease.
+        generation: u64,
     },
 
     /// A migration failed; the run stopped there.
@@ -312,6 +347,29 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// Whether a LanceDB error says a tag (or other ref) already exists.
+pub(crate) fn is_ref_conflict(e: &lancedb::Error) -> bool {
+    matches!(
+        e,
+        lancedb::Error::Lance {
+            source: lance::Error::RefConflict { .. }
+        }
+    )
+}
+
+/// Whether a LanceDB error is a commit conflict with a concurrent writer,
+/// which LanceDB reports as worth retrying from the latest version.
+pub(crate) fn is_commit_conflict(e: &lancedb::Error) -> bool {
+    matches!(
+        e,
+        lancedb::Error::Lance {
+            source: lance::Error::RetryableCommitConflict { .. }
+                | lance::Error::CommitConflict { .. }
+                | lance::Error::TooMuchWriteContention { .. }
+        }
+    )
 }
 
 impl From<lancedb::Error> for Error {

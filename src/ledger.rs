@@ -126,6 +126,11 @@ impl Ledger {
         }
     }
 
+    /// The ledger's table handle (the lease's tags live on it).
+    pub(crate) fn table(&self) -> &Table {
+        &self.table
+    }
+
     /// Every entry, in the order the migrations were listed.
     pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
         self.table

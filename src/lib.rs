@@ -68,6 +68,7 @@ mod builtin;
 mod context;
 mod error;
 mod event;
+mod lease;
 mod ledger;
 mod migration;
 mod migrator;

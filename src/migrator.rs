@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use lancedb::Connection;
 use tracing::{Instrument, info, info_span};
@@ -9,6 +10,7 @@ use tracing::{Instrument, info, info_span};
 use crate::apply::Apply;
 use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
+use crate::lease::{Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::report::{MigrationReport, Outcome, Report};
@@ -53,6 +55,7 @@ pub struct Migrator {
     migrations: Vec<Box<dyn Migration>>,
     ledger: String,
     events: Events,
+    lease: LeaseConfig,
 }
 
 impl Migrator {
@@ -64,6 +67,7 @@ impl Migrator {
             migrations: Vec::new(),
             ledger: DEFAULT_LEDGER_TABLE.to_owned(),
             events: Events::default(),
+            lease: LeaseConfig::new(),
         }
     }
 
@@ -88,6 +92,34 @@ impl Migrator {
         self
     }
 
+    /// How long a run waits for another process's migrations to finish
+    /// before failing with [`Error::LeaseTimeout`]. Default: 10 minutes.
+    ///
+    /// Only runs with pending migrations wait: a run with nothing to do takes
+    /// no lease.
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease.wait = wait;
+        self
+    }
+
+    /// How long a lease lives without a heartbeat. Default: 30 seconds.
+    ///
+    /// The holder renews it every third of this; a process killed while
+    /// holding it blocks others for at most this long. Clocks of the
+    /// processes sharing a database must agree to well within it. Must be at
+    /// least 100 ms.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease.ttl = ttl;
+        self
+    }
+
+    /// How this process names itself in the lease, shown to processes that
+    /// wait for it. Default: `$HOSTNAME-pid<pid>-<nonce>`.
+    pub fn lease_holder(mut self, name: impl Into<String>) -> Self {
+        self.lease.holder = name.into();
+        self
+    }
+
     /// Calls `observer` with every [`Event`] of a run: migrations and phases
     /// starting and finishing, and progress of long phases. Default: none.
     ///
@@ -100,15 +132,19 @@ impl Migrator {
     /// Applies every pending migration, in order, and reports what it did.
     ///
     /// Before changing anything it checks the whole list: ids must be unique
-    /// and applied migrations must be unchanged. It then skips what the
-    /// ledger shows applied and runs the rest. A migration found `running`
-    /// (its process died) is restored to its backup and run again; a
-    /// `failed` one is run again.
+    /// and applied migrations must be unchanged. When everything is applied
+    /// it returns at once, having only read the ledger. Otherwise it takes
+    /// the database's migration lease (waiting for another process that
+    /// holds it), reads the ledger again, and runs what is still pending. A
+    /// migration found `running` (its process died) is restored to its
+    /// backup and run again; a `failed` one is run again.
     ///
     /// # Errors
     ///
-    /// - [`Error::DuplicateId`], [`Error::InvalidMigration`] or
-    ///   [`Error::Drift`] before anything runs;
+    /// - [`Error::DuplicateId`], [`Error::InvalidMigration`],
+    ///   [`Error::InvalidConfig`] or [`Error::Drift`] before anything runs;
+    /// - [`Error::LeaseTimeout`] when another process kept the lease longer
+    ///   than [`lease_wait`](Self::lease_wait);
     /// - [`Error::Ledger`] when the ledger cannot be used;
     /// - [`Error::MigrationFailed`] when a migration fails: it names the
     ///   migration and phase, says how the table was rolled back, and carries
@@ -120,11 +156,14 @@ impl Migrator {
             let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
             let entries = by_id(ledger.entries().await?);
             self.check_drift(&entries)?;
-            let mut report = Report::default();
-            for (seq, migration) in self.migrations.iter().enumerate() {
-                let entry = self.run_one(&ledger, &entries, seq, migration.as_ref(), &report);
-                report.push(entry.await?);
-            }
+            let report = if self.all_applied(&entries) {
+                self.skip_all(&entries)
+            } else {
+                let lease = Lease::acquire(ledger.table(), &self.lease).await?;
+                let report = self.run_pending(&ledger, &lease).await;
+                lease.release().await;
+                report?
+            };
             info!(
                 applied = report.applied().count(),
                 skipped = report.skipped().count(),
@@ -134,6 +173,36 @@ impl Migrator {
         }
         .instrument(span)
         .await
+    }
+
+    fn all_applied(&self, entries: &HashMap<String, LedgerEntry>) -> bool {
+        self.migrations.iter().all(|m| {
+            entries
+                .get(m.id())
+                .is_some_and(|e| e.status == Status::Applied)
+        })
+    }
+
+    fn skip_all(&self, entries: &HashMap<String, LedgerEntry>) -> Report {
+        let mut report = Report::default();
+        for m in &self.migrations {
+            report.push(self.skip(&entries[m.id()]));
+        }
+        report
+    }
+
+    /// Runs what is pending, under the lease; the ledger is read again since
+    /// another process may have applied migrations while this one waited.
+    async fn run_pending(&self, ledger: &Ledger, lease: &Lease) -> Result<Report> {
+        let entries = by_id(ledger.entries().await?);
+        self.check_drift(&entries)?;
+        let mut report = Report::default();
+        for (seq, migration) in self.migrations.iter().enumerate() {
+            lease.check()?;
+            let entry = self.run_one(ledger, lease, &entries, seq, migration.as_ref(), &report);
+            report.push(entry.await?);
+        }
+        Ok(report)
     }
 
     /// The ledger's rows, in migration order; empty when no run has created
@@ -152,6 +221,7 @@ impl Migrator {
     async fn run_one(
         &self,
         ledger: &Ledger,
+        lease: &Lease,
         entries: &HashMap<String, LedgerEntry>,
         seq: usize,
         migration: &dyn Migration,
@@ -159,18 +229,30 @@ impl Migrator {
     ) -> Result<MigrationReport> {
         let previous = entries.get(migration.id());
         if let Some(applied) = previous.filter(|e| e.status == Status::Applied) {
-            info!(migration = migration.id(), "already applied; skipped");
-            self.events.emit(Event::MigrationSkipped {
-                migration: migration.id().to_owned(),
-            });
-            return Ok(skipped(applied));
+            return Ok(self.skip(applied));
         }
-        Apply::new(&self.db, ledger, &self.events, migration, seq as u64)
+        Apply::new(&self.db, ledger, lease, &self.events, migration, seq as u64)
             .run(previous, report)
             .await
     }
 
+    fn skip(&self, applied: &LedgerEntry) -> MigrationReport {
+        info!(migration = applied.id, "already applied; skipped");
+        self.events.emit(Event::MigrationSkipped {
+            migration: applied.id.clone(),
+        });
+        skipped(applied)
+    }
+
     fn validate(&self) -> Result<()> {
+        if self.lease.ttl < Duration::from_millis(100) {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "lease_ttl is {:?}; it must be at least 100ms",
+                    self.lease.ttl
+                ),
+            });
+        }
         let mut seen = HashSet::new();
         for m in &self.migrations {
             if m.id().trim().is_empty() || m.table().trim().is_empty() {
@@ -212,6 +294,7 @@ impl fmt::Debug for Migrator {
             .field("db", &self.db.uri())
             .field("migrations", &self.migrations)
             .field("ledger", &self.ledger)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }

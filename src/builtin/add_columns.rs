@@ -209,8 +209,11 @@ impl AddColumns {
         if fields.is_empty() {
             return Ok(());
         }
-        let transform = NewColumnTransform::AllNulls(Arc::new(Schema::new(fields)));
-        self.add(ctx, transform, "all-null").await
+        let schema = Arc::new(Schema::new(fields));
+        self.add(ctx, "all-null", || {
+            NewColumnTransform::AllNulls(schema.clone())
+        })
+        .await
     }
 
     async fn add_defaults(&self, ctx: &MigrationContext) -> Result<()> {
@@ -230,11 +233,9 @@ impl AddColumns {
         if expressions.is_empty() {
             return Ok(());
         }
-        self.add(
-            ctx,
-            NewColumnTransform::SqlExpressions(expressions),
-            "defaulted",
-        )
+        self.add(ctx, "defaulted", || {
+            NewColumnTransform::SqlExpressions(expressions.clone())
+        })
         .await?;
         let relax: Vec<ColumnAlteration> = valued()
             .filter(|c| c.nullable)
@@ -243,32 +244,26 @@ impl AddColumns {
         if relax.is_empty() {
             return Ok(());
         }
-        ctx.table()
-            .alter_columns(&relax)
-            .await
-            .map_err(Error::lance(format!(
-                "make the new columns of `{}` nullable",
-                self.table
-            )))?;
+        let operation = format!("make the new columns of `{}` nullable", self.table);
+        ctx.retry_on_conflict(&operation, || ctx.table().alter_columns(&relax))
+            .await?;
         Ok(())
     }
 
+    /// One `add_columns` commit, retried on conflicts with concurrent
+    /// appends (the retry then fills the appended rows too).
     async fn add(
         &self,
         ctx: &MigrationContext,
-        transform: NewColumnTransform,
         kind: &str,
+        transform: impl Fn() -> NewColumnTransform + Send + Sync,
     ) -> Result<()> {
+        let operation = format!("add {kind} columns to `{}`", self.table);
         let result = ctx
-            .table()
-            .add_columns()
-            .transform(transform)
-            .execute()
-            .await
-            .map_err(Error::lance(format!(
-                "add {kind} columns to `{}`",
-                self.table
-            )))?;
+            .retry_on_conflict(&operation, || {
+                ctx.table().add_columns().transform(transform()).execute()
+            })
+            .await?;
         info!(
             table = self.table,
             version = result.version,

@@ -289,3 +289,40 @@ async fn context_reports_state_before() {
         .unwrap();
     assert!(inspect.0.load(Ordering::SeqCst), "transform ran");
 }
+
+/// The default verify catches a migration that loses rows.
+#[tokio::test]
+async fn default_verify_catches_lost_rows() {
+    #[derive(Debug)]
+    struct DeletesRows;
+
+    #[async_trait]
+    impl Migration for DeletesRows {
+        fn id(&self) -> &str {
+            "0009_oops"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            ctx.table().delete("id < 5").await?;
+            Ok(())
+        }
+    }
+
+    let db = testing::memory_db().await.unwrap();
+    let table = testing::documents_table(&db, "documents", 20, 4)
+        .await
+        .unwrap();
+    let err = Migrator::new(db).add(DeletesRows).run().await.unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Verify);
+    assert!(matches!(rollback, Rollback::Restored { .. }));
+    assert!(
+        cause
+            .to_string()
+            .contains("row count changed from 20 to 15"),
+        "{cause}"
+    );
+    assert_eq!(Snapshot::take(&table, "id").await.unwrap().num_rows(), 20);
+}

@@ -2,6 +2,7 @@
 
 mod add_columns;
 mod bad_input;
+mod concurrency;
 mod custom;
 mod migrator;
 mod support;

@@ -1,0 +1,228 @@
+//! Migrations against the plain LanceDB calls that do the same work, on the
+//! same data, in the same run.
+//!
+//! ```sh
+//! scripts/cargo bench --bench migrate
+//! # smaller tables, e.g. for a quick look:
+//! LANCEDB_MIGRATE_BENCH_ROWS=10000,100000 scripts/cargo bench --bench migrate
+//! ```
+//!
+//! Each table is created once per size (deterministic data, 384-d vectors)
+//! in a temporary directory. Before every timed iteration the table is
+//! restored to its original version (untimed), so each iteration migrates
+//! the same table.
+
+use std::time::{Duration, Instant};
+
+use arrow_schema::{DataType, TimeUnit};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lancedb::table::NewColumnTransform;
+use lancedb::{Connection, Table};
+use lancedb_migrate::testing::{self, TempDb};
+use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, Value};
+use tokio::runtime::Runtime;
+
+const DIMS: usize = 384;
+const TABLE: &str = "documents";
+const BASE_TAG: &str = "bench_base";
+
+fn sizes() -> Vec<usize> {
+    std::env::var("LANCEDB_MIGRATE_BENCH_ROWS")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("row count"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![100_000, 1_000_000])
+}
+
+/// A database holding `rows` fixture documents, tagged at its first version.
+struct Fixture {
+    tmp: TempDb,
+    table: Table,
+    base: Backup,
+}
+
+impl Fixture {
+    async fn new(rows: usize) -> Self {
+        let tmp = TempDb::new().await.unwrap();
+        let table = testing::documents_table(tmp.db(), TABLE, rows, DIMS)
+            .await
+            .unwrap();
+        let version = table.version().await.unwrap();
+        table
+            .tags()
+            .await
+            .unwrap()
+            .create(BASE_TAG, version)
+            .await
+            .unwrap();
+        let base = Backup::new(TABLE, version, BASE_TAG);
+        Self { tmp, table, base }
+    }
+
+    fn db(&self) -> &Connection {
+        self.tmp.db()
+    }
+
+    /// Puts the table back to its original contents (untimed setup).
+    async fn reset(&self) {
+        self.base.restore(&self.table).await.unwrap();
+    }
+}
+
+fn three_columns(id: &str) -> AddColumns {
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    AddColumns::new(id, TABLE)
+        .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+        .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
+        .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime))
+}
+
+/// What a hand-written script does: one `add_columns` with SQL constants.
+async fn raw_add_three_columns(table: &Table) {
+    let sql = [
+        ("category", "'general'"),
+        ("is_active", "true"),
+        ("created_at", "now()"),
+    ];
+    let sql = sql
+        .iter()
+        .map(|(c, e)| ((*c).to_owned(), (*e).to_owned()))
+        .collect();
+    table
+        .add_columns()
+        .transform(NewColumnTransform::SqlExpressions(sql))
+        .execute()
+        .await
+        .unwrap();
+}
+
+async fn drop_ledger(db: &Connection, name: &str) {
+    let _ = db.drop_table(name, &[]).await;
+}
+
+/// Times `iters` runs of `work`, each after an untimed `reset`.
+async fn timed<F: AsyncFn()>(fixture: &Fixture, iters: u64, ledger: &str, work: F) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        fixture.reset().await;
+        drop_ledger(fixture.db(), ledger).await;
+        let start = Instant::now();
+        work().await;
+        total += start.elapsed();
+    }
+    total
+}
+
+fn add_columns(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
+    let mut group = c.benchmark_group("add_3_columns");
+    group.sample_size(10);
+    for (rows, fixture) in fixtures {
+        group.bench_with_input(
+            BenchmarkId::new("raw_add_columns", rows),
+            fixture,
+            |b, f| {
+                b.to_async(rt).iter_custom(|iters| {
+                    timed(f, iters, "unused", || raw_add_three_columns(&f.table))
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("migrator", rows), fixture, |b, f| {
+            b.to_async(rt).iter_custom(|iters| {
+                timed(f, iters, "bench_ledger", async || {
+                    let m = Migrator::new(f.db().clone()).ledger_table("bench_ledger");
+                    let report = m.add(three_columns("0001")).run().await.unwrap();
+                    assert_eq!(report.applied().count(), 1);
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+fn noop_startup(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
+    let mut group = c.benchmark_group("noop_startup");
+    for (rows, fixture) in fixtures {
+        let migrator = Migrator::new(fixture.db().clone())
+            .ledger_table("noop_ledger")
+            .add(three_columns("0001"))
+            .add(AddColumns::new("0002", TABLE).column(NewColumn::new("note", DataType::Utf8)))
+            .add(AddColumns::new("0003", TABLE).column(NewColumn::new("score", DataType::Float32)));
+        rt.block_on(async {
+            fixture.reset().await;
+            drop_ledger(fixture.db(), "noop_ledger").await;
+            migrator.run().await.unwrap();
+        });
+        group.bench_with_input(
+            BenchmarkId::new("raw_open_and_schema", rows),
+            fixture,
+            |b, f| {
+                b.to_async(rt).iter(|| async {
+                    let table = f.db().open_table(TABLE).execute().await.unwrap();
+                    table.schema().await.unwrap();
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("migrator_run", rows), &migrator, |b, m| {
+            b.to_async(rt)
+                .iter(|| async { assert!(m.run().await.unwrap().is_noop()) });
+        });
+    }
+    group.finish();
+}
+
+fn rollback(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
+    let mut group = c.benchmark_group("rollback_restore");
+    for (rows, fixture) in fixtures {
+        let change = async |f: &Fixture| {
+            f.reset().await;
+            raw_add_three_columns(&f.table).await;
+        };
+        group.bench_with_input(
+            BenchmarkId::new("raw_checkout_restore", rows),
+            fixture,
+            |b, f| {
+                b.to_async(rt).iter_custom(|iters| async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        change(f).await;
+                        let start = Instant::now();
+                        f.table.checkout_tag(BASE_TAG).await.unwrap();
+                        f.table.restore().await.unwrap();
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("backup_restore", rows), fixture, |b, f| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    change(f).await;
+                    let start = Instant::now();
+                    f.base.restore(&f.table).await.unwrap();
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let fixtures: Vec<_> = sizes()
+        .into_iter()
+        .map(|rows| (rows, rt.block_on(Fixture::new(rows))))
+        .collect();
+    add_columns(c, &rt, &fixtures);
+    noop_startup(c, &rt, &fixtures);
+    rollback(c, &rt, &fixtures);
+}
+
+criterion_group!(migrate, benches);
+criterion_main!(migrate);

@@ -1,0 +1,360 @@
+//! Several processes, crashes, and the application writing during a
+//! migration.
+//!
+//! The multi-process tests start copies of this test binary running the
+//! ignored test `concurrency::child`, which migrates the database named in
+//! `LANCEDB_MIGRATE_CHILD_DB` and exits.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use lancedb::Connection;
+use lancedb::table::NewColumnTransform;
+use lancedb_migrate::testing::{self, Snapshot, TempDb};
+use lancedb_migrate::{
+    AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, Result, Status,
+};
+
+use crate::support::tags;
+
+const DB_ENV: &str = "LANCEDB_MIGRATE_CHILD_DB";
+const TTL: Duration = Duration::from_secs(1);
+const ROWS: usize = 200;
+
+/// Appends a marker row to `markers` (to count how often its transform
+/// ran), waits, then adds `word_count`: a slow migration with a commit.
+#[derive(Debug)]
+struct Marker {
+    delay: Duration,
+}
+
+#[async_trait]
+impl Migration for Marker {
+    fn id(&self) -> &str {
+        "0002_marker"
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    fn definition(&self) -> String {
+        "marker; word_count = length(text)".to_owned()
+    }
+
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        let mut fields = before.fields().to_vec();
+        fields.push(Arc::new(Field::new("word_count", DataType::Int32, true)));
+        Ok(Schema::new(fields))
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        let markers = ctx.db().open_table("markers").execute().await?;
+        markers
+            .add(marker_batch(std::process::id().into()))
+            .execute()
+            .await?;
+        tokio::time::sleep(self.delay).await;
+        let sql = vec![(
+            "word_count".to_owned(),
+            "CAST(length(text) AS INT)".to_owned(),
+        )];
+        ctx.table()
+            .add_columns()
+            .transform(NewColumnTransform::SqlExpressions(sql))
+            .execute()
+            .await?;
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+fn marker_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![Field::new("pid", DataType::Int64, false)]))
+}
+
+fn marker_batch(pid: i64) -> RecordBatch {
+    RecordBatch::try_new(marker_schema(), vec![Arc::new(Int64Array::from(vec![pid]))]).unwrap()
+}
+
+fn migrator(db: Connection) -> Migrator {
+    Migrator::new(db)
+        .lease_ttl(TTL)
+        .lease_wait(Duration::from_secs(60))
+        .add(
+            AddColumns::new("0001_category", "documents")
+                .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+                .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
+        )
+        .add(Marker {
+            delay: Duration::from_millis(150),
+        })
+        .add(
+            AddColumns::new("0003_metadata", "documents")
+                .column(NewColumn::new("metadata", DataType::Utf8)),
+        )
+}
+
+async fn fixture() -> TempDb {
+    let tmp = TempDb::new().await.unwrap();
+    testing::documents_table(tmp.db(), "documents", ROWS, 8)
+        .await
+        .unwrap();
+    tmp.db()
+        .create_table("markers", RecordBatch::new_empty(marker_schema()))
+        .execute()
+        .await
+        .unwrap();
+    tmp
+}
+
+/// Entry point of the child processes; does nothing in a normal test run.
+#[tokio::test]
+#[ignore = "entry point for the child processes of the concurrency tests"]
+async fn child() {
+    let Ok(path) = std::env::var(DB_ENV) else {
+        return;
+    };
+    let db = lancedb::connect(&path).execute().await.unwrap();
+    let report = migrator(db).run().await.unwrap();
+    println!(
+        "child {} applied {}",
+        std::process::id(),
+        report.applied().count()
+    );
+}
+
+fn spawn_child(tmp: &TempDb) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["concurrency::child", "--exact", "--ignored", "--nocapture"])
+        .env(DB_ENV, tmp.path())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn markers(db: &Connection) -> usize {
+    let table = db.open_table("markers").execute().await.unwrap();
+    table.count_rows(None).await.unwrap()
+}
+
+/// What a clean, single run produces, to compare recovered runs with.
+async fn reference() -> Snapshot {
+    let tmp = fixture().await;
+    migrator(tmp.db().clone()).run().await.unwrap();
+    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    Snapshot::take(&table, "id").await.unwrap()
+}
+
+const COLUMNS: [&str; 7] = [
+    "id",
+    "text",
+    "vector",
+    "category",
+    "is_active",
+    "word_count",
+    "metadata",
+];
+
+/// Four processes start the same migrator at once: each migration runs
+/// exactly once, and every process succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_processes_apply_each_migration_once() {
+    let tmp = fixture().await;
+    let children: Vec<Child> = (0..4).map(|_| spawn_child(&tmp)).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a process failed: {stderr}");
+    }
+
+    let db = tmp.connect().await.unwrap();
+    let ledger = migrator(db.clone()).ledger().await.unwrap();
+    assert_eq!(ledger.len(), 3, "one ledger row per migration");
+    assert!(ledger.iter().all(|e| e.status == Status::Applied));
+    assert_eq!(
+        markers(&db).await,
+        1,
+        "the slow migration's transform ran once"
+    );
+    let table = db.open_table("documents").execute().await.unwrap();
+    let backups = tags(&table).await;
+    assert_eq!(backups.len(), 3, "one backup per migration: {backups:?}");
+    let s = Snapshot::take(&table, "id").await.unwrap();
+    s.assert_same_columns(&reference().await, &COLUMNS);
+}
+
+/// A child is killed with SIGKILL at 20 points spread over its run; each
+/// time a fresh run completes, the table equals a clean run's, and the
+/// killed holder's lease blocks it no longer than the lease TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_runs_are_recovered() {
+    let expected = reference().await;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for run in 0..20u64 {
+        let tmp = fixture().await;
+        let mut child = spawn_child(&tmp);
+        // Spread over the child's start-up and its ~1 s of migrating.
+        let delay = 150 + (run * 7919) % 1_300;
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let db = tmp.connect().await.unwrap();
+        let seen: Vec<_> = migrator(db.clone()).ledger().await.unwrap();
+        let state = seen
+            .iter()
+            .map(|e| format!("{:?}", e.status))
+            .collect::<Vec<_>>()
+            .join("+");
+        *outcomes
+            .entry(if state.is_empty() {
+                "nothing".into()
+            } else {
+                state
+            })
+            .or_default() += 1;
+
+        let started = Instant::now();
+        let report = migrator(db.clone()).run().await.unwrap();
+        assert!(
+            started.elapsed() < TTL + Duration::from_secs(20),
+            "run {run} waited too long"
+        );
+        let ledger = migrator(db.clone()).ledger().await.unwrap();
+        assert!(
+            ledger.iter().all(|e| e.status == Status::Applied),
+            "run {run}: {ledger:?}"
+        );
+        assert_eq!(ledger.len(), 3);
+        let table = db.open_table("documents").execute().await.unwrap();
+        let s = Snapshot::take(&table, "id").await.unwrap();
+        s.assert_same_columns(&expected, &COLUMNS);
+        assert_eq!(
+            s.schema().fields().len(),
+            COLUMNS.len(),
+            "run {run}: no leftover column"
+        );
+        let _ = report;
+    }
+    eprintln!("ledger state found after each kill: {outcomes:?}");
+    assert!(
+        outcomes.len() >= 3,
+        "kills landed at too few distinct points: {outcomes:?}"
+    );
+}
+
+/// A waiting run gives up after `lease_wait` and names the holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_run_times_out_naming_the_holder() {
+    let tmp = fixture().await;
+    let slow = Migrator::new(tmp.connect().await.unwrap())
+        .lease_holder("replica-a")
+        .add(Marker {
+            delay: Duration::from_millis(800),
+        });
+    let holder = tokio::spawn(async move { slow.run().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let started = Instant::now();
+    let waiter = Migrator::new(tmp.connect().await.unwrap())
+        .lease_wait(Duration::from_millis(300))
+        .add(Marker {
+            delay: Duration::from_millis(800),
+        });
+    let err = waiter.run().await.unwrap_err();
+    let Error::LeaseTimeout {
+        holder: name,
+        waited,
+    } = &err
+    else {
+        panic!("expected a lease timeout, got {err:?}");
+    };
+    assert_eq!(name, "replica-a");
+    assert!(*waited >= Duration::from_millis(300) && started.elapsed() < Duration::from_secs(5));
+    assert!(err.to_string().contains("replica-a"), "{err}");
+
+    holder.await.unwrap().unwrap();
+    assert!(
+        waiter.run().await.unwrap().is_noop(),
+        "the waiter finds it applied later"
+    );
+}
+
+/// The application keeps appending while a column is added: no row is
+/// lost, rows present at the migration get the default, later ones NULL.
+#[tokio::test(flavor = "multi_thread")]
+async fn application_appends_during_migration_are_kept() {
+    let tmp = fixture().await;
+    let app_db = tmp.connect().await.unwrap();
+    let app = tokio::spawn(async move {
+        let table = app_db.open_table("documents").execute().await.unwrap();
+        let mut written = Vec::new();
+        for i in 0..30i64 {
+            let ids = (ROWS as i64 + i * 2)..(ROWS as i64 + i * 2 + 2);
+            // Like an application would, retry an append that conflicts
+            // with the schema change (or misses a column not yet nullable).
+            let mut attempts = 0;
+            loop {
+                table.checkout_latest().await.unwrap();
+                let batch = pad_to(&table, testing::documents_batch(ids.clone(), 8)).await;
+                match table.add(batch).execute().await {
+                    Ok(_) => break,
+                    Err(_) if attempts < 200 => attempts += 1,
+                    Err(e) => panic!("append kept failing: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            written.extend(ids);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        written
+    });
+    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(
+        AddColumns::new("0001", "documents")
+            .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+            .column(NewColumn::new("note", DataType::Utf8)),
+    );
+    migrator.run().await.unwrap();
+    let written = app.await.unwrap();
+
+    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    let s = Snapshot::take(&table, "id").await.unwrap();
+    assert_eq!(s.num_rows(), ROWS + written.len(), "no appended row lost");
+    let ids = s
+        .column("id")
+        .as_primitive::<arrow_array::types::Int64Type>();
+    let category = s.column("category").as_string::<i32>();
+    for row in 0..s.num_rows() {
+        if ids.value(row) < ROWS as i64 {
+            assert_eq!(category.value(row), "general");
+        } else {
+            assert!(category.is_null(row) || category.value(row) == "general");
+        }
+    }
+}
+
+/// Fills the columns the table has gained since `batch`'s schema with
+/// NULLs, as an application built against the new schema would.
+async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> RecordBatch {
+    let schema = table.schema().await.unwrap();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => {
+                assert_eq!(f.data_type(), &DataType::Utf8);
+                Arc::new(StringArray::new_null(batch.num_rows())) as _
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
