@@ -16,6 +16,7 @@ use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
+use crate::tables::latest_version;
 
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
@@ -293,8 +294,7 @@ async fn restore(ctx: &MigrationContext) -> Rollback {
     let Some(backup) = ctx.backup() else {
         return Rollback::NotNeeded;
     };
-    let _ = ctx.table().checkout_latest().await;
-    if ctx.table().version().await.ok() == Some(backup.version()) {
+    if latest_version(ctx.table()).await.ok() == Some(backup.version()) {
         return Rollback::NotNeeded;
     }
     match backup.restore(ctx.table()).await {

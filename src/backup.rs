@@ -10,6 +10,7 @@ use lancedb::Table;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::tables::latest_version;
 
 /// A restorable snapshot of a table, taken before a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +118,7 @@ impl Backup {
     ///
     /// [`Error::Lance`] when the tag cannot be checked out or restored.
     pub async fn restore(&self, table: &Table) -> Result<()> {
-        table
-            .checkout_latest()
-            .await
-            .map_err(Error::lance("check out the latest version"))?;
-        let current = table
-            .version()
-            .await
-            .map_err(Error::lance("read the table version"))?;
-        if current == self.version {
+        if latest_version(table).await? == self.version {
             return Ok(());
         }
         table

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result, is_ref_conflict};
+use crate::tables::latest_version;
 
 const PREFIX: &str = "lease-";
 
@@ -214,14 +215,7 @@ fn parse_prefix(tag: &str) -> Option<u64> {
 
 /// Creates a tag on the ledger's current version; `false` if it exists.
 async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
-    ledger
-        .checkout_latest()
-        .await
-        .map_err(Error::lance("refresh the ledger"))?;
-    let version = ledger
-        .version()
-        .await
-        .map_err(Error::lance("read the ledger version"))?;
+    let version = latest_version(ledger).await?;
     let mut tags = ledger
         .tags()
         .await

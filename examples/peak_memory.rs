@@ -1,0 +1,75 @@
+//! Peak memory of a migration, measured from outside with `/usr/bin/time -v`.
+//!
+//! Table creation and migration are separate invocations so that the
+//! measured process only migrates:
+//!
+//! ```sh
+//! scripts/cargo build --release --example peak_memory
+//! BIN=$CARGO_TARGET_DIR/release/examples/peak_memory   # ~/.cache/lancedb-migrate/target by default
+//! $BIN create /tmp/mem-250k 250000
+//! /usr/bin/time -v $BIN add-columns /tmp/mem-250k 2>&1 | grep 'Maximum resident'
+//! $BIN create /tmp/mem-1m 1000000
+//! /usr/bin/time -v $BIN add-columns /tmp/mem-1m 2>&1 | grep 'Maximum resident'
+//! ```
+//!
+//! `raw-add-columns` does the same work with one plain LanceDB call, for
+//! comparison.
+
+use std::time::Instant;
+
+use arrow_schema::{DataType, TimeUnit};
+use lancedb::table::NewColumnTransform;
+use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value};
+
+const TABLE: &str = "documents";
+const DIMS: usize = 384;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, path) = match args.as_slice() {
+        [command, path, ..] => (command.as_str(), path.as_str()),
+        _ => return Err(usage()),
+    };
+    let db = lancedb::connect(path).execute().await?;
+    let started = Instant::now();
+    match command {
+        "create" => {
+            let rows: usize = args.get(2).ok_or_else(usage)?.parse()?;
+            lancedb_migrate::testing::documents_table(&db, TABLE, rows, DIMS).await?;
+        }
+        "add-columns" => {
+            let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            let migration = AddColumns::new("0001", TABLE)
+                .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+                .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
+                .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime));
+            let report = Migrator::new(db).add(migration).run().await?;
+            print!("{report}");
+        }
+        "raw-add-columns" => {
+            let table = db.open_table(TABLE).execute().await?;
+            let sql = [
+                ("category", "'general'"),
+                ("is_active", "true"),
+                ("created_at", "now()"),
+            ];
+            let sql = sql
+                .iter()
+                .map(|(c, e)| ((*c).to_owned(), (*e).to_owned()))
+                .collect();
+            table
+                .add_columns()
+                .transform(NewColumnTransform::SqlExpressions(sql))
+                .execute()
+                .await?;
+        }
+        _ => return Err(usage()),
+    }
+    println!("{command} took {:.2?}", started.elapsed());
+    Ok(())
+}
+
+fn usage() -> Box<dyn std::error::Error> {
+    "usage: peak_memory create <dir> <rows> | add-columns <dir> | raw-add-columns <dir>".into()
+}
