@@ -16,7 +16,7 @@ use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
-use crate::tables::latest_version;
+use crate::rollback::roll_back;
 
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
@@ -256,7 +256,7 @@ impl<'a> Apply<'a> {
             // Another process may hold the lease now: write nothing more.
             return self.failed(phase, Rollback::Deferred, cause, report);
         }
-        let rollback = restore(ctx).await;
+        let rollback = roll_back(ctx).await;
         entry.status = Status::Failed;
         entry.finished_at = Some(SystemTime::now());
         entry.error = Some(format!("{phase}: {}", chain(&cause)));
@@ -286,25 +286,6 @@ impl<'a> Apply<'a> {
 
     fn emit(&self, event: Event) {
         self.events.emit(event);
-    }
-}
-
-/// Puts the table back to its backup, if anything changed it.
-async fn restore(ctx: &MigrationContext) -> Rollback {
-    let Some(backup) = ctx.backup() else {
-        return Rollback::NotNeeded;
-    };
-    if latest_version(ctx.table()).await.ok() == Some(backup.version()) {
-        return Rollback::NotNeeded;
-    }
-    match backup.restore(ctx.table()).await {
-        Ok(()) => Rollback::Restored {
-            version: backup.version(),
-        },
-        Err(e) => Rollback::Failed {
-            backup: backup.tag().to_owned(),
-            reason: chain(&e),
-        },
     }
 }
 

@@ -130,7 +130,7 @@ impl MigrationContext {
 
     /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)
     /// makes.
-    pub const CONFLICT_ATTEMPTS: u32 = 5;
+    pub const CONFLICT_ATTEMPTS: u32 = 10;
 
     /// Runs one LanceDB write, retrying it from the table's latest version
     /// when it conflicts with a concurrent writer (for example the
@@ -139,8 +139,10 @@ impl MigrationContext {
     /// Use it only for a step that is correct to redo against newer data:
     /// `step` is called again after
     /// [`checkout_latest`](lancedb::Table::checkout_latest), up to
-    /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a short
-    /// growing pause.
+    /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a pause
+    /// growing from 40 ms to at most 1 s. A writer that commits faster than
+    /// the step can run may still exhaust the attempts; the migration then
+    /// fails and is rolled back (keeping the writer's rows).
     ///
     /// # Errors
     ///
@@ -161,7 +163,8 @@ impl MigrationContext {
                         attempt,
                         "conflict with a concurrent writer; retrying"
                     );
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                    let pause = Duration::from_millis(20 << attempt.min(6));
+                    tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
                     self.table
                         .checkout_latest()
                         .await

@@ -59,10 +59,14 @@ pub enum Rollback {
     /// Nothing had been written, so nothing needed restoring.
     NotNeeded,
     /// The table was restored to the given version (its state before the
-    /// migration) in a new commit.
+    /// migration) in a new commit, and the rows other writers appended while
+    /// the migration ran were appended again.
     Restored {
         /// The version the table's contents were restored to.
         version: u64,
+        /// Rows appended by other writers during the migration, kept by
+        /// appending them again after the restore.
+        reappended: u64,
     },
     /// Not attempted: this run lost its lease, so another process may be
     /// working on the table. The process that holds the lease next finds the
@@ -86,7 +90,17 @@ impl fmt::Display for Rollback {
             Self::Deferred => {
                 f.write_str("the lease was lost, so the next holder restores the table")
             }
-            Self::Restored { version } => write!(f, "the table was restored to version {version}"),
+            Self::Restored {
+                version,
+                reappended: 0,
+            } => write!(f, "the table was restored to version {version}"),
+            Self::Restored {
+                version,
+                reappended,
+            } => write!(
+                f,
+                "the table was restored to version {version} and {reappended} rows appended meanwhile were kept"
+            ),
             Self::Failed { backup, reason } => write!(
                 f,
                 "restoring backup `{backup}` FAILED ({reason}); restore it by hand"

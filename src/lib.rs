@@ -74,6 +74,7 @@ mod migration;
 mod migrator;
 mod progress;
 mod report;
+mod rollback;
 mod tables;
 
 #[cfg(feature = "testing")]

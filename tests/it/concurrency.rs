@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use lancedb::Connection;
@@ -293,30 +293,7 @@ async fn waiting_run_times_out_naming_the_holder() {
 #[tokio::test(flavor = "multi_thread")]
 async fn application_appends_during_migration_are_kept() {
     let tmp = fixture().await;
-    let app_db = tmp.connect().await.unwrap();
-    let app = tokio::spawn(async move {
-        let table = app_db.open_table("documents").execute().await.unwrap();
-        let mut written = Vec::new();
-        for i in 0..30i64 {
-            let ids = (ROWS as i64 + i * 2)..(ROWS as i64 + i * 2 + 2);
-            // Like an application would, retry an append that conflicts
-            // with the schema change (or misses a column not yet nullable).
-            let mut attempts = 0;
-            loop {
-                table.checkout_latest().await.unwrap();
-                let batch = pad_to(&table, testing::documents_batch(ids.clone(), 8)).await;
-                match table.add(batch).execute().await {
-                    Ok(_) => break,
-                    Err(_) if attempts < 200 => attempts += 1,
-                    Err(e) => panic!("append kept failing: {e}"),
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            written.extend(ids);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        written
-    });
+    let app = tokio::spawn(append_while_migrating(tmp.connect().await.unwrap(), 30));
     let migrator = Migrator::new(tmp.connect().await.unwrap()).add(
         AddColumns::new("0001", "documents")
             .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
@@ -341,6 +318,101 @@ async fn application_appends_during_migration_are_kept() {
     }
 }
 
+/// The application: appends `batches` batches of two new documents, each
+/// retried as an application would when it conflicts with the schema change
+/// (or misses a column not yet nullable). Returns the ids written.
+async fn append_while_migrating(db: Connection, batches: i64) -> Vec<i64> {
+    let table = db.open_table("documents").execute().await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..batches {
+        let ids = (ROWS as i64 + i * 2)..(ROWS as i64 + i * 2 + 2);
+        let mut attempts = 0;
+        loop {
+            table.checkout_latest().await.unwrap();
+            let batch = pad_to(&table, testing::documents_batch(ids.clone(), 8)).await;
+            match table.add(batch).execute().await {
+                Ok(_) => break,
+                Err(_) if attempts < 200 => attempts += 1,
+                Err(e) => panic!("append kept failing: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        written.extend(ids);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    written
+}
+
+/// A migration that fails while the application appends: the rollback
+/// restores the table and keeps every appended row.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_keeps_rows_appended_during_the_migration() {
+    #[derive(Debug)]
+    struct SlowFailing;
+
+    #[async_trait]
+    impl Migration for SlowFailing {
+        fn id(&self) -> &str {
+            "0001_slow_failing"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            let sql = vec![("flag".to_owned(), "CAST(NULL AS BOOLEAN)".to_owned())];
+            ctx.table()
+                .add_columns()
+                .transform(NewColumnTransform::SqlExpressions(sql))
+                .execute()
+                .await?;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(())
+        }
+        async fn verify(&self, _ctx: &MigrationContext) -> Result<()> {
+            Err(Error::custom("injected verify failure"))
+        }
+    }
+
+    let tmp = fixture().await;
+    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    let before = Snapshot::take(&table, "id").await.unwrap();
+    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(SlowFailing);
+    let run = tokio::spawn(async move { migrator.run().await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let written = append_while_migrating(tmp.connect().await.unwrap(), 10).await;
+    let err = run.await.unwrap().unwrap_err();
+
+    let Error::MigrationFailed { rollback, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let lancedb_migrate::Rollback::Restored { reappended, .. } = rollback else {
+        panic!("{rollback:?}")
+    };
+    let s = Snapshot::take(&table, "id").await.unwrap();
+    assert_eq!(s.schema(), before.schema(), "schema restored");
+    assert_eq!(
+        s.num_rows(),
+        ROWS + written.len(),
+        "no appended row lost: {err}"
+    );
+    assert!(*reappended > 0, "the appends landed during the migration");
+    let ids = s
+        .column("id")
+        .as_primitive::<arrow_array::types::Int64Type>();
+    let present: std::collections::HashSet<i64> = ids.values().iter().copied().collect();
+    assert!(written.iter().all(|id| present.contains(id)));
+    let head = arrow_select::take::take_record_batch(
+        s.batch(),
+        &arrow_array::UInt32Array::from_iter_values(0..ROWS as u32),
+    )
+    .unwrap();
+    assert_eq!(head.num_rows(), ROWS);
+    assert!(
+        head.column(2).to_data() == before.column("vector").to_data(),
+        "old rows intact"
+    );
+}
+
 /// Fills the columns the table has gained since `batch`'s schema with
 /// NULLs, as an application built against the new schema would.
 async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> RecordBatch {
@@ -350,10 +422,7 @@ async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> RecordBatch {
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) => c.clone(),
-            None => {
-                assert_eq!(f.data_type(), &DataType::Utf8);
-                Arc::new(StringArray::new_null(batch.num_rows())) as _
-            }
+            None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
         })
         .collect();
     RecordBatch::try_new(schema, columns).unwrap()

@@ -159,7 +159,8 @@ async fn failure_in_each_phase_rolls_back() {
         assert_eq!(
             rollback,
             &Rollback::Restored {
-                version: after_first
+                version: after_first,
+                reappended: 0
             }
         );
         assert!(
