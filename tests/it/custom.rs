@@ -327,3 +327,54 @@ async fn default_verify_catches_lost_rows() {
     );
     assert_eq!(Snapshot::take(&table, "id").await.unwrap().num_rows(), 20);
 }
+
+/// The conformance check passes for the built-in and for a downstream
+/// migration.
+#[tokio::test]
+async fn conformance_of_add_columns_and_a_custom_migration() {
+    let setup = async |db: &lancedb::Connection| {
+        testing::documents_table(db, "documents", 64, 8)
+            .await
+            .unwrap();
+    };
+    testing::conformance(first, "id", setup).await;
+    testing::conformance(WordCount::ok, "id", setup).await;
+}
+
+/// The conformance check fails for a migration whose rerun is not a no-op.
+#[tokio::test]
+#[should_panic(expected = "the migration fails")]
+async fn conformance_catches_a_broken_migration() {
+    #[derive(Debug)]
+    struct Broken;
+
+    #[async_trait]
+    impl Migration for Broken {
+        fn id(&self) -> &str {
+            "broken"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            // Adds a column without declaring it in expected_schema.
+            let sql = vec![("oops".to_owned(), "1".to_owned())];
+            ctx.table()
+                .add_columns()
+                .transform(NewColumnTransform::SqlExpressions(sql))
+                .execute()
+                .await?;
+            Ok(())
+        }
+    }
+    testing::conformance(
+        || Broken,
+        "id",
+        async |db: &lancedb::Connection| {
+            testing::documents_table(db, "documents", 8, 4)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+}
