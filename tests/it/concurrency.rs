@@ -17,7 +17,8 @@ use lancedb::Connection;
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::testing::{self, Snapshot, TempDb};
 use lancedb_migrate::{
-    AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, Result, Status,
+    AddColumns, Error, Event, Migration, MigrationContext, Migrator, NewColumn, Phase, Result,
+    Status,
 };
 
 use crate::support::tags;
@@ -255,13 +256,15 @@ async fn killed_runs_are_recovered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_run_times_out_naming_the_holder() {
     let tmp = fixture().await;
+    let (started, holding) = signal_on(|e| matches!(e, Event::MigrationStarted { .. }));
     let slow = Migrator::new(tmp.connect().await.unwrap())
         .lease_holder("replica-a")
+        .on_event(started)
         .add(Marker {
             delay: Duration::from_millis(800),
         });
     let holder = tokio::spawn(async move { slow.run().await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    holding.await.unwrap(); // a migration starts only under the lease
 
     let started = Instant::now();
     let waiter = Migrator::new(tmp.connect().await.unwrap())
@@ -376,9 +379,21 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
     let tmp = fixture().await;
     let table = tmp.db().open_table("documents").execute().await.unwrap();
     let before = Snapshot::take(&table, "id").await.unwrap();
-    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(SlowFailing);
+    let in_transform = |e: &Event| {
+        matches!(
+            e,
+            Event::PhaseStarted {
+                phase: Phase::Transform,
+                ..
+            }
+        )
+    };
+    let (observer, transforming) = signal_on(in_transform);
+    let migrator = Migrator::new(tmp.connect().await.unwrap())
+        .on_event(observer)
+        .add(SlowFailing);
     let run = tokio::spawn(async move { migrator.run().await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    transforming.await.unwrap();
     let written = append_while_migrating(tmp.connect().await.unwrap(), 10).await;
     let err = run.await.unwrap().unwrap_err();
 
@@ -411,6 +426,26 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
         head.column(2).to_data() == before.column("vector").to_data(),
         "old rows intact"
     );
+}
+
+/// An event observer that completes the returned receiver at the first
+/// event matching `wanted`.
+fn signal_on(
+    wanted: impl Fn(&Event) -> bool + Send + Sync + 'static,
+) -> (
+    impl Fn(&Event) + Send + Sync + 'static,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let observer = move |event: &Event| {
+        if wanted(event)
+            && let Some(tx) = tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    };
+    (observer, rx)
 }
 
 /// Fills the columns the table has gained since `batch`'s schema with
