@@ -4,7 +4,7 @@
 //! measured process only migrates:
 //!
 //! ```sh
-//! scripts/cargo build --release --example peak_memory
+//! scripts/cargo build --profile bench --example peak_memory
 //! BIN=$CARGO_TARGET_DIR/release/examples/peak_memory   # ~/.cache/lancedb-migrate/target by default
 //! $BIN create /tmp/mem-250k 250000
 //! /usr/bin/time -v $BIN add-columns /tmp/mem-250k 2>&1 | grep 'Maximum resident'
