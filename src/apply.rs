@@ -72,7 +72,11 @@ impl<'a> Apply<'a> {
                 Err((phase, e)) => return Err(self.failed(phase, Rollback::NotNeeded, e, report)),
             };
             let entry = self.running_entry(&ctx);
-            if let Err(e) = self.ledger.record(&entry).await {
+            let first = match previous {
+                None => self.ledger.insert(&entry).await,
+                Some(_) => self.ledger.record(&entry).await,
+            };
+            if let Err(e) = first {
                 return Err(self.failed(Phase::Record, Rollback::NotNeeded, e, report));
             }
             match self.change(&ctx).await {

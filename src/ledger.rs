@@ -154,6 +154,21 @@ impl Ledger {
         Ok(entries)
     }
 
+    /// Writes the first row for `entry`'s id with a plain append (cheaper
+    /// than a merge); the caller knows the ledger has no row for it and
+    /// holds the lease, so no other writer can add one meanwhile.
+    pub(crate) async fn insert(&self, entry: &LedgerEntry) -> Result<()> {
+        self.table
+            .add(encode(std::slice::from_ref(entry))?)
+            .execute()
+            .await
+            .map_err(Error::lance(format!(
+                "record migration `{}` in the ledger",
+                entry.id
+            )))?;
+        Ok(())
+    }
+
     /// Writes `entry`, replacing any row with the same id, in one commit.
     pub(crate) async fn record(&self, entry: &LedgerEntry) -> Result<()> {
         let batch = encode(std::slice::from_ref(entry))?;
