@@ -152,15 +152,20 @@ struct State {
 }
 
 impl State {
+    /// Lists the ledger's tags. A listing can race with another process
+    /// deleting an old lease tag (the file is listed, then gone when read),
+    /// so a failed listing is retried a few times.
     async fn read(ledger: &Table) -> Result<Self> {
-        let tags = ledger
-            .tags()
-            .await
-            .map_err(Error::lance("open the ledger's tags"))?
-            .list()
-            .await
-            .map_err(Error::lance("list the ledger's tags"))?;
-        Ok(Self::from_tags(&tags))
+        let mut attempt: u64 = 1;
+        loop {
+            match list_tags(ledger).await {
+                Ok(tags) => return Ok(Self::from_tags(&tags)),
+                Err(e) if attempt >= 5 => return Err(Error::lance("list the ledger's tags")(e)),
+                Err(e) => debug!(error = %e, attempt, "listing the ledger's tags raced; retrying"),
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+        }
     }
 
     fn from_tags(tags: &HashMap<String, TagContents>) -> Self {
@@ -196,6 +201,10 @@ impl State {
             .unwrap_or_default();
         age > ttl
     }
+}
+
+async fn list_tags(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
+    ledger.tags().await?.list().await
 }
 
 fn tag(generation: u64) -> String {
