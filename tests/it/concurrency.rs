@@ -21,7 +21,7 @@ use lancedb_migrate::{
     Status,
 };
 
-use crate::support::tags;
+use crate::support::{add_word_count, tags, with_word_count};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_CHILD_DB";
 const TTL: Duration = Duration::from_secs(1);
@@ -49,9 +49,7 @@ impl Migration for Marker {
     }
 
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
-        let mut fields = before.fields().to_vec();
-        fields.push(Arc::new(Field::new("word_count", DataType::Int32, true)));
-        Ok(Schema::new(fields))
+        Ok(with_word_count(before))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
@@ -61,15 +59,7 @@ impl Migration for Marker {
             .execute()
             .await?;
         tokio::time::sleep(self.delay).await;
-        let sql = vec![(
-            "word_count".to_owned(),
-            "CAST(length(text) AS INT)".to_owned(),
-        )];
-        ctx.table()
-            .add_columns()
-            .transform(NewColumnTransform::SqlExpressions(sql))
-            .execute()
-            .await?;
+        add_word_count(ctx.table()).await?;
         tokio::time::sleep(self.delay).await;
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Schema};
 use async_trait::async_trait;
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::testing::{self, Snapshot};
@@ -14,7 +14,7 @@ use lancedb_migrate::{
     Status,
 };
 
-use crate::support::{failure, tags, version};
+use crate::support::{add_word_count, failure, tags, version, with_word_count};
 
 /// Adds `word_count` computed from `text` by SQL, optionally failing in a
 /// chosen phase (after the transform has committed).
@@ -62,21 +62,11 @@ impl Migration for WordCount {
     }
 
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
-        let mut fields = before.fields().to_vec();
-        fields.push(Arc::new(Field::new("word_count", DataType::Int32, true)));
-        Ok(Schema::new(fields))
+        Ok(with_word_count(before))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        let sql = vec![(
-            "word_count".to_owned(),
-            "CAST(length(text) AS INT)".to_owned(),
-        )];
-        ctx.table()
-            .add_columns()
-            .transform(NewColumnTransform::SqlExpressions(sql))
-            .execute()
-            .await?;
+        add_word_count(ctx.table()).await?;
         ctx.progress().start(Some(ctx.rows_before()));
         ctx.progress().advance(ctx.rows_before());
         if self.panic_in_transform {

@@ -43,3 +43,23 @@ pub(crate) fn field_names(table_schema: &arrow_schema::Schema) -> Vec<String> {
         .map(|f| f.name().clone())
         .collect()
 }
+
+/// Adds `word_count = length(text)` (nullable Int32), as the test
+/// migrations do.
+pub(crate) async fn add_word_count(table: &Table) -> lancedb::Result<()> {
+    let sql = vec![(
+        "word_count".to_owned(),
+        "CAST(length(text) AS INT)".to_owned(),
+    )];
+    let transform = lancedb::table::NewColumnTransform::SqlExpressions(sql);
+    table.add_columns().transform(transform).execute().await?;
+    Ok(())
+}
+
+/// `before` plus the column [`add_word_count`] adds.
+pub(crate) fn with_word_count(before: &arrow_schema::Schema) -> arrow_schema::Schema {
+    let mut fields = before.fields().to_vec();
+    let field = arrow_schema::Field::new("word_count", arrow_schema::DataType::Int32, true);
+    fields.push(std::sync::Arc::new(field));
+    arrow_schema::Schema::new(fields)
+}
