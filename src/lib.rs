@@ -44,12 +44,22 @@
 //!    ([`Error::Drift`]);
 //! 2. skips what the ledger shows applied — a run with nothing to do reads
 //!    the ledger and writes nothing;
-//! 3. for each pending [`Migration`]: checks its input against the table
+//! 3. otherwise takes the database's migration lease, so that of several
+//!    application instances starting at once one migrates and the others
+//!    wait ([`Migrator::lease_wait`], [`Migrator::lease_ttl`]);
+//! 4. for each pending [`Migration`]: checks its input against the table
 //!    ([`Migration::expected_schema`]), tags the table's version as a backup,
 //!    records `running`, then calls `transform`, `rebuild` and `verify`;
-//! 4. on success records `applied` with versions, row counts and timings;
-//!    on failure restores the backup, records `failed`, and returns
-//!    [`Error::MigrationFailed`] carrying the [`Report`] so far.
+//! 5. on success records `applied` with versions, row counts and timings;
+//!    on failure restores the backup (keeping rows other writers appended
+//!    meanwhile), records `failed`, and returns [`Error::MigrationFailed`]
+//!    carrying the [`Report`] so far.
+//!
+//! A process killed mid-migration leaves its ledger row `running`; the next
+//! run restores that migration's backup and applies it again.
+//!
+//! `DESIGN.md` in the repository explains each decision; `BENCHMARKS.md`
+//! measures the cost against plain LanceDB calls.
 //!
 //! # Writing your own migration
 //!
