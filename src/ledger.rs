@@ -18,13 +18,17 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::TryStreamExt;
 use lancedb::query::ExecutableQuery;
+use lancedb::table::{CompactionOptions, OptimizeAction};
 use lancedb::{Connection, Table};
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 
 /// The ledger format this crate writes. A ledger with a larger number was
 /// written by a newer version of the crate and is not touched.
 pub(crate) const FORMAT: u32 = 1;
+/// Fragments the ledger may have before a run compacts it.
+pub(crate) const MAX_FRAGMENTS: usize = 16;
 const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
 
 /// Where a migration stands according to the ledger.
@@ -152,6 +156,32 @@ impl Ledger {
         }
         entries.sort_by_key(|e| e.seq);
         Ok(entries)
+    }
+
+    /// Merges the ledger's fragments once there are more than
+    /// [`MAX_FRAGMENTS`]: every ledger write adds a small fragment, and
+    /// reading and merging into the ledger slow down with their number.
+    /// Called under the lease, so no other process writes the ledger; a
+    /// failure is logged and ignored (the ledger stays correct, only slower).
+    pub(crate) async fn compact_if_fragmented(&self) {
+        let fragments = match self.table.stats().await {
+            Ok(stats) => stats.fragment_stats.num_fragments,
+            Err(e) => {
+                warn!(error = %e, "could not read the ledger's statistics");
+                return;
+            }
+        };
+        if fragments <= MAX_FRAGMENTS {
+            return;
+        }
+        let compact = OptimizeAction::Compact {
+            options: CompactionOptions::default(),
+            remap_options: None,
+        };
+        match self.table.optimize(compact).await {
+            Ok(_) => debug!(fragments, "ledger compacted"),
+            Err(e) => warn!(error = %e, "could not compact the ledger"),
+        }
     }
 
     /// Writes the first row for `entry`'s id with a plain append (cheaper

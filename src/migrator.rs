@@ -161,6 +161,7 @@ impl Migrator {
             } else {
                 let lease = Lease::acquire(ledger.table(), &self.lease).await?;
                 let report = self.run_pending(&ledger, &lease).await;
+                ledger.compact_if_fragmented().await;
                 lease.release().await;
                 report?
             };

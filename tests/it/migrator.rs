@@ -352,3 +352,47 @@ fn futures_and_errors_are_send() {
         run.await.unwrap();
     });
 }
+
+/// Every ledger write adds a fragment; runs compact the ledger so that it
+/// stays small however many migrations an application accumulates.
+#[tokio::test]
+async fn ledger_stays_compact_over_many_runs() {
+    #[derive(Debug)]
+    struct Nothing(String);
+
+    #[async_trait::async_trait]
+    impl lancedb_migrate::Migration for Nothing {
+        fn id(&self) -> &str {
+            &self.0
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(
+            &self,
+            _: &lancedb_migrate::MigrationContext,
+        ) -> lancedb_migrate::Result<()> {
+            Ok(())
+        }
+    }
+
+    let db = testing::memory_db().await.unwrap();
+    testing::documents_table(&db, "documents", 10, 4)
+        .await
+        .unwrap();
+    let mut migrator = Migrator::new(db.clone());
+    for i in 0..30 {
+        migrator = migrator.add(Nothing(format!("{i:03}")));
+        assert_eq!(migrator.run().await.unwrap().applied().count(), 1);
+    }
+    let ledger = db.open_table(DEFAULT_LEDGER_TABLE).execute().await.unwrap();
+    let fragments = ledger.stats().await.unwrap().fragment_stats.num_fragments;
+    assert!(
+        fragments <= 18,
+        "the ledger has {fragments} fragments after 60 writes"
+    );
+    let entries = migrator.ledger().await.unwrap();
+    assert_eq!(entries.len(), 30);
+    assert!(entries.iter().all(|e| e.status == Status::Applied));
+    assert!(migrator.run().await.unwrap().is_noop());
+}
