@@ -4,12 +4,12 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use arrow_schema::{Schema, SchemaRef};
-use lance::dataset::transaction::Operation;
 use lancedb::{Connection, Table};
 
 use crate::backup::Backup;
 use crate::error::{Error, Result, is_commit_conflict};
 use crate::progress::Progress;
+use crate::tables;
 
 /// What a hook knows about the migration in progress.
 ///
@@ -225,28 +225,12 @@ impl MigrationContext {
     /// Rows added by `Append` commits after `version` (0 for tables that
     /// are not local Lance datasets).
     async fn rows_appended_since(&self, version: u64) -> Result<u64> {
-        let read = Error::lance(format!(
-            "read the commit history of `{}`",
-            self.table_name()
-        ));
-        let Some(dataset) = self.table.dataset() else {
+        let Some(dataset) = tables::dataset(&self.table).await? else {
             return Ok(0);
         };
-        let dataset = dataset.get().await.map_err(read)?;
-        let mut rows = 0;
-        for v in version + 1..=dataset.version().version {
-            let transaction = dataset.read_transaction_by_version(v).await;
-            let transaction = transaction.map_err(|e| {
-                Error::lance(format!("read commit {v} of `{}`", self.table_name()))(e.into())
-            })?;
-            if let Some(Operation::Append { fragments }) = transaction.map(|t| t.operation) {
-                rows += fragments
-                    .iter()
-                    .filter_map(|f| f.physical_rows)
-                    .sum::<usize>() as u64;
-            }
-        }
-        Ok(rows)
+        let versions = version + 1..dataset.version().version + 1;
+        let commits = tables::append_commits(&dataset, self.table_name(), versions).await?;
+        Ok(commits.iter().map(|(_, rows)| rows).sum())
     }
 
     /// Checks that the table's schema has exactly the fields of `expected`:

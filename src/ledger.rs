@@ -192,10 +192,7 @@ impl Ledger {
             .add(encode(std::slice::from_ref(entry))?)
             .execute()
             .await
-            .map_err(Error::lance(format!(
-                "record migration `{}` in the ledger",
-                entry.id
-            )))?;
+            .map_err(recording(entry))?;
         Ok(())
     }
 
@@ -212,12 +209,14 @@ impl Ledger {
         merge
             .execute(Box::new(reader))
             .await
-            .map_err(Error::lance(format!(
-                "record migration `{}` in the ledger",
-                entry.id
-            )))?;
+            .map_err(recording(entry))?;
         Ok(())
     }
+}
+
+/// The error of a failed ledger write for `entry`.
+fn recording(entry: &LedgerEntry) -> impl FnOnce(lancedb::Error) -> Error {
+    Error::lance(format!("record migration `{}` in the ledger", entry.id))
 }
 
 fn schema() -> SchemaRef {

@@ -14,13 +14,12 @@ use std::collections::HashSet;
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::SchemaRef;
 use futures::TryStreamExt;
-use lance::dataset::transaction::Operation;
 use tracing::{info, warn};
 
 use crate::apply::chain;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, Rollback};
-use crate::tables::latest_version;
+use crate::tables::{self, latest_version};
 
 /// Restores the backup if the migration changed the table, then re-appends
 /// rows that other writers appended meanwhile.
@@ -73,21 +72,13 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
 /// handle's version (the restore commit), read at the version that appended
 /// them and projected onto the schema before the migration.
 async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordBatch>> {
-    let Some(dataset) = ctx.table().dataset() else {
+    let Some(latest) = tables::dataset(ctx.table()).await? else {
         return Ok(Vec::new());
     };
     let lance_err = |what: &str| Error::lance(format!("{what} of `{}`", ctx.table_name()));
-    let latest = dataset.get().await.map_err(lance_err("open the dataset"))?;
+    let versions = since + 1..latest.version().version;
     let mut batches = Vec::new();
-    for version in since + 1..latest.version().version {
-        let transaction = latest.read_transaction_by_version(version).await;
-        let transaction = transaction.map_err(|e| lance_err("read a commit")(e.into()))?;
-        if !matches!(
-            transaction.map(|t| t.operation),
-            Some(Operation::Append { .. })
-        ) {
-            continue;
-        }
+    for (version, _) in tables::append_commits(&latest, ctx.table_name(), versions).await? {
         let at = |v: u64| latest.checkout_version(v);
         let (now, before) = (at(version).await, at(version - 1).await);
         let now = now.map_err(|e| lance_err("check out a version")(e.into()))?;
@@ -109,7 +100,7 @@ async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordB
             .await
             .map_err(|e| lance_err("read appended rows")(e.into()))?;
         for batch in read {
-            batches.push(project(&batch, ctx.schema_before())?);
+            batches.push(project(&batch, ctx.schema_before(), ctx.table_name())?);
         }
     }
     Ok(batches)
@@ -117,7 +108,7 @@ async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordB
 
 /// `batch`'s columns in the order of `schema`; columns it lacks become
 /// NULL (an error for a NOT NULL column).
-fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+fn project(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
@@ -125,7 +116,7 @@ fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
             Some(column) => Ok(column.clone()),
             None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
             None => Err(Error::Verification {
-                table: String::new(),
+                table: table.to_owned(),
                 reason: format!("appended rows lack the NOT NULL column `{}`", field.name()),
             }),
         })

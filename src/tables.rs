@@ -1,5 +1,10 @@
 //! Small helpers over LanceDB table handles.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use lance::Dataset;
+use lance::dataset::transaction::Operation;
 use lancedb::Table;
 
 use crate::error::{Error, Result};
@@ -15,4 +20,39 @@ pub(crate) async fn latest_version(table: &Table) -> Result<u64> {
         .version()
         .await
         .map_err(Error::lance(format!("read the version of `{name}`")))
+}
+
+/// The Lance dataset behind `table` at the handle's version; `None` for
+/// tables that are not local Lance datasets (remote tables).
+pub(crate) async fn dataset(table: &Table) -> Result<Option<Arc<Dataset>>> {
+    let Some(wrapper) = table.dataset() else {
+        return Ok(None);
+    };
+    let open = Error::lance(format!("open the dataset of `{}`", table.name()));
+    wrapper.get().await.map(Some).map_err(open)
+}
+
+/// The `Append` commits among `versions` of `dataset` (the table `name`),
+/// oldest first, each with the number of rows it added.
+pub(crate) async fn append_commits(
+    dataset: &Dataset,
+    name: &str,
+    versions: Range<u64>,
+) -> Result<Vec<(u64, u64)>> {
+    let mut commits = Vec::new();
+    for version in versions {
+        let transaction = dataset.read_transaction_by_version(version).await;
+        let read =
+            |e: lance::Error| Error::lance(format!("read commit {version} of `{name}`"))(e.into());
+        if let Some(Operation::Append { fragments }) =
+            transaction.map_err(read)?.map(|t| t.operation)
+        {
+            let rows = fragments
+                .iter()
+                .filter_map(|f| f.physical_rows)
+                .sum::<usize>();
+            commits.push((version, rows as u64));
+        }
+    }
+    Ok(commits)
 }
