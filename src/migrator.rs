@@ -232,9 +232,11 @@ impl Migrator {
         if let Some(applied) = previous.filter(|e| e.status == Status::Applied) {
             return Ok(self.skip(applied));
         }
-        Apply::new(&self.db, ledger, lease, &self.events, migration, seq as u64)
-            .run(previous, report)
-            .await
+        // Boxed: the applying future is deep, and callers that await `run`
+        // inside their own nested async code would otherwise hit rustc's
+        // query-depth limit when it computes their future's layout.
+        let apply = Apply::new(&self.db, ledger, lease, &self.events, migration, seq as u64);
+        Box::pin(apply.run(previous, report)).await
     }
 
     fn skip(&self, applied: &LedgerEntry) -> MigrationReport {
