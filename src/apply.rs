@@ -101,7 +101,25 @@ impl<'a> Apply<'a> {
         let progress = Progress::new(m.id(), self.events.clone());
         let open = MigrationContext::open(db, m.table(), m.id(), progress);
         let mut ctx = self.phase(Phase::Prepare, open).await?;
-        if let Some(interrupted) = previous.filter(|e| e.status == Status::Running) {
+        let interrupted = previous.filter(|e| e.status == Status::Running);
+        if let Some(entry) = interrupted
+            && let Some(tag) = entry.backup_tag.clone()
+            && m.resumable()
+        {
+            warn!(
+                migration = self.id(),
+                tag, "an earlier attempt was interrupted; continuing it"
+            );
+            let backup = Backup::new(ctx.table_name(), entry.version_before, tag);
+            ctx.resume(entry.version_before, entry.rows_before, backup)
+                .await
+                .map_err(|e| (Phase::Prepare, e))?;
+            self.migration
+                .expected_schema(ctx.schema_before())
+                .map_err(|e| (Phase::Prepare, e))?;
+            return Ok(ctx);
+        }
+        if let Some(interrupted) = interrupted {
             ctx = self
                 .recover(ctx, interrupted)
                 .await
@@ -188,6 +206,7 @@ impl<'a> Apply<'a> {
             rows_after: None,
             error: None,
             crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+            details: ctx.details(),
         }
     }
 
@@ -215,6 +234,7 @@ impl<'a> Apply<'a> {
             Err(e) => return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await),
         };
         entry.status = Status::Applied;
+        entry.details = ctx.details();
         entry.version_after = Some(version);
         entry.rows_after = Some(rows);
         entry.finished_at = Some(SystemTime::now());
@@ -243,6 +263,7 @@ impl<'a> Apply<'a> {
             rows_after: Some(rows),
             backup: ctx.backup().cloned(),
             phases: std::mem::take(&mut self.phases),
+            details: entry.details,
             duration,
         })
     }

@@ -25,6 +25,7 @@ pub struct MigrationContext {
     started_at: SystemTime,
     backup: Option<Backup>,
     progress: Progress,
+    details: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for MigrationContext {
@@ -69,7 +70,49 @@ impl MigrationContext {
             started_at: SystemTime::now(),
             backup: None,
             progress,
+            details: Default::default(),
         })
+    }
+
+    /// Continues an interrupted attempt: the table's state before that
+    /// attempt (version, rows, schema) and its backup.
+    pub(crate) async fn resume(
+        &mut self,
+        version_before: u64,
+        rows_before: u64,
+        backup: Backup,
+    ) -> Result<()> {
+        let name = self.table.name().to_owned();
+        let read = |what: &str| Error::lance(format!("read the {what} of `{name}` before the interrupted attempt"));
+        self.table
+            .checkout(version_before)
+            .await
+            .map_err(read("version"))?;
+        let schema = self.table.schema().await.map_err(read("schema"));
+        crate::tables::latest_version(&self.table).await?;
+        self.schema_before = schema?;
+        self.version_before = version_before;
+        self.rows_before = rows_before;
+        self.backup = Some(backup);
+        Ok(())
+    }
+
+    /// Records a detail about this migration's outcome (e.g. the model a
+    /// re-embedding used), stored with its ledger entry and shown in its
+    /// report. A later value for the same key replaces the earlier one.
+    pub fn record_detail(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.details
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.into(), value.into());
+    }
+
+    /// The details recorded so far.
+    pub fn details(&self) -> std::collections::BTreeMap<String, String> {
+        self.details
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn set_backup(&mut self, backup: Backup) {

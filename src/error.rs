@@ -109,6 +109,50 @@ impl fmt::Display for Rollback {
     }
 }
 
+/// What was wrong with an embedding function's output, in
+/// [`Error::Embedding`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddingProblem {
+    /// The function returned an error.
+    #[error("failed; fix the model or its inputs and run again")]
+    Failed(#[source] lancedb::Error),
+    /// It returned vectors of another dimension than it declared.
+    #[error("returned vectors of dimension {actual}, but declares {expected}")]
+    WrongDimension {
+        /// The dimension its `dest_type` declares.
+        expected: usize,
+        /// The dimension it returned.
+        actual: usize,
+    },
+    /// It returned another number of vectors than it was given texts.
+    #[error("returned {actual} vectors for {expected} inputs")]
+    WrongRowCount {
+        /// Inputs given.
+        expected: usize,
+        /// Vectors returned.
+        actual: usize,
+    },
+    /// A vector contains NaN or an infinity.
+    #[error("returned a vector with NaN or infinite values (for input {text:?})")]
+    NotFinite {
+        /// The input whose vector was bad.
+        text: String,
+    },
+    /// A vector is NULL.
+    #[error("returned a NULL vector (for input {text:?})")]
+    Null {
+        /// The input whose vector was NULL.
+        text: String,
+    },
+    /// It returned something that is not a list of float vectors.
+    #[error("returned {actual}, not fixed-size lists of floats")]
+    WrongType {
+        /// The Arrow type it returned.
+        actual: DataType,
+    },
+}
+
 /// Everything that can go wrong while planning or running migrations.
 ///
 /// Each variant names what it is about (`migration`, `table`, `column`,
@@ -143,6 +187,30 @@ pub enum Error {
         table: String,
         /// The column that exists already.
         column: String,
+    },
+
+    /// A column has a type the migration cannot work with (e.g. a re-embed
+    /// source column that is not text, or a target that is not a vector).
+    #[error("column `{column}` of table `{table}` has type {found}; expected {expected}")]
+    ColumnType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What the migration needs, in words.
+        expected: String,
+        /// The column's actual type.
+        found: DataType,
+    },
+
+    /// The embedding function failed or returned something unusable. The
+    /// table is restored to its version before the migration.
+    #[error("embedding model `{model}` {problem}")]
+    Embedding {
+        /// The model's name.
+        model: String,
+        /// What went wrong.
+        problem: EmbeddingProblem,
     },
 
     /// A default value does not fit the type declared for its column.

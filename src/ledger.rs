@@ -6,6 +6,7 @@
 //! schema metadata carries a format number; a ledger from a newer format is
 //! refused instead of being misread.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::TryStreamExt;
 use lancedb::query::ExecutableQuery;
-use lancedb::table::{CompactionOptions, OptimizeAction};
+use lancedb::table::{CompactionOptions, NewColumnTransform, OptimizeAction};
 use lancedb::{Connection, Table};
 use tracing::{debug, warn};
 
@@ -30,6 +31,8 @@ pub(crate) const FORMAT: u32 = 1;
 /// Fragments the ledger may have before a run compacts it.
 pub(crate) const MAX_FRAGMENTS: usize = 16;
 const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
+/// The column holding a migration's recorded details, as a JSON object.
+const DETAILS: &str = "details";
 
 /// Where a migration stands according to the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,9 @@ pub struct LedgerEntry {
     pub error: Option<String>,
     /// The crate version that wrote the row.
     pub crate_version: String,
+    /// Details the migration recorded about its outcome (e.g. the model a
+    /// re-embedding used); see [`MigrationContext::record_detail`](crate::MigrationContext::record_detail).
+    pub details: BTreeMap<String, String>,
 }
 
 impl LedgerEntry {
@@ -115,6 +121,7 @@ impl Ledger {
             Err(e) => return Err(Error::lance(format!("open ledger `{name}`"))(e)),
         };
         check_schema(name, &table).await?;
+        add_details_column(name, &table).await?;
         Ok(Self { table })
     }
 
@@ -237,6 +244,7 @@ fn schema() -> SchemaRef {
         Field::new("rows_after", DataType::UInt64, true),
         Field::new("error", DataType::Utf8, true),
         Field::new("crate_version", DataType::Utf8, false),
+        Field::new(DETAILS, DataType::Utf8, true),
     ];
     let metadata = [(FORMAT_KEY.to_owned(), FORMAT.to_string())].into();
     Arc::new(Schema::new_with_metadata(fields, metadata))
@@ -284,6 +292,9 @@ async fn check_schema(name: &str, table: &Table) -> Result<()> {
         Some(Ok(_)) => {}
     }
     for field in schema().fields() {
+        if field.name() == DETAILS {
+            continue;
+        }
         match actual.field_with_name(field.name()) {
             Ok(f) if f.data_type() == field.data_type() => {}
             _ => {
@@ -292,6 +303,31 @@ async fn check_schema(name: &str, table: &Table) -> Result<()> {
                     field.name()
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Ledgers written before the `details` column existed get it, all-null
+/// (metadata-only).
+async fn add_details_column(name: &str, table: &Table) -> Result<()> {
+    let has = |schema: &SchemaRef| schema.field_with_name(DETAILS).is_ok();
+    let read = Error::lance(format!("read the schema of ledger `{name}`"));
+    if has(&table.schema().await.map_err(read)?) {
+        return Ok(());
+    }
+    let column = Arc::new(Schema::new(vec![Field::new(DETAILS, DataType::Utf8, true)]));
+    let added = table
+        .add_columns()
+        .transform(NewColumnTransform::AllNulls(column))
+        .execute()
+        .await;
+    if let Err(e) = added {
+        // Another process may have added it meanwhile.
+        table.checkout_latest().await.ok();
+        let read = Error::lance(format!("read the schema of ledger `{name}`"));
+        if !has(&table.schema().await.map_err(read)?) {
+            return Err(Error::lance(format!("add column `{DETAILS}` to ledger `{name}`"))(e));
         }
     }
     Ok(())
@@ -343,6 +379,15 @@ fn encode(entries: &[LedgerEntry]) -> Result<RecordBatch> {
         u64s(|e| e.rows_after),
         strings(|e| e.error.as_deref()),
         strings(|e| Some(&e.crate_version)),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| {
+                    (!e.details.is_empty())
+                        .then(|| serde_json::to_string(&e.details).unwrap_or_default())
+                })
+                .collect::<StringArray>(),
+        ),
     ];
     RecordBatch::try_new(schema(), columns).map_err(Error::arrow("encode a ledger row"))
 }
@@ -378,6 +423,9 @@ fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
     let (seq, v_before, v_after) = (i("seq")?, u("version_before")?, u("version_after")?);
     let (r_before, r_after) = (u("rows_before")?, u("rows_after")?);
     let (started, finished) = (t("started_at")?, t("finished_at")?);
+    let details = batch
+        .column_by_name(DETAILS)
+        .and_then(|c| c.as_string_opt::<i32>());
     let opt_s = |a: &StringArray, row: usize| a.is_valid(row).then(|| a.value(row).to_owned());
     let opt_u = |a: &UInt64Array, row: usize| a.is_valid(row).then(|| a.value(row));
     (0..batch.num_rows())
@@ -407,6 +455,10 @@ fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
                 rows_after: opt_u(r_after, row),
                 error: opt_s(error, row),
                 crate_version: crate_version.value(row).to_owned(),
+                details: details
+                    .and_then(|d| opt_s(d, row))
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default(),
             })
         })
         .collect()

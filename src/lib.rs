@@ -73,6 +73,7 @@
 //!   and snapshots for downstream tests.
 
 mod apply;
+mod backfill;
 mod backup;
 mod builtin;
 mod context;
@@ -91,9 +92,9 @@ mod tables;
 pub mod testing;
 
 pub use backup::Backup;
-pub use builtin::{AddColumns, NewColumn, Value};
+pub use builtin::{AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, Value};
 pub use context::MigrationContext;
-pub use error::{BoxError, Error, Phase, Result, Rollback};
+pub use error::{BoxError, EmbeddingProblem, Error, Phase, Result, Rollback};
 pub use event::Event;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;

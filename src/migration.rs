@@ -113,6 +113,21 @@ pub trait Migration: fmt::Debug + Send + Sync {
         Ok(before.clone())
     }
 
+    /// Whether an attempt that was interrupted (the process died
+    /// mid-migration) is continued rather than started over.
+    ///
+    /// `false` (the default): the next run restores the interrupted
+    /// attempt's backup, then runs every hook again. `true`: the next run
+    /// keeps the table as the crash left it and the first attempt's backup
+    /// (still the rollback point), and calls [`transform`](Self::transform)
+    /// again, which must then pick up where it stopped.
+    /// [`MigrationContext::version_before`] and
+    /// [`schema_before`](MigrationContext::schema_before) still describe the
+    /// table before the first attempt.
+    fn resumable(&self) -> bool {
+        false
+    }
+
     /// Keeps a way back to the table as it is now.
     ///
     /// # Default implementation
@@ -198,6 +213,9 @@ macro_rules! forward_migration {
             }
             fn expected_schema(&self, before: &Schema) -> Result<Schema> {
                 (**self).expected_schema(before)
+            }
+            fn resumable(&self) -> bool {
+                (**self).resumable()
             }
             async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
                 (**self).backup(ctx).await

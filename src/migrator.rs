@@ -317,6 +317,7 @@ fn skipped(entry: &LedgerEntry) -> MigrationReport {
         rows_after: entry.rows_after,
         backup: None,
         phases: Vec::new(),
+        details: entry.details.clone(),
         duration: entry.duration().unwrap_or_default(),
     }
 }

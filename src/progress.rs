@@ -75,6 +75,13 @@ impl Progress {
         }
     }
 
+    /// Adds `rows` to the total, for work found while running (e.g. rows
+    /// the application appended meanwhile). Starts a total if none was set.
+    pub fn extend_total(&self, rows: u64) {
+        let mut state = self.lock();
+        state.total = Some(state.total.unwrap_or(state.done) + rows);
+    }
+
     /// Rows done so far.
     pub fn done(&self) -> u64 {
         self.lock().done

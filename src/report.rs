@@ -101,6 +101,8 @@ pub struct MigrationReport {
     pub backup: Option<Backup>,
     /// Phase durations, in the order they ran (empty when skipped).
     pub phases: Vec<PhaseTiming>,
+    /// Details the migration recorded (e.g. the model a re-embedding used).
+    pub details: std::collections::BTreeMap<String, String>,
     /// Total duration of the migration (from the ledger when skipped).
     pub duration: Duration,
 }

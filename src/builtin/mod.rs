@@ -1,7 +1,9 @@
 //! Migrations that ship with the crate, one file each.
 
 mod add_columns;
+mod reembed;
 mod value;
 
 pub use add_columns::{AddColumns, NewColumn};
+pub use reembed::{DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, ReEmbed};
 pub use value::Value;
