@@ -101,7 +101,10 @@ impl Backfill<'_> {
                 self.progress.start(Some(rows));
                 first_pass = false;
             } else {
-                debug!(fragments = todo.len(), rows, "catching up with appended rows");
+                debug!(
+                    fragments = todo.len(),
+                    rows, "catching up with appended rows"
+                );
                 self.progress.extend_total(rows);
             }
             let mut checkpoint = self.load_checkpoint(&dataset)?;
@@ -134,7 +137,7 @@ impl Backfill<'_> {
         ))
     }
 
-    async fn latest(&self) -> Result<Arc<Dataset>> {
+    pub(crate) async fn latest(&self) -> Result<Arc<Dataset>> {
         tables::latest_version(self.table).await?;
         tables::dataset(self.table).await?.ok_or_else(|| {
             Error::custom(format!(
@@ -182,7 +185,10 @@ impl Backfill<'_> {
             let missing = fragment
                 .count_rows(Some(filter))
                 .await
-                .map_err(lance_err(format!("count unfilled rows of `{}`", self.table.name())))?;
+                .map_err(lance_err(format!(
+                    "count unfilled rows of `{}`",
+                    self.table.name()
+                )))?;
             if missing > 0 {
                 todo.push(fragment);
             } else {
@@ -215,14 +221,22 @@ impl Backfill<'_> {
         let resume = resume.filter(|c| {
             let ok = c.physical_rows == physical;
             if !ok {
-                warn!(fragment = c.fragment, "fragment changed since its checkpoint; starting it over");
+                warn!(
+                    fragment = c.fragment,
+                    "fragment changed since its checkpoint; starting it over"
+                );
             }
             ok
         });
         let (mut target, mut parts, mut offset) = match resume {
             Some(c) => {
                 let offset = c.parts.iter().map(DataFilePart::num_rows).sum::<u64>();
-                info!(fragment = c.fragment, parts = c.parts.len(), rows = offset, "resuming fragment from its checkpoint");
+                info!(
+                    fragment = c.fragment,
+                    parts = c.parts.len(),
+                    rows = offset,
+                    "resuming fragment from its checkpoint"
+                );
                 self.progress.advance(offset.min(live));
                 (Some(c.target), c.parts, offset)
             }
@@ -269,10 +283,12 @@ impl Backfill<'_> {
         let mut head = Some(head);
         while offset < physical {
             let end = (offset + part_rows).min(physical);
-            let head_rows = head.as_ref().map_or(0, |h| {
-                h.iter().map(|b| b.num_rows() as u64).sum::<u64>()
-            });
-            let rest = self.values(fragment, offset + head_rows..end, &failure).await?;
+            let head_rows = head
+                .as_ref()
+                .map_or(0, |h| h.iter().map(|b| b.num_rows() as u64).sum::<u64>());
+            let rest = self
+                .values(fragment, offset + head_rows..end, &failure)
+                .await?;
             let data = stream::iter(head.take().unwrap_or_default().into_iter().map(Ok))
                 .chain(self.counted(rest));
             let part = dataset
@@ -289,7 +305,10 @@ impl Backfill<'_> {
         let file = dataset
             .concat_data_file_parts(&target, &parts)
             .await
-            .map_err(lance_err(format!("assemble the parts of fragment {}", fragment.id())))?;
+            .map_err(lance_err(format!(
+                "assemble the parts of fragment {}",
+                fragment.id()
+            )))?;
         *rate = Some(rows_per_sec);
         Ok(Filled {
             group: DataReplacementGroup(fragment.id() as u64, file),
@@ -329,7 +348,10 @@ impl Backfill<'_> {
             .project(&[self.source.as_str()])
             .map_err(&read)?;
         let out_schema = Arc::new(ArrowSchema::from(
-            &dataset.schema().project(&[column.as_str()]).map_err(&read)?,
+            &dataset
+                .schema()
+                .project(&[column.as_str()])
+                .map_err(&read)?,
         ));
         let deleted = fragment.get_deletion_vector().await.map_err(&read)?;
         let batches = fragment
@@ -435,7 +457,10 @@ impl Backfill<'_> {
             })
         })();
         if parsed.is_none() {
-            warn!(key = self.checkpoint_key, "ignoring an unreadable checkpoint");
+            warn!(
+                key = self.checkpoint_key,
+                "ignoring an unreadable checkpoint"
+            );
         }
         Ok(parsed)
     }
@@ -456,7 +481,12 @@ impl Backfill<'_> {
             let present: HashMap<u64, u64> = dataset
                 .get_fragments()
                 .iter()
-                .map(|f| (f.id() as u64, f.metadata().physical_rows.unwrap_or(0) as u64))
+                .map(|f| {
+                    (
+                        f.id() as u64,
+                        f.metadata().physical_rows.unwrap_or(0) as u64,
+                    )
+                })
                 .collect();
             let groups: Vec<DataReplacementGroup> = filled
                 .iter()
@@ -480,14 +510,22 @@ impl Backfill<'_> {
                 },
                 None,
             );
-            match CommitBuilder::new(dataset.clone()).execute(transaction).await {
+            match CommitBuilder::new(dataset.clone())
+                .execute(transaction)
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if is_conflict(&e) && attempt < 10 => {
-                    warn!(attempt, "commit conflict while filling the column; retrying");
+                    warn!(
+                        attempt,
+                        "commit conflict while filling the column; retrying"
+                    );
                     attempt += 1;
                 }
                 Err(e) => {
-                    return Err(lance_err(format!("commit the filled column of `{name}`"))(e));
+                    return Err(lance_err(format!("commit the filled column of `{name}`"))(
+                        e,
+                    ));
                 }
             }
         }

@@ -83,7 +83,11 @@ impl MigrationContext {
         backup: Backup,
     ) -> Result<()> {
         let name = self.table.name().to_owned();
-        let read = |what: &str| Error::lance(format!("read the {what} of `{name}` before the interrupted attempt"));
+        let read = |what: &str| {
+            Error::lance(format!(
+                "read the {what} of `{name}` before the interrupted attempt"
+            ))
+        };
         self.table
             .checkout(version_before)
             .await

@@ -327,7 +327,9 @@ async fn add_details_column(name: &str, table: &Table) -> Result<()> {
         table.checkout_latest().await.ok();
         let read = Error::lance(format!("read the schema of ledger `{name}`"));
         if !has(&table.schema().await.map_err(read)?) {
-            return Err(Error::lance(format!("add column `{DETAILS}` to ledger `{name}`"))(e));
+            return Err(Error::lance(format!(
+                "add column `{DETAILS}` to ledger `{name}`"
+            ))(e));
         }
     }
     Ok(())

@@ -555,7 +555,12 @@ impl TestEmbedding {
                 ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+        let norm = v
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::EPSILON);
         v.iter_mut().for_each(|x| *x /= norm);
         v
     }
@@ -617,7 +622,9 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
         }
         let texts = arrow_cast::cast(&source, &DataType::Utf8)?;
         let texts = arrow_array::cast::AsArray::as_string::<i32>(&texts);
-        let before = self.embedded.fetch_add(texts.len() as u64, Ordering::SeqCst);
+        let before = self
+            .embedded
+            .fetch_add(texts.len() as u64, Ordering::SeqCst);
         let mut dims = self.dims;
         let mut rows = texts.len();
         match &self.fault {
@@ -640,9 +647,11 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
             )
         });
         let dims = i32::try_from(dims).unwrap_or(i32::MAX);
-        Ok(Arc::new(
-            FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(vectors, dims),
-        ))
+        Ok(Arc::new(FixedSizeListArray::from_iter_primitive::<
+            Float32Type,
+            _,
+            _,
+        >(vectors, dims)))
     }
 
     fn compute_query_embeddings(&self, input: ArrayRef) -> lancedb::Result<ArrayRef> {

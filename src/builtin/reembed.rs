@@ -12,8 +12,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use lance::dataset::transaction::{Operation, Transaction};
 use lance::dataset::CommitBuilder;
+use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{ColumnDefinition, ColumnKind, NewColumnTransform};
@@ -90,7 +90,7 @@ const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 /// use std::sync::Arc;
 /// use lancedb_migrate::testing::{self, TestEmbedding};
 /// use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, Value};
-/// use arrow_schema::DataType;
+/// use arrow_schema::{DataType, TimeUnit};
 ///
 /// let db = testing::memory_db().await?;
 /// testing::documents_table(&db, "docs", 100, 384).await?;
@@ -102,7 +102,7 @@ const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 ///         AddColumns::new("0003_embedding_model", "docs")
 ///             .column(NewColumn::new("embedding_model", DataType::Utf8)
 ///                 .default_value("test-model-768"))
-///             .column(NewColumn::new("migrated_at", Value::MIGRATION_TIME_TYPE)
+///             .column(NewColumn::new("migrated_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
 ///                 .default_value(Value::MigrationTime)),
 ///     )
 ///     .run()
@@ -302,9 +302,7 @@ fn check_vectors(
     texts: &ArrayRef,
     dim: usize,
 ) -> std::result::Result<(), EmbeddingProblem> {
-    let text = |i: usize| {
-        arrow_cast::display::array_value_to_string(texts, i).unwrap_or_default()
-    };
+    let text = |i: usize| arrow_cast::display::array_value_to_string(texts, i).unwrap_or_default();
     let Some(list) = out.as_fixed_size_list_opt() else {
         return Err(EmbeddingProblem::WrongType {
             actual: out.data_type().clone(),
@@ -497,9 +495,22 @@ impl Migration for ReEmbed {
             checkpoint_key: format!("lancedb_migrate.checkpoint.{}", self.id),
             progress: ctx.progress(),
         };
-        let rows = backfill.run().await?;
+        let mut rows = 0;
         if !swapped {
-            self.swap(ctx, field_id).await?;
+            let mut attempt = 1;
+            rows += backfill.run().await?;
+            loop {
+                if self.swap(&backfill, field_id).await? {
+                    break;
+                }
+                if attempt == MigrationContext::CONFLICT_ATTEMPTS {
+                    return Err(Error::custom(format!(
+                        "could not swap the new vectors into `{}`: other writers kept changing it",
+                        self.table
+                    )));
+                }
+                attempt += 1;
+            }
         }
         // Rows appended between the last pass and the swap.
         let late = backfill.run().await?;
@@ -507,7 +518,12 @@ impl Migration for ReEmbed {
         ctx.record_detail("model", &self.model);
         ctx.record_detail("dimension", dim.to_string());
         ctx.record_detail("rows_embedded", (rows + late).to_string());
-        info!(table = self.table, model = self.model, rows = rows + late, "re-embedded");
+        info!(
+            table = self.table,
+            model = self.model,
+            rows = rows + late,
+            "re-embedded"
+        );
         Ok(())
     }
 
@@ -525,11 +541,16 @@ impl Migration for ReEmbed {
         let missing = table
             .count_rows(Some(filter))
             .await
-            .map_err(Error::lance(format!("count rows without vectors in `{name}`")))?;
+            .map_err(Error::lance(format!(
+                "count rows without vectors in `{name}`"
+            )))?;
         if missing > 0 {
             return Err(Error::verification(
                 name,
-                format!("{missing} rows with text have no vector in `{}`", self.target),
+                format!(
+                    "{missing} rows with text have no vector in `{}`",
+                    self.target
+                ),
             ));
         }
         if self.sample > 0 {
@@ -542,65 +563,75 @@ impl Migration for ReEmbed {
 impl ReEmbed {
     /// One metadata-only commit: the staging column takes the target's
     /// name and position, the old column goes, and the embedding definition
-    /// (if any) names the new model.
-    async fn swap(&self, ctx: &MigrationContext, field_id: i32) -> Result<()> {
-        let table = ctx.table();
-        for attempt in 1.. {
-            tables::latest_version(table).await?;
-            let dataset = tables::dataset(table)
-                .await?
-                .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
-            let old = dataset.schema().clone();
-            let mut staged = old
-                .field_by_id(field_id)
-                .cloned()
-                .ok_or_else(|| Error::custom("the staging column disappeared"))?;
-            staged.name = self.target.clone();
-            let target_field = self.target_field()?;
-            staged.metadata.extend(
-                target_field
-                    .metadata()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-            let mut fields = Vec::with_capacity(old.fields.len());
-            let mut placed = false;
-            for field in &old.fields {
-                if field.id == field_id {
-                    if !placed {
-                        fields.push(staged.clone());
-                        placed = true;
-                    }
-                } else if field.name == self.target {
+    /// (if any) names the new model. It conflicts with appends committed
+    /// concurrently (`preserves_nullability: false`): an application
+    /// instance still writing old-model rows cannot have them rebased past
+    /// the swap (they would read as NULL vectors); it gets an error instead.
+    /// Rows appended before the swap that the last pass missed are filled
+    /// right after it. Returns `false` when the commit lost a race.
+    async fn swap(&self, backfill: &Backfill<'_>, field_id: i32) -> Result<bool> {
+        let dataset = backfill.latest().await?;
+        let old = dataset.schema().clone();
+        let mut staged = old
+            .field_by_id(field_id)
+            .cloned()
+            .ok_or_else(|| Error::custom("the staging column disappeared"))?;
+        staged.name = self.target.clone();
+        let target_field = self.target_field()?;
+        staged.metadata.extend(
+            target_field
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let mut fields = Vec::with_capacity(old.fields.len());
+        let replaces = old.fields.iter().any(|f| f.name == self.target);
+        for field in &old.fields {
+            if field.id == field_id {
+                if !replaces {
                     fields.push(staged.clone());
-                    placed = true;
-                } else {
-                    fields.push(field.clone());
                 }
-            }
-            let mut schema = old.clone();
-            schema.fields = fields;
-            schema.metadata = self.definitions(&old, &schema);
-            schema
-                .validate()
-                .map_err(lance_err("build the swapped schema"))?;
-            let transaction = Transaction::new(
-                dataset.version().version,
-                Operation::Project {
-                    schema,
-                    preserves_nullability: true,
-                },
-                None,
-            );
-            match CommitBuilder::new(dataset.clone()).execute(transaction).await {
-                Ok(_) => break,
-                Err(e) if is_retryable(&e) && attempt < MigrationContext::CONFLICT_ATTEMPTS => {}
-                Err(e) => return Err(lance_err("swap the re-embedded column in")(e)),
+            } else if field.name == self.target {
+                fields.push(staged.clone());
+            } else {
+                fields.push(field.clone());
             }
         }
-        tables::latest_version(table).await?;
-        info!(table = self.table, column = self.target, "new vectors swapped in");
-        Ok(())
+        let mut schema = old.clone();
+        schema.fields = fields;
+        schema.metadata = self.definitions(&old, &schema);
+        schema
+            .validate()
+            .map_err(lance_err("build the swapped schema"))?;
+        let transaction = Transaction::new(
+            dataset.version().version,
+            Operation::Project {
+                schema,
+                preserves_nullability: false,
+            },
+            None,
+        );
+        match CommitBuilder::new(dataset.clone())
+            .execute(transaction)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_retryable(&e) => {
+                info!(
+                    table = self.table,
+                    "a concurrent commit beat the swap; retrying"
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(lance_err("swap the re-embedded column in")(e)),
+        }
+        tables::latest_version(backfill.table).await?;
+        info!(
+            table = self.table,
+            column = self.target,
+            "new vectors swapped in"
+        );
+        Ok(true)
     }
 
     /// The schema metadata after the swap: LanceDB's column definitions are
@@ -628,9 +659,12 @@ impl ReEmbed {
             .fields
             .iter()
             .map(|f| {
-                let mut def = by_name
-                    .get(f.name.as_str())
-                    .map_or(ColumnDefinition { kind: ColumnKind::Physical }, |d| (*d).clone());
+                let mut def = by_name.get(f.name.as_str()).map_or(
+                    ColumnDefinition {
+                        kind: ColumnKind::Physical,
+                    },
+                    |d| (*d).clone(),
+                );
                 if f.name == self.target
                     && let ColumnKind::Embedding(embedding) = &mut def.kind
                 {
@@ -652,7 +686,8 @@ impl ReEmbed {
         let rows = table
             .count_rows(None)
             .await
-            .map_err(Error::lance(format!("count the rows of `{name}`")))? as u64;
+            .map_err(Error::lance(format!("count the rows of `{name}`")))?
+            as u64;
         if rows == 0 {
             return Ok(());
         }
@@ -660,7 +695,10 @@ impl ReEmbed {
         let offsets: Vec<u64> = (0..n).map(|i| i * rows / n).collect();
         let batches: Vec<RecordBatch> = table
             .take_offsets(offsets)
-            .select(Select::columns(&[self.source.as_str(), self.target.as_str()]))
+            .select(Select::columns(&[
+                self.source.as_str(),
+                self.target.as_str(),
+            ]))
             .with_row_id()
             .execute()
             .await
@@ -687,7 +725,8 @@ impl ReEmbed {
             if live.is_empty() {
                 continue;
             }
-            let indices = arrow_array::UInt32Array::from_iter_values(live.iter().map(|&i| i as u32));
+            let indices =
+                arrow_array::UInt32Array::from_iter_values(live.iter().map(|&i| i as u32));
             let input = arrow_select::take::take(&texts, &indices, None)
                 .map_err(Error::arrow("select sample texts"))?;
             let fresh = tokio::task::spawn_blocking({
@@ -710,7 +749,8 @@ impl ReEmbed {
                         name,
                         format!(
                             "the stored vector of sampled row {} differs from a fresh embedding of its text by {worst} (tolerance {})",
-                            arrow_cast::display::array_value_to_string(&texts, i).unwrap_or_default(),
+                            arrow_cast::display::array_value_to_string(&texts, i)
+                                .unwrap_or_default(),
                             self.tolerance
                         ),
                     ));
@@ -730,7 +770,12 @@ impl ReEmbed {
 
     /// A nearest-neighbour search for a row's own vector must find the row
     /// (or, with duplicate texts, rows at distance zero).
-    async fn verify_search(&self, ctx: &MigrationContext, vector: Vec<f32>, row_id: u64) -> Result<()> {
+    async fn verify_search(
+        &self,
+        ctx: &MigrationContext,
+        vector: Vec<f32>,
+        row_id: u64,
+    ) -> Result<()> {
         let name = ctx.table_name();
         let results: Vec<RecordBatch> = ctx
             .table()
@@ -772,9 +817,7 @@ impl ReEmbed {
 }
 
 fn floats(values: &ArrayRef) -> Result<Vec<f32>> {
-    let as_f32 = arrow_cast::cast(values, &DataType::Float32)
-        .map_err(Error::arrow("read a vector"))?;
+    let as_f32 =
+        arrow_cast::cast(values, &DataType::Float32).map_err(Error::arrow("read a vector"))?;
     Ok(as_f32.as_primitive::<Float32Type>().values().to_vec())
 }
-
-

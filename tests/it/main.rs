@@ -5,4 +5,5 @@ mod bad_input;
 mod concurrency;
 mod custom;
 mod migrator;
+mod reembed;
 mod support;

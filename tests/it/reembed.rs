@@ -1,0 +1,486 @@
+//! `ReEmbed` on real LanceDB tables: the seed scenario, bad input, appends
+//! while it runs, and a process killed mid-run that the next run resumes.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use futures::TryStreamExt;
+use lancedb::Table;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb_migrate::testing::{self, Snapshot, TempDb, TestEmbedding};
+use lancedb_migrate::{
+    AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migrator, NewColumn, ReEmbed, Rollback, Value,
+};
+
+use crate::support::{failure, field_names, tags, version};
+
+const DB_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_DB";
+const LOG_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_LOG";
+
+/// A table of `fragments × per_fragment` documents with 384-d vectors, one
+/// fragment per append.
+async fn table(db: &lancedb::Connection, fragments: i64, per_fragment: i64) -> Table {
+    let table = testing::documents_table(db, "docs", per_fragment as usize, 384)
+        .await
+        .unwrap();
+    for f in 1..fragments {
+        let ids = f * per_fragment..(f + 1) * per_fragment;
+        table
+            .add(testing::documents_batch(ids, 384))
+            .execute()
+            .await
+            .unwrap();
+    }
+    table
+}
+
+/// Every row's `vector` must be the 768-d test embedding of its text.
+async fn assert_reembedded(table: &Table, dims: usize) -> usize {
+    table.checkout_latest().await.unwrap();
+    let batches: Vec<RecordBatch> = table
+        .query()
+        .select(Select::columns(&["text", "vector"]))
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut rows = 0;
+    for batch in &batches {
+        let texts = batch.column(0).as_string::<i32>();
+        let vectors = batch.column(1).as_fixed_size_list();
+        assert_eq!(vectors.value_length() as usize, dims);
+        assert_eq!(vectors.null_count(), 0, "no row lacks a vector");
+        for i in 0..batch.num_rows() {
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            let want = TestEmbedding::vector(texts.value(i), dims);
+            assert_eq!(got, &want[..], "vector of {:?}", texts.value(i));
+        }
+        rows += batch.num_rows();
+    }
+    rows
+}
+
+fn reembed(model: &TestEmbedding) -> ReEmbed {
+    ReEmbed::new(
+        "0002_reembed",
+        "docs",
+        "text",
+        "vector",
+        Arc::new(model.clone()),
+    )
+    .verify_sample(16)
+    .batch_size(64)
+    .concurrency(2)
+}
+
+#[tokio::test]
+async fn seed_scenario_384_to_768_with_model_columns() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 4, 250).await;
+    let before = Snapshot::take(&table, "id").await.unwrap();
+    let model = TestEmbedding::new("test-768", 768);
+    let migrator = || {
+        Migrator::new(db.clone()).add(reembed(&model)).add(
+            AddColumns::new("0003_model_columns", "docs")
+                .column(NewColumn::new("embedding_model", DataType::Utf8).default_value("test-768"))
+                .column(
+                    NewColumn::new(
+                        "migrated_at",
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    )
+                    .default_value(Value::MigrationTime),
+                ),
+        )
+    };
+    let report = migrator().run().await.unwrap();
+    assert_eq!(report.applied().count(), 2);
+    table.checkout_latest().await.unwrap();
+
+    // Same columns, same order; the vector column is now 768-d.
+    let schema = table.schema().await.unwrap();
+    assert_eq!(
+        field_names(&schema),
+        ["id", "text", "vector", "embedding_model", "migrated_at"]
+    );
+    let vector = schema.field_with_name("vector").unwrap();
+    assert_eq!(vector.data_type(), &testing::vector_type(768));
+    assert_eq!(vector.metadata().get(MODEL_KEY).unwrap(), "test-768");
+
+    assert_eq!(assert_reembedded(&table, 768).await, 1000);
+    // Each row once, plus the 16 rows `verify` re-embeds to compare.
+    assert_eq!(
+        model.embedded(),
+        1000 + 16,
+        "each row embedded exactly once"
+    );
+    let after = Snapshot::take(&table, "id").await.unwrap();
+    after.assert_same_columns(&before, &["id", "text"]);
+    let models = after.column("embedding_model").as_string::<i32>();
+    assert!(models.iter().all(|m| m == Some("test-768")));
+
+    // The model is in the ledger and the report.
+    let entry = &report.migrations()[0];
+    assert_eq!(entry.details.get("model").unwrap(), "test-768");
+    assert_eq!(entry.details.get("dimension").unwrap(), "768");
+    let ledger = migrator().ledger().await.unwrap();
+    assert_eq!(ledger[0].details.get("model").unwrap(), "test-768");
+    assert_eq!(ledger[0].details.get("rows_embedded").unwrap(), "1000");
+
+    // A second start changes nothing and embeds nothing.
+    let v = version(&table).await;
+    let again = migrator().run().await.unwrap();
+    assert_eq!(again.applied().count(), 0);
+    assert_eq!(version(&table).await, v);
+    assert_eq!(model.embedded(), 1016);
+}
+
+#[tokio::test]
+async fn same_dimension_model_swap_and_new_column() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 2, 100).await;
+    let model = TestEmbedding::new("other-384", 384);
+    Migrator::new(db.clone())
+        .add(reembed(&model))
+        .add(ReEmbed::new(
+            "0003_second_vector",
+            "docs",
+            "text",
+            "vector_small",
+            Arc::new(TestEmbedding::new("small", 16)),
+        ))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(assert_reembedded(&table, 384).await, 200);
+    let schema = table.schema().await.unwrap();
+    assert_eq!(
+        field_names(&schema),
+        ["id", "text", "vector", "vector_small"]
+    );
+    let batches: Vec<RecordBatch> = table
+        .query()
+        .select(Select::columns(&["text", "vector_small"]))
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for batch in &batches {
+        let texts = batch.column(0).as_string::<i32>();
+        let vectors = batch.column(1).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            let got = vectors.value(i);
+            assert_eq!(
+                got.as_primitive::<Float32Type>().values(),
+                &TestEmbedding::vector(texts.value(i), 16)[..]
+            );
+        }
+    }
+}
+
+/// Bad embedder output fails with a typed error and leaves the table as it
+/// was.
+#[tokio::test]
+async fn bad_embedder_output_restores_the_table() {
+    let cases: Vec<(TestEmbedding, fn(&EmbeddingProblem) -> bool)> = vec![
+        (TestEmbedding::new("m", 768).wrong_dimension(512), |p| {
+            matches!(
+                p,
+                EmbeddingProblem::WrongDimension {
+                    expected: 768,
+                    actual: 512
+                }
+            )
+        }),
+        (TestEmbedding::new("m", 768).drop_a_row(), |p| {
+            matches!(p, EmbeddingProblem::WrongRowCount { .. })
+        }),
+        (
+            TestEmbedding::new("m", 768).nan_for("document 321:"),
+            |p| matches!(p, EmbeddingProblem::NotFinite { text } if text.starts_with("document 321:")),
+        ),
+        (TestEmbedding::new("m", 768).fail_after(300), |p| {
+            matches!(p, EmbeddingProblem::Failed(_))
+        }),
+    ];
+    for (model, expected) in cases {
+        let db = testing::memory_db().await.unwrap();
+        let table = table(&db, 3, 200).await;
+        let before = Snapshot::take(&table, "id").await.unwrap();
+        let schema_before = table.schema().await.unwrap();
+        let err = Migrator::new(db.clone())
+            .add(reembed(&model).checkpoint_every(Duration::ZERO))
+            .run()
+            .await
+            .unwrap_err();
+        let (cause, _, rollback) = failure(&err);
+        match cause {
+            Error::Embedding {
+                model: name,
+                problem,
+            } => {
+                assert_eq!(name, "m");
+                assert!(expected(problem), "{model:?}: unexpected {problem:?}");
+            }
+            other => panic!("{model:?}: expected Error::Embedding, got {other:?}"),
+        }
+        assert!(
+            matches!(rollback, Rollback::Restored { .. }),
+            "{rollback:?}"
+        );
+        table.checkout_latest().await.unwrap();
+        assert_eq!(table.schema().await.unwrap(), schema_before, "{model:?}");
+        let after = Snapshot::take(&table, "id").await.unwrap();
+        after.assert_same_columns(&before, &["id", "text", "vector"]);
+    }
+}
+
+#[tokio::test]
+async fn bad_columns_are_refused_before_anything_is_written() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 1, 50).await;
+    let v = version(&table).await;
+    let model = Arc::new(TestEmbedding::new("m", 8));
+    let run = |m: ReEmbed| {
+        let db = db.clone();
+        async move { Migrator::new(db).add(m).run().await.unwrap_err() }
+    };
+
+    let err = run(ReEmbed::new("a", "docs", "body", "vector", model.clone())).await;
+    assert!(matches!(failure(&err).0, Error::ColumnNotFound { column, .. } if column == "body"));
+
+    let err = run(ReEmbed::new("b", "docs", "id", "vector", model.clone())).await;
+    assert!(
+        matches!(failure(&err).0, Error::ColumnType { column, found: DataType::Int64, .. } if column == "id")
+    );
+
+    let err = run(ReEmbed::new("c", "docs", "text", "id", model.clone())).await;
+    assert!(matches!(failure(&err).0, Error::ColumnType { column, .. } if column == "id"));
+
+    let err = run(ReEmbed::new("d", "nope", "text", "vector", model.clone())).await;
+    assert!(matches!(failure(&err).0, Error::TableNotFound { .. }));
+
+    assert_eq!(version(&table).await, v, "nothing was written");
+    assert!(tags(&table).await.is_empty(), "no backup was taken");
+}
+
+/// Rows the application appends while the re-embed runs get new vectors
+/// too.
+#[tokio::test]
+async fn rows_appended_while_running_are_embedded() {
+    let tmp = TempDb::new().await.unwrap();
+    let table = table(tmp.db(), 4, 100).await;
+    let model = TestEmbedding::new("slow", 768).delay(Duration::from_millis(40));
+    let db = tmp.db().clone();
+    let migration = reembed(&model).checkpoint_every(Duration::ZERO);
+    let run = tokio::spawn(async move { Migrator::new(db).add(migration).run().await });
+    let app = tmp
+        .connect()
+        .await
+        .unwrap()
+        .open_table("docs")
+        .execute()
+        .await
+        .unwrap();
+    let mut appended = 0;
+    while !run.is_finished() {
+        let start = 10_000 + appended;
+        let batch = testing::documents_batch(start..start + 10, 384);
+        app.checkout_latest().await.unwrap();
+        if app.add(batch).execute().await.is_ok() {
+            appended += 10;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.await.unwrap().unwrap();
+    assert!(appended > 0, "the application appended while it ran");
+    let rows = assert_reembedded(&table, 768).await;
+    assert_eq!(rows as i64, 400 + appended, "no appended row was lost");
+}
+
+/// Entry point of the child process of the kill test; does nothing in a
+/// normal test run. Logs each batch it embeds, so the parent can count the
+/// work done by a process it killed.
+#[tokio::test]
+#[ignore = "entry point for the child process of the re-embed kill test"]
+async fn child() {
+    let Ok(path) = std::env::var(DB_ENV) else {
+        return;
+    };
+    let log = std::env::var(LOG_ENV).unwrap();
+    let db = lancedb::connect(&path).execute().await.unwrap();
+    let model = LoggingEmbedding {
+        inner: TestEmbedding::new("test-768", 768).delay(Duration::from_millis(30)),
+        log: log.into(),
+    };
+    Migrator::new(db)
+        .add(
+            ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
+                .model("test-768")
+                .batch_size(50)
+                .concurrency(2)
+                .checkpoint_every(Duration::ZERO),
+        )
+        .run()
+        .await
+        .unwrap();
+}
+
+/// Appends the number of texts of each call to a file.
+#[derive(Debug)]
+struct LoggingEmbedding {
+    inner: TestEmbedding,
+    log: std::path::PathBuf,
+}
+
+impl lancedb::embeddings::EmbeddingFunction for LoggingEmbedding {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        self.inner.source_type()
+    }
+    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        self.inner.dest_type()
+    }
+    fn compute_source_embeddings(
+        &self,
+        source: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        use std::io::Write;
+        let out = self.inner.compute_source_embeddings(source.clone())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(f, "{}", source.len()).unwrap();
+        Ok(out)
+    }
+    fn compute_query_embeddings(
+        &self,
+        input: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        self.inner.compute_query_embeddings(input)
+    }
+}
+
+fn logged_rows(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A process killed (SIGKILL) mid-re-embed; the next run resumes and
+/// finishes, embedding at most one checkpoint's worth of rows again.
+#[tokio::test]
+async fn killed_reembed_resumes_where_it_stopped() {
+    let tmp = TempDb::new().await.unwrap();
+    // Two large fragments (parts inside them) and two small ones.
+    let table = testing::documents_table(tmp.db(), "docs", 1200, 384)
+        .await
+        .unwrap();
+    table
+        .add(testing::documents_batch(1200..2400, 384))
+        .execute()
+        .await
+        .unwrap();
+    table
+        .add(testing::documents_batch(2400..2500, 384))
+        .execute()
+        .await
+        .unwrap();
+    table
+        .add(testing::documents_batch(2500..2600, 384))
+        .execute()
+        .await
+        .unwrap();
+    let log = tmp.path().join("embedded.log");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["reembed::child", "--exact", "--ignored", "--nocapture"])
+        .env(DB_ENV, tmp.path())
+        .env(LOG_ENV, &log)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has done about half the table.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while logged_rows(&log) < 1300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "child ended before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before_kill = logged_rows(&log);
+
+    let model = LoggingEmbedding {
+        inner: TestEmbedding::new("test-768", 768),
+        log: log.clone(),
+    };
+    let report = Migrator::new(tmp.connect().await.unwrap())
+        .add(
+            ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
+                .model("test-768")
+                .batch_size(50)
+                .concurrency(2)
+                .checkpoint_every(Duration::ZERO),
+        )
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.applied().count(), 1);
+    assert_eq!(assert_reembedded(&table, 768).await, 2600);
+    let total = logged_rows(&log);
+    let second = total - before_kill;
+    // A checkpoint is at most `batch_size × concurrency` rows here; rows in
+    // flight when the kill landed are at most one more.
+    let redone = total - 2600;
+    eprintln!(
+        "killed after {before_kill} rows; the resumed run embedded {second}; {redone} embedded twice"
+    );
+    assert!(
+        second < 2600 - 1000,
+        "the second run resumed ({second} rows embedded)"
+    );
+    // The 16 rows `verify` re-embeds to compare are not redone work.
+    assert!(redone - 16 <= 2 * 50, "{redone} rows were embedded twice");
+    let ids: Vec<RecordBatch> = table
+        .query()
+        .select(Select::columns(&["id"]))
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut seen: Vec<i64> = ids
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..2600).collect::<Vec<_>>(),
+        "no row lost or duplicated"
+    );
+}
