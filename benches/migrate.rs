@@ -18,8 +18,10 @@ use arrow_schema::{DataType, TimeUnit};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use lancedb::table::NewColumnTransform;
 use lancedb::{Connection, Table};
-use lancedb_migrate::testing::{self, TempDb};
-use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, Value};
+use std::sync::Arc;
+
+use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
+use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, Value};
 use tokio::runtime::Runtime;
 
 const DIMS: usize = 384;
@@ -227,6 +229,69 @@ fn rollback(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
     group.finish();
 }
 
+/// What a hand-written script does to re-embed: one `add_columns` that runs
+/// the embedder over `text` in batches and writes a new column.
+async fn raw_reembed(table: &Table, model: &TestEmbedding) {
+    use lancedb::embeddings::EmbeddingFunction;
+    let model = model.clone();
+    let field = arrow_schema::Field::new("vector_new", testing::vector_type(768), true);
+    let output_schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![field]));
+    let out = output_schema.clone();
+    let mapper = move |batch: &arrow_array::RecordBatch| {
+        let vectors = model
+            .compute_source_embeddings(batch.column(0).clone())
+            .map_err(|e| lance::Error::invalid_input(e.to_string()))?;
+        Ok(arrow_array::RecordBatch::try_new(
+            out.clone(),
+            vec![vectors],
+        )?)
+    };
+    let udf = lance::dataset::BatchUDF {
+        mapper: Box::new(mapper),
+        output_schema,
+        result_checkpoint: None,
+    };
+    table
+        .add_columns()
+        .transform(NewColumnTransform::BatchUDF(udf))
+        .read_columns(vec!["text".to_owned()])
+        .execute()
+        .await
+        .unwrap();
+}
+
+fn reembed(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
+    let mut group = c.benchmark_group("reembed_384_to_768");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    // The smallest size only: re-embedding writes 3 KB a row.
+    for (rows, fixture) in fixtures.iter().take(1) {
+        let model = TestEmbedding::new("test-768", 768);
+        group.throughput(criterion::Throughput::Elements(*rows as u64));
+        group.bench_with_input(
+            BenchmarkId::new("raw_add_columns_udf", rows),
+            fixture,
+            |b, f| {
+                b.to_async(rt).iter_custom(|iters| {
+                    timed(f, iters, "unused", || raw_reembed(&f.table, &model))
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("migrator", rows), fixture, |b, f| {
+            b.to_async(rt).iter_custom(|iters| {
+                timed(f, iters, "bench_ledger", async || {
+                    let m = ReEmbed::new("0002", TABLE, "text", "vector", Arc::new(model.clone()));
+                    let migrator = Migrator::new(f.db().clone()).ledger_table("bench_ledger");
+                    let report = migrator.add(m).run().await.unwrap();
+                    assert_eq!(report.applied().count(), 1);
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let fixtures: Vec<_> = sizes()
@@ -236,6 +301,7 @@ fn benches(c: &mut Criterion) {
     add_columns(c, &rt, &fixtures);
     noop_startup(c, &rt, &fixtures);
     rollback(c, &rt, &fixtures);
+    reembed(c, &rt, &fixtures);
 }
 
 criterion_group!(migrate, benches);

@@ -13,13 +13,23 @@
 //! ```
 //!
 //! `raw-add-columns` does the same work with one plain LanceDB call, for
-//! comparison.
+//! comparison. `reembed` re-embeds the table's 384-d `vector` to 768
+//! dimensions with the deterministic test embedder; `raw-reembed` writes the
+//! same vectors with one plain `add_columns` call:
+//!
+//! ```sh
+//! /usr/bin/time -v $BIN reembed /tmp/mem-250k 2>&1 | grep 'Maximum resident'
+//! ```
+//!
+//! With `HWM=1`, `reembed` also prints the process's peak memory so far
+//! after each migration event, which shows which phase needs it.
 
 use std::time::Instant;
 
 use arrow_schema::{DataType, TimeUnit};
 use lancedb::table::NewColumnTransform;
-use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value};
+use lancedb_migrate::testing::{TestEmbedding, vector_type};
+use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, Value};
 
 const TABLE: &str = "documents";
 const DIMS: usize = 384;
@@ -64,6 +74,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .execute()
                 .await?;
         }
+        "reembed" => {
+            let model = std::sync::Arc::new(TestEmbedding::new("test-768", 768));
+            let migration = ReEmbed::new("0002_reembed", TABLE, "text", "vector", model);
+            let report = Migrator::new(db)
+                .on_event(|e| {
+                    if std::env::var("HWM").is_ok() {
+                        let status =
+                            std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                        let hwm = status
+                            .lines()
+                            .find(|l| l.starts_with("VmHWM"))
+                            .unwrap_or("");
+                        eprintln!("{e:?} {hwm}");
+                    }
+                })
+                .add(migration)
+                .run()
+                .await?;
+            print!("{report}");
+        }
+        "raw-reembed" => {
+            use lancedb::embeddings::EmbeddingFunction;
+            let table = db.open_table(TABLE).execute().await?;
+            let model = TestEmbedding::new("test-768", 768);
+            let field = arrow_schema::Field::new("vector_new", vector_type(768), true);
+            let output_schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![field]));
+            let out = output_schema.clone();
+            let mapper = move |batch: &arrow_array::RecordBatch| {
+                let vectors = model
+                    .compute_source_embeddings(batch.column(0).clone())
+                    .map_err(|e| lance::Error::invalid_input(e.to_string()))?;
+                Ok(arrow_array::RecordBatch::try_new(
+                    out.clone(),
+                    vec![vectors],
+                )?)
+            };
+            let udf = lance::dataset::BatchUDF {
+                mapper: Box::new(mapper),
+                output_schema,
+                result_checkpoint: None,
+            };
+            table
+                .add_columns()
+                .transform(NewColumnTransform::BatchUDF(udf))
+                .read_columns(vec!["text".to_owned()])
+                .execute()
+                .await?;
+        }
         _ => return Err(usage()),
     }
     println!("{command} took {:.2?}", started.elapsed());
@@ -71,5 +129,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn usage() -> Box<dyn std::error::Error> {
-    "usage: peak_memory create <dir> <rows> | add-columns <dir> | raw-add-columns <dir>".into()
+    "usage: peak_memory create <dir> <rows> | add-columns <dir> | raw-add-columns <dir> | reembed <dir> | raw-reembed <dir>".into()
 }

@@ -512,6 +512,7 @@ impl<M: crate::Migration> crate::Migration for FailVerify<M> {
 /// assert_eq!(TestEmbedding::vector("a", 768).len(), 768);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct TestEmbedding {
     name: String,
     dims: usize,
@@ -638,7 +639,7 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
             _ => {}
         }
         let vectors = (0..rows).map(|i| {
-            let text = texts.is_valid(i).then(|| texts.value(i)).unwrap_or("");
+            let text = if texts.is_valid(i) { texts.value(i) } else { "" };
             let nan = matches!(&self.fault, Some(Fault::NanFor(n)) if text.contains(n.as_str()));
             Some(
                 Self::vector(text, dims)

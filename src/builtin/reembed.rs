@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use lance::dataset::CommitBuilder;
 use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::embeddings::EmbeddingFunction;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::query::{ExecutableQuery, Select};
 use lancedb::table::{ColumnDefinition, ColumnKind, NewColumnTransform};
 use tracing::info;
 
@@ -35,6 +35,9 @@ pub const DIMENSION_KEY: &str = "lancedb:tag:dimension";
 pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 
 const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
+
+/// I/O read-ahead of the verification scan.
+const VERIFY_IO_BUFFER: u64 = 64 << 20;
 
 /// Recomputes a vector column from a text column with a new embedding model,
 /// e.g. to move from a 384-dimension model to a 768-dimension one.
@@ -531,19 +534,8 @@ impl Migration for ReEmbed {
         ctx.check_row_count().await?;
         let expected = self.expected_schema(ctx.schema_before())?;
         ctx.check_schema(&expected).await?;
-        let table = ctx.table();
         let name = ctx.table_name();
-        let filter = format!(
-            "{} IS NULL AND {} IS NOT NULL",
-            quote(&self.target),
-            quote(&self.source)
-        );
-        let missing = table
-            .count_rows(Some(filter))
-            .await
-            .map_err(Error::lance(format!(
-                "count rows without vectors in `{name}`"
-            )))?;
+        let missing = self.rows_without_vector(ctx).await?;
         if missing > 0 {
             return Err(Error::verification(
                 name,
@@ -679,6 +671,30 @@ impl ReEmbed {
         metadata
     }
 
+    /// Rows with text but no vector: a full scan of the vector column, with
+    /// a small I/O buffer so that its memory stays flat (LanceDB's own
+    /// `count_rows` buffers up to gigabytes ahead).
+    async fn rows_without_vector(&self, ctx: &MigrationContext) -> Result<u64> {
+        let name = ctx.table_name();
+        tables::latest_version(ctx.table()).await?;
+        let dataset = tables::dataset(ctx.table())
+            .await?
+            .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let filter = format!(
+            "{} IS NULL AND {} IS NOT NULL",
+            quote(&self.target),
+            quote(&self.source)
+        );
+        let count = lance_err(format!("count rows without vectors in `{name}`"));
+        let mut scan = dataset.scan();
+        scan.filter(&filter).map_err(&count)?;
+        scan.project(&[self.source.as_str()]).map_err(&count)?;
+        scan.io_buffer_size(VERIFY_IO_BUFFER);
+        scan.batch_size(1024);
+        scan.fragment_readahead(1);
+        scan.count_rows().await.map_err(&count)
+    }
+
     /// Re-embeds a sample of rows and compares; searches for one.
     async fn check_sample(&self, ctx: &MigrationContext) -> Result<()> {
         let table = ctx.table();
@@ -769,7 +785,9 @@ impl ReEmbed {
     }
 
     /// A nearest-neighbour search for a row's own vector must find the row
-    /// (or, with duplicate texts, rows at distance zero).
+    /// (or, with duplicate texts, rows at distance zero). Lance's scanner is
+    /// used directly for its small I/O buffer: without an index the search
+    /// reads every vector, and memory must stay flat.
     async fn verify_search(
         &self,
         ctx: &MigrationContext,
@@ -777,19 +795,25 @@ impl ReEmbed {
         row_id: u64,
     ) -> Result<()> {
         let name = ctx.table_name();
-        let results: Vec<RecordBatch> = ctx
-            .table()
-            .vector_search(vector)
-            .map_err(Error::lance(format!("search `{name}`")))?
-            .column(&self.target)
-            .limit(10)
-            .with_row_id()
-            .execute()
+        let dataset = tables::dataset(ctx.table())
+            .await?
+            .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let search = lance_err(format!("search `{name}`"));
+        let query = arrow_array::Float32Array::from(vector);
+        let mut scan = dataset.scan();
+        scan.nearest(&self.target, &query, 10).map_err(&search)?;
+        scan.project(&[self.source.as_str()]).map_err(&search)?;
+        scan.with_row_id();
+        scan.io_buffer_size(VERIFY_IO_BUFFER);
+        scan.batch_size(1024);
+        scan.fragment_readahead(1);
+        let results: Vec<RecordBatch> = scan
+            .try_into_stream()
             .await
-            .map_err(Error::lance(format!("search `{name}`")))?
+            .map_err(&search)?
             .try_collect()
             .await
-            .map_err(Error::lance(format!("search `{name}`")))?;
+            .map_err(&search)?;
         let mut all_zero = true;
         for batch in &results {
             if let Some(ids) = batch.column_by_name("_rowid") {

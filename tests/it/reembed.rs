@@ -191,7 +191,8 @@ async fn same_dimension_model_swap_and_new_column() {
 /// was.
 #[tokio::test]
 async fn bad_embedder_output_restores_the_table() {
-    let cases: Vec<(TestEmbedding, fn(&EmbeddingProblem) -> bool)> = vec![
+    type Expected = fn(&EmbeddingProblem) -> bool;
+    let cases: Vec<(TestEmbedding, Expected)> = vec![
         (TestEmbedding::new("m", 768).wrong_dimension(512), |p| {
             matches!(
                 p,
