@@ -639,7 +639,11 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
             _ => {}
         }
         let vectors = (0..rows).map(|i| {
-            let text = if texts.is_valid(i) { texts.value(i) } else { "" };
+            let text = if texts.is_valid(i) {
+                texts.value(i)
+            } else {
+                ""
+            };
             let nan = matches!(&self.fault, Some(Fault::NanFor(n)) if text.contains(n.as_str()));
             Some(
                 Self::vector(text, dims)

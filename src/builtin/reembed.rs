@@ -80,7 +80,8 @@ const VERIFY_IO_BUFFER: u64 = 64 << 20;
 /// vector per input, of the declared dimension, with no NULL, NaN or
 /// infinity — otherwise the migration fails with [`Error::Embedding`] and
 /// the table is restored. After the swap, `verify` checks that no row with
-/// text lacks a vector, that a sample of rows' vectors match a fresh
+/// text lacks a vector (without reading again the vectors it checked while
+/// writing them), that a sample of rows' vectors match a fresh
 /// embedding of their text (within [`tolerance`](Self::tolerance)), and that
 /// a nearest-neighbour search for a sampled row's vector finds that row.
 ///
@@ -671,28 +672,50 @@ impl ReEmbed {
         metadata
     }
 
-    /// Rows with text but no vector: a full scan of the vector column, with
-    /// a small I/O buffer so that its memory stays flat (LanceDB's own
-    /// `count_rows` buffers up to gigabytes ahead).
+    /// Rows with text but no vector. Every vector this migration wrote was
+    /// checked as it was computed (not NULL, finite, right dimension), so
+    /// only rows it may not have written are counted: a fragment of the
+    /// table as it was before the migration must have a data file for the
+    /// column (a metadata check); any other fragment (appended or rewritten
+    /// meanwhile) is scanned. This keeps verification from reading every
+    /// vector again.
     async fn rows_without_vector(&self, ctx: &MigrationContext) -> Result<u64> {
         let name = ctx.table_name();
         tables::latest_version(ctx.table()).await?;
         let dataset = tables::dataset(ctx.table())
             .await?
             .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let count = lance_err(format!("count rows without vectors in `{name}`"));
+        let field_id = dataset.schema().field_id(&self.target).map_err(&count)?;
+        let original: HashSet<usize> = dataset
+            .checkout_version(ctx.version_before())
+            .await
+            .map_err(&count)?
+            .get_fragments()
+            .iter()
+            .map(|f| f.id())
+            .collect();
         let filter = format!(
             "{} IS NULL AND {} IS NOT NULL",
             quote(&self.target),
             quote(&self.source)
         );
-        let count = lance_err(format!("count rows without vectors in `{name}`"));
-        let mut scan = dataset.scan();
-        scan.filter(&filter).map_err(&count)?;
-        scan.project(&[self.source.as_str()]).map_err(&count)?;
-        scan.io_buffer_size(VERIFY_IO_BUFFER);
-        scan.batch_size(1024);
-        scan.fragment_readahead(1);
-        scan.count_rows().await.map_err(&count)
+        let mut missing = 0;
+        for fragment in dataset.get_fragments() {
+            let covered = fragment
+                .metadata()
+                .files
+                .iter()
+                .any(|f| f.fields.contains(&field_id));
+            if covered && original.contains(&fragment.id()) {
+                continue;
+            }
+            missing += fragment
+                .count_rows(Some(filter.clone()))
+                .await
+                .map_err(&count)? as u64;
+        }
+        Ok(missing)
     }
 
     /// Re-embeds a sample of rows and compares; searches for one.
