@@ -364,7 +364,10 @@ impl lancedb::embeddings::EmbeddingFunction for LoggingEmbedding {
             .append(true)
             .open(&self.log)
             .unwrap();
-        writeln!(f, "{}", source.len()).unwrap();
+        // One `write` per line (O_APPEND): lines from the concurrent
+        // embedding threads never interleave.
+        f.write_all(format!("{}\n", source.len()).as_bytes())
+            .unwrap();
         Ok(out)
     }
     fn compute_query_embeddings(
@@ -378,7 +381,9 @@ impl lancedb::embeddings::EmbeddingFunction for LoggingEmbedding {
 fn logged_rows(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        // A line still being written (no newline yet) is not counted.
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| l.parse::<u64>().unwrap())
         .sum()
 }
