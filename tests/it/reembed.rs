@@ -490,3 +490,102 @@ async fn killed_reembed_resumes_where_it_stopped() {
         "no row lost or duplicated"
     );
 }
+
+/// A table whose `vector` is produced by a registered LanceDB embedding
+/// function: after the re-embed, the table's embedding definition names the
+/// new model, so the application's later `add`s (without vectors) get
+/// new-model vectors.
+#[tokio::test]
+async fn embedding_definition_points_at_the_new_model() {
+    use lancedb::embeddings::EmbeddingDefinition;
+    let db = testing::memory_db().await.unwrap();
+    let old = Arc::new(TestEmbedding::new("old-384", 384));
+    let new = Arc::new(TestEmbedding::new("new-768", 768));
+    db.embedding_registry().register("old-384", old).unwrap();
+    db.embedding_registry()
+        .register("new-768", new.clone())
+        .unwrap();
+    let texts = |ids: std::ops::Range<i64>| {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("id", DataType::Int64, false),
+            arrow_schema::Field::new("text", DataType::Utf8, false),
+        ]));
+        let id = arrow_array::Int64Array::from_iter_values(ids.clone());
+        let text: arrow_array::StringArray = ids.map(|i| Some(testing::document_text(i))).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(id), Arc::new(text)]).unwrap()
+    };
+    let table = db
+        .create_table("docs", texts(0..100))
+        .add_embedding(EmbeddingDefinition::new("text", "old-384", Some("vector")))
+        .unwrap()
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        assert_reembedded(&table, 384).await,
+        100,
+        "created with the old model"
+    );
+
+    let events = testing::EventLog::default();
+    Migrator::new(db.clone())
+        .on_event(events.observer())
+        .add(ReEmbed::new("0002", "docs", "text", "vector", new))
+        .run()
+        .await
+        .unwrap();
+
+    // Progress reached the total.
+    let last = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            lancedb_migrate::Event::Progress { done, total, .. } => Some((done, total)),
+            _ => None,
+        })
+        .last()
+        .expect("progress events");
+    assert_eq!(last, (100, Some(100)));
+
+    // The application adds rows without vectors: the new model embeds them.
+    let app = db.open_table("docs").execute().await.unwrap();
+    app.add(texts(100..110)).execute().await.unwrap();
+    assert_eq!(assert_reembedded(&app, 768).await, 110);
+    let schema = app.schema().await.unwrap();
+    let defs = schema
+        .metadata()
+        .get("lancedb::column_definitions")
+        .unwrap();
+    assert!(
+        defs.contains("new-768") && !defs.contains("old-384"),
+        "{defs}"
+    );
+}
+
+/// The staging column's name is taken by a column of the application's.
+#[tokio::test]
+async fn staging_column_name_collision_is_refused() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 1, 20).await;
+    let model = TestEmbedding::new("m", 8);
+    let staging = reembed(&model).staging_column();
+    let field = arrow_schema::Field::new(&staging, DataType::Utf8, true);
+    let schema = Arc::new(arrow_schema::Schema::new(vec![field]));
+    table
+        .add_columns()
+        .transform(lancedb::table::NewColumnTransform::AllNulls(schema))
+        .execute()
+        .await
+        .unwrap();
+    let v = version(&table).await;
+    let err = Migrator::new(db.clone())
+        .add(reembed(&model))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failure(&err).0, Error::ColumnExists { column, .. } if *column == staging),
+        "{err:?}"
+    );
+    assert_eq!(version(&table).await, v);
+}
