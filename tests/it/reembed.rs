@@ -539,11 +539,11 @@ async fn embedding_definition_points_at_the_new_model() {
     let last = events
         .events()
         .into_iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             lancedb_migrate::Event::Progress { done, total, .. } => Some((done, total)),
             _ => None,
         })
-        .last()
         .expect("progress events");
     assert_eq!(last, (100, Some(100)));
 
