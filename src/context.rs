@@ -8,6 +8,7 @@ use lancedb::{Connection, Table};
 
 use crate::backup::Backup;
 use crate::error::{Error, Result, is_commit_conflict};
+use crate::indexes::{self, IndexSpec};
 use crate::progress::Progress;
 use crate::tables;
 
@@ -26,6 +27,7 @@ pub struct MigrationContext {
     backup: Option<Backup>,
     progress: Progress,
     details: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    indexes_before: Vec<IndexSpec>,
 }
 
 impl std::fmt::Debug for MigrationContext {
@@ -60,6 +62,7 @@ impl MigrationContext {
             Err(e) => return Err(Error::lance(format!("open table `{table}`"))(e)),
         };
         let read = |what: &str| Error::lance(format!("read the {what} of table `{table}`"));
+        let indexes_before = indexes::snapshot(&handle).await?;
         Ok(Self {
             version_before: handle.version().await.map_err(read("version"))?,
             rows_before: handle.count_rows(None).await.map_err(read("row count"))? as u64,
@@ -71,6 +74,7 @@ impl MigrationContext {
             backup: None,
             progress,
             details: Default::default(),
+            indexes_before,
         })
     }
 
@@ -93,11 +97,70 @@ impl MigrationContext {
             .await
             .map_err(read("version"))?;
         let schema = self.table.schema().await.map_err(read("schema"));
+        let indexes = indexes::snapshot(&self.table).await;
         crate::tables::latest_version(&self.table).await?;
         self.schema_before = schema?;
+        self.indexes_before = indexes?;
         self.version_before = version_before;
         self.rows_before = rows_before;
         self.backup = Some(backup);
+        Ok(())
+    }
+
+    /// Rows an index check samples for its recall check.
+    pub const RECALL_SAMPLE: usize = 20;
+    /// The least share of sampled rows an indexed vector search must find by
+    /// their own vector, in [`check_indexes`](Self::check_indexes).
+    pub const MIN_RECALL: f64 = 0.9;
+
+    /// The table's indexes before the migration (name, column, type,
+    /// distance type, Lance's parameter description).
+    pub fn indexes_before(&self) -> &[IndexSpec] {
+        &self.indexes_before
+    }
+
+    /// Makes every index the table had before the migration exist again on
+    /// the column it now belongs to (following renames; a replaced column
+    /// keeps its name), covering every row: recreates dropped ones under the
+    /// same name, type and distance type, and indexes rows the migration
+    /// rewrote. Indexes on columns the migration dropped are not recreated.
+    /// The default [`Migration::rebuild`](crate::Migration::rebuild).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Index`] when an index cannot be recreated (e.g. too few rows
+    /// to train it).
+    pub async fn restore_indexes(&self) -> Result<()> {
+        let recreated = indexes::restore(&self.table, &self.indexes_before).await?;
+        if !recreated.is_empty() {
+            self.record_detail("indexes_recreated", recreated.join(","));
+        }
+        Ok(())
+    }
+
+    /// Checks the indexes after the migration, with [`RECALL_SAMPLE`](Self::RECALL_SAMPLE)
+    /// rows and [`MIN_RECALL`](Self::MIN_RECALL); see
+    /// [`check_indexes_with`](Self::check_indexes_with).
+    pub async fn check_indexes(&self) -> Result<()> {
+        self.check_indexes_with(Self::RECALL_SAMPLE, Self::MIN_RECALL)
+            .await
+    }
+
+    /// Checks that every index the table had before the migration (on a
+    /// column that still exists) exists with the same type on that column,
+    /// has no unindexed rows, and, for vector indexes, that an indexed
+    /// search for each of `sample` rows' own vector finds the row in the top
+    /// 10 for at least `min_recall` of them. The hit rates are recorded as
+    /// details (`recall.<index>`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Index`] naming the index and what is wrong.
+    pub async fn check_indexes_with(&self, sample: usize, min_recall: f64) -> Result<()> {
+        let rates = indexes::check(&self.table, &self.indexes_before, sample, min_recall).await?;
+        for (index, rate) in rates {
+            self.record_detail(format!("recall.{index}"), format!("{rate:.3}"));
+        }
         Ok(())
     }
 

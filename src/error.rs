@@ -203,6 +203,19 @@ pub enum Error {
         found: DataType,
     },
 
+    /// An index could not be kept or rebuilt, or does not pass its checks
+    /// after the migration (missing, rows not indexed, a search through it
+    /// does not find rows).
+    #[error("index `{index}` of table `{table}`: {reason}")]
+    Index {
+        /// The table.
+        table: String,
+        /// The index's name.
+        index: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The embedding function failed or returned something unusable. The
     /// table is restored to its version before the migration.
     #[error("embedding model `{model}` {problem}")]

@@ -79,6 +79,7 @@ mod builtin;
 mod context;
 mod error;
 mod event;
+mod indexes;
 mod lease;
 mod ledger;
 mod migration;
@@ -92,10 +93,13 @@ mod tables;
 pub mod testing;
 
 pub use backup::Backup;
-pub use builtin::{AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, Value};
+pub use builtin::{
+    AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
+};
 pub use context::MigrationContext;
 pub use error::{BoxError, EmbeddingProblem, Error, Phase, Result, Rollback};
 pub use event::Event;
+pub use indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
 pub use migrator::{DEFAULT_LEDGER_TABLE, Migrator};

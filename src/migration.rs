@@ -156,14 +156,16 @@ pub trait Migration: fmt::Debug + Send + Sync {
     ///
     /// # Default implementation
     ///
-    /// Does nothing.
+    /// [`MigrationContext::restore_indexes`]: every index the table had
+    /// before exists again on the column it now belongs to, covering every
+    /// row. A transform that must drop an index first (e.g. to cast its
+    /// column) can just drop it; this recreates it.
     ///
     /// # Errors
     ///
     /// Any error makes the migrator restore the backup.
     async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
-        let _ = ctx;
-        Ok(())
+        ctx.restore_indexes().await
     }
 
     /// Checks the migrated table.
@@ -173,7 +175,9 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// Checks that the row count is unchanged
     /// ([`MigrationContext::check_row_count`]) and that the schema equals
     /// [`expected_schema`](Self::expected_schema) of the schema before
-    /// ([`MigrationContext::check_schema`]). Overrides usually call both and
+    /// ([`MigrationContext::check_schema`]), and that the indexes are all
+    /// there, cover every row and find rows by vector
+    /// ([`MigrationContext::check_indexes`]). Overrides usually call these and
     /// add their own checks.
     ///
     /// # Errors
@@ -183,7 +187,8 @@ pub trait Migration: fmt::Debug + Send + Sync {
     async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
         ctx.check_row_count().await?;
         let expected = self.expected_schema(ctx.schema_before())?;
-        ctx.check_schema(&expected).await
+        ctx.check_schema(&expected).await?;
+        ctx.check_indexes().await
     }
 }
 

@@ -549,7 +549,7 @@ impl Migration for ReEmbed {
         if self.sample > 0 {
             self.check_sample(ctx).await?;
         }
-        Ok(())
+        ctx.check_indexes().await
     }
 }
 

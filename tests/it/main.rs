@@ -4,6 +4,7 @@ mod add_columns;
 mod bad_input;
 mod concurrency;
 mod custom;
+mod indexes;
 mod migrator;
 mod reembed;
 mod support;
