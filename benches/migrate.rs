@@ -21,7 +21,7 @@ use lancedb::{Connection, Table};
 use std::sync::Arc;
 
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
-use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, Value};
+use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
 use tokio::runtime::Runtime;
 
 const DIMS: usize = 384;
@@ -292,6 +292,52 @@ fn reembed(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
     group.finish();
 }
 
+fn ivf_pq() -> lancedb::index::Index {
+    let builder = lancedb::index::vector::IvfPqIndexBuilder::default()
+        .num_partitions(128)
+        .num_sub_vectors(48);
+    lancedb::index::Index::IvfPq(builder)
+}
+
+fn index_rebuild(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
+    let mut group = c.benchmark_group("index_rebuild_ivf_pq");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    for (rows, fixture) in fixtures.iter().take(1) {
+        group.bench_with_input(
+            BenchmarkId::new("raw_create_index", rows),
+            fixture,
+            |b, f| {
+                b.to_async(rt).iter_custom(|iters| {
+                    timed(f, iters, "unused", async || {
+                        f.table
+                            .create_index(&["vector"], ivf_pq())
+                            .replace(true)
+                            .execute()
+                            .await
+                            .unwrap();
+                    })
+                });
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("migrator", rows), fixture, |b, f| {
+            b.to_async(rt).iter_custom(|iters| {
+                timed(f, iters, "bench_ledger", async || {
+                    // The fixture's vectors are uniform noise, on which PQ
+                    // recall is low; the recall check's cost is the same
+                    // whatever the threshold.
+                    let m = RebuildIndex::new("0004", TABLE, "vector", ivf_pq()).min_recall(0.0);
+                    let migrator = Migrator::new(f.db().clone()).ledger_table("bench_ledger");
+                    let report = migrator.add(m).run().await.unwrap();
+                    assert_eq!(report.applied().count(), 1);
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let fixtures: Vec<_> = sizes()
@@ -302,6 +348,7 @@ fn benches(c: &mut Criterion) {
     noop_startup(c, &rt, &fixtures);
     rollback(c, &rt, &fixtures);
     reembed(c, &rt, &fixtures);
+    index_rebuild(c, &rt, &fixtures);
 }
 
 criterion_group!(migrate, benches);

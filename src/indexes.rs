@@ -352,9 +352,14 @@ pub(crate) async fn check(
     Ok(rates)
 }
 
+/// Candidates re-ranked by exact distance per result in the recall check:
+/// quantized indexes (PQ) rank a row's own vector only approximately, and
+/// an application that needs exact top results refines the same way.
+const REFINE_FACTOR: u32 = 10;
+
 /// The share of `sample` rows (spread over the table) that an indexed
-/// vector search for the row's own vector returns in its top 10 (or at
-/// distance zero, for duplicate vectors).
+/// vector search (refined by [`REFINE_FACTOR`]) for the row's own vector
+/// returns in its top 10 (or at distance zero, for duplicate vectors).
 pub(crate) async fn recall(table: &Table, column: &str, sample: usize) -> Result<f64> {
     let name = table.name();
     let read = || Error::lance(format!("sample rows of `{name}`"));
@@ -394,6 +399,7 @@ pub(crate) async fn recall(table: &Table, column: &str, sample: usize) -> Result
                 .map_err(search())?
                 .column(column)
                 .limit(10)
+                .refine_factor(REFINE_FACTOR)
                 .with_row_id()
                 .execute()
                 .await

@@ -295,3 +295,56 @@ async fn rebuild_index_refuses_bad_input_and_leaves_the_table() {
     assert_eq!(version(&table).await, v, "nothing was written");
     assert!(table.list_indices().await.unwrap().is_empty());
 }
+
+/// The default verify catches an index left behind: here a migration whose
+/// rebuild does nothing, after a transform that drops one index, or that
+/// appends rows no index covers. Both are rolled back.
+#[tokio::test]
+async fn verify_fails_on_a_missing_or_partial_index() {
+    #[derive(Debug)]
+    struct NoRebuild(bool);
+    #[async_trait]
+    impl Migration for NoRebuild {
+        fn id(&self) -> &str {
+            "0001_no_rebuild"
+        }
+        fn table(&self) -> &str {
+            "docs"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            if self.0 {
+                ctx.table().drop_index("id_idx").await?;
+            } else {
+                let batch = testing::documents_batch(5000..5100, 384);
+                ctx.table().add(batch).execute().await?;
+            }
+            Ok(())
+        }
+        async fn rebuild(&self, _ctx: &MigrationContext) -> Result<()> {
+            Ok(())
+        }
+        async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+            ctx.check_indexes().await
+        }
+    }
+    for drop in [true, false] {
+        let db = testing::memory_db().await.unwrap();
+        let table = indexed_table(&db).await;
+        let before = indexes(&table).await;
+        let err = Migrator::new(db.clone())
+            .add(NoRebuild(drop))
+            .run()
+            .await
+            .unwrap_err();
+        let (cause, phase, _) = failure(&err);
+        let expected = if drop { "missing" } else { "not indexed" };
+        assert!(
+            matches!(cause, Error::Index { reason, .. } if reason.contains(expected)),
+            "{cause:?}"
+        );
+        assert_eq!(phase, lancedb_migrate::Phase::Verify);
+        assert_eq!(indexes(&table).await, before, "restored");
+        // (The rollback keeps appended rows: it cannot tell the migration's
+        // own appends from the application's; see DESIGN.md.)
+    }
+}
