@@ -253,12 +253,17 @@ fn schema() -> SchemaRef {
 async fn create(db: &Connection, name: &str) -> Result<Table> {
     match db.create_empty_table(name, schema()).execute().await {
         Ok(table) => Ok(table),
-        // Another process created it between our open and create.
-        Err(lancedb::Error::TableAlreadyExists { .. }) => db
-            .open_table(name)
-            .execute()
-            .await
-            .map_err(Error::lance(format!("open ledger `{name}`"))),
+        // Another process created it between our open and create (racing
+        // creates fail either way: "already exists" or a commit conflict).
+        Err(e)
+            if matches!(e, lancedb::Error::TableAlreadyExists { .. })
+                || crate::error::is_commit_conflict(&e) =>
+        {
+            db.open_table(name)
+                .execute()
+                .await
+                .map_err(Error::lance(format!("open ledger `{name}`")))
+        }
         Err(e) => Err(Error::lance(format!("create ledger `{name}`"))(e)),
     }
 }
