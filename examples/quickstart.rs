@@ -1,5 +1,7 @@
 //! What an application does at startup: connect, then apply every pending
-//! migration.
+//! migration — add defaulted columns, re-embed the vectors with a new
+//! 768-dimension model (a deterministic stand-in here, so nothing is
+//! downloaded), record the model, and build an index.
 //!
 //! Creates a LanceDB database under `./quickstart-data` (with a sample
 //! `documents` table the first time), runs the migrations and prints the
@@ -10,8 +12,13 @@
 //! scripts/cargo run --example quickstart
 //! ```
 
+use std::sync::Arc;
+
 use arrow_schema::{DataType, TimeUnit};
-use lancedb_migrate::{AddColumns, Event, Migrator, NewColumn, Value};
+use lancedb::index::Index;
+use lancedb::index::scalar::BTreeIndexBuilder;
+use lancedb_migrate::testing::TestEmbedding;
+use lancedb_migrate::{AddColumns, Event, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
 
 const DB_DIR: &str = "quickstart-data";
 
@@ -35,6 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    // The new embedding model: any `lancedb::embeddings::EmbeddingFunction`.
+    let model = Arc::new(TestEmbedding::new("stand-in-768", 768));
     let migrator = Migrator::new(db.clone())
         .add(
             AddColumns::new("0001_category_and_flags", "documents")
@@ -44,18 +53,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add(
             AddColumns::new("0002_provenance", "documents")
                 .column(
-                    NewColumn::new("created_at", utc_micros).default_value(Value::MigrationTime),
+                    NewColumn::new("created_at", utc_micros.clone())
+                        .default_value(Value::MigrationTime),
                 )
                 .column(NewColumn::new("metadata", DataType::Utf8)),
         )
-        .on_event(|event| {
-            if let Event::MigrationApplied {
+        .add(ReEmbed::new(
+            "0003_reembed_768",
+            "documents",
+            "text",
+            "vector",
+            model,
+        ))
+        .add(
+            AddColumns::new("0004_embedding_model", "documents")
+                .column(
+                    NewColumn::new("embedding_model", DataType::Utf8).default_value("stand-in-768"),
+                )
+                .column(
+                    NewColumn::new("migrated_at", utc_micros.clone())
+                        .default_value(Value::MigrationTime),
+                ),
+        )
+        // Vector indexes are built the same way (e.g. `Index::IvfPq(..)`);
+        // training one takes minutes in an unoptimised debug build, so this
+        // example indexes `id`.
+        .add(RebuildIndex::new(
+            "0005_id_index",
+            "documents",
+            "id",
+            Index::BTree(BTreeIndexBuilder::default()),
+        ))
+        .on_event(|event| match event {
+            Event::MigrationApplied {
                 migration,
                 duration,
-            } = event
-            {
-                println!("  applied {migration} in {duration:.1?}");
-            }
+            } => println!("  applied {migration} in {duration:.1?}"),
+            Event::Progress {
+                migration,
+                done,
+                total,
+                rate,
+            } => println!(
+                "  {migration}: {done}/{} rows ({rate:.0} rows/s)",
+                total.map_or("?".to_owned(), |t| t.to_string())
+            ),
+            _ => {}
         });
 
     let report = migrator.run().await?;

@@ -200,6 +200,9 @@ fn dims_of(schema: &arrow_schema::Schema, column: &str) -> Option<usize> {
 /// now belongs to, covering every row. Returns the names of the indexes it
 /// recreated.
 pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<String>> {
+    if before.is_empty() {
+        return Ok(Vec::new());
+    }
     let name = table.name().to_owned();
     crate::tables::latest_version(table).await?;
     let now: HashMap<String, Vec<String>> = table
@@ -280,6 +283,9 @@ pub(crate) async fn check(
     sample: usize,
     min_recall: f64,
 ) -> Result<Vec<(String, f64)>> {
+    if before.is_empty() {
+        return Ok(Vec::new());
+    }
     let name = table.name().to_owned();
     crate::tables::latest_version(table).await?;
     let now: HashMap<String, (IndexType, Vec<String>)> = table
