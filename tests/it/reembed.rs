@@ -589,3 +589,28 @@ async fn staging_column_name_collision_is_refused() {
     );
     assert_eq!(version(&table).await, v);
 }
+
+/// An empty table (a fresh deployment) gets the new vector column too.
+#[tokio::test]
+async fn empty_table_gets_the_new_column_type() {
+    let db = testing::memory_db().await.unwrap();
+    let table = db
+        .create_empty_table("docs", testing::documents_schema(384))
+        .execute()
+        .await
+        .unwrap();
+    let model = TestEmbedding::new("test-768", 768);
+    Migrator::new(db.clone())
+        .add(reembed(&model))
+        .run()
+        .await
+        .unwrap();
+    table.checkout_latest().await.unwrap();
+    let schema = table.schema().await.unwrap();
+    assert_eq!(field_names(&schema), ["id", "text", "vector"]);
+    assert_eq!(
+        schema.field_with_name("vector").unwrap().data_type(),
+        &testing::vector_type(768)
+    );
+    assert_eq!(model.embedded(), 0);
+}
