@@ -21,7 +21,7 @@
 //! rewritten by compaction) is done once none of its rows has the column
 //! NULL while the source is set.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use lancedb::Table;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_lance_conflict};
 use crate::progress::Progress;
 use crate::tables;
 
@@ -139,12 +139,7 @@ impl Backfill<'_> {
 
     pub(crate) async fn latest(&self) -> Result<Arc<Dataset>> {
         tables::latest_version(self.table).await?;
-        tables::dataset(self.table).await?.ok_or_else(|| {
-            Error::custom(format!(
-                "table `{}` is not a local Lance dataset; filling a column needs direct access to its files",
-                self.table.name()
-            ))
-        })
+        tables::local_dataset(self.table).await
     }
 
     fn column(&self, dataset: &Dataset) -> Result<String> {
@@ -436,7 +431,7 @@ impl Backfill<'_> {
             let entry: (&str, Option<&str>) = (key, value.as_deref());
             match dataset.update_config([entry]).await {
                 Ok(_) => break,
-                Err(e) if is_conflict(&e) && attempt < 10 => continue,
+                Err(e) if is_lance_conflict(&e) && attempt < 10 => continue,
                 Err(e) => return Err(lance_err("save a checkpoint in the table config")(e)),
             }
         }
@@ -478,19 +473,14 @@ impl Backfill<'_> {
         let mut attempt = 1;
         loop {
             let dataset = self.latest().await?;
-            let present: HashMap<u64, u64> = dataset
+            let present: HashSet<u64> = dataset
                 .get_fragments()
                 .iter()
-                .map(|f| {
-                    (
-                        f.id() as u64,
-                        f.metadata().physical_rows.unwrap_or(0) as u64,
-                    )
-                })
+                .map(|f| f.id() as u64)
                 .collect();
             let groups: Vec<DataReplacementGroup> = filled
                 .iter()
-                .filter(|f| present.contains_key(&f.group.0))
+                .filter(|f| present.contains(&f.group.0))
                 .map(|f| f.group.clone())
                 .collect();
             if groups.len() < filled.len() {
@@ -515,7 +505,7 @@ impl Backfill<'_> {
                 .await
             {
                 Ok(_) => break,
-                Err(e) if is_conflict(&e) && attempt < 10 => {
+                Err(e) if is_lance_conflict(&e) && attempt < 10 => {
                     warn!(
                         attempt,
                         "commit conflict while filling the column; retrying"
@@ -591,15 +581,6 @@ fn take_failure(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take()
         .unwrap_or_else(|| read(e))
-}
-
-pub(crate) fn is_conflict(e: &lance::Error) -> bool {
-    matches!(
-        e,
-        lance::Error::CommitConflict { .. }
-            | lance::Error::RetryableCommitConflict { .. }
-            | lance::Error::TooMuchWriteContention { .. }
-    )
 }
 
 pub(crate) fn lance_err(what: impl Into<String>) -> impl Fn(lance::Error) -> Error {

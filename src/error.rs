@@ -457,13 +457,16 @@ pub(crate) fn is_ref_conflict(e: &lancedb::Error) -> bool {
 /// Whether a LanceDB error is a commit conflict with a concurrent writer,
 /// which LanceDB reports as worth retrying from the latest version.
 pub(crate) fn is_commit_conflict(e: &lancedb::Error) -> bool {
+    matches!(e, lancedb::Error::Lance { source } if is_lance_conflict(source))
+}
+
+/// [`is_commit_conflict`] for an error straight from Lance.
+pub(crate) fn is_lance_conflict(e: &lance::Error) -> bool {
     matches!(
         e,
-        lancedb::Error::Lance {
-            source: lance::Error::RetryableCommitConflict { .. }
-                | lance::Error::CommitConflict { .. }
-                | lance::Error::TooMuchWriteContention { .. }
-        }
+        lance::Error::RetryableCommitConflict { .. }
+            | lance::Error::CommitConflict { .. }
+            | lance::Error::TooMuchWriteContention { .. }
     )
 }
 

@@ -196,6 +196,32 @@ fn dims_of(schema: &arrow_schema::Schema, column: &str) -> Option<usize> {
     }
 }
 
+/// The table's indexes at its latest version, by name: type and columns.
+async fn current(table: &Table) -> Result<HashMap<String, (IndexType, Vec<String>)>> {
+    crate::tables::latest_version(table).await?;
+    Ok(table
+        .list_indices()
+        .await
+        .map_err(Error::lance(format!(
+            "list the indexes of `{}`",
+            table.name()
+        )))?
+        .into_iter()
+        .map(|c| (c.name, (c.index_type, c.columns)))
+        .collect())
+}
+
+/// Rows of the table that index `index` does not cover yet.
+async fn unindexed_rows(table: &Table, index: &str) -> Result<usize> {
+    let stats = table
+        .index_stats(index)
+        .await
+        .map_err(Error::lance(format!(
+            "read the statistics of index `{index}`"
+        )))?;
+    Ok(stats.map_or(0, |s| s.num_unindexed_rows))
+}
+
 /// After a transform: every index in `before` exists again on the column it
 /// now belongs to, covering every row. Returns the names of the indexes it
 /// recreated.
@@ -204,14 +230,7 @@ pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<S
         return Ok(Vec::new());
     }
     let name = table.name().to_owned();
-    crate::tables::latest_version(table).await?;
-    let now: HashMap<String, Vec<String>> = table
-        .list_indices()
-        .await
-        .map_err(Error::lance(format!("list the indexes of `{name}`")))?
-        .into_iter()
-        .map(|c| (c.name, c.columns))
-        .collect();
+    let now = current(table).await?;
     let schema = table
         .schema()
         .await
@@ -227,16 +246,9 @@ pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<S
             );
             continue;
         };
-        if let Some(columns) = now.get(&spec.name) {
+        if let Some((_, columns)) = now.get(&spec.name) {
             if columns.first() == Some(&column) {
-                let stats = table
-                    .index_stats(&spec.name)
-                    .await
-                    .map_err(Error::lance(format!(
-                        "read the statistics of index `{}`",
-                        spec.name
-                    )))?;
-                stale |= stats.is_some_and(|s| s.num_unindexed_rows > 0);
+                stale |= unindexed_rows(table, &spec.name).await? > 0;
             } else {
                 warn!(
                     index = spec.name,
@@ -287,14 +299,7 @@ pub(crate) async fn check(
         return Ok(Vec::new());
     }
     let name = table.name().to_owned();
-    crate::tables::latest_version(table).await?;
-    let now: HashMap<String, (IndexType, Vec<String>)> = table
-        .list_indices()
-        .await
-        .map_err(Error::lance(format!("list the indexes of `{name}`")))?
-        .into_iter()
-        .map(|c| (c.name, (c.index_type, c.columns)))
-        .collect();
+    let now = current(table).await?;
     let failed = |index: &str, reason: String| Error::Index {
         table: name.clone(),
         index: index.to_owned(),
@@ -320,19 +325,11 @@ pub(crate) async fn check(
                 ),
             ));
         }
-        let stats = table
-            .index_stats(&spec.name)
-            .await
-            .map_err(Error::lance(format!(
-                "read the statistics of index `{}`",
-                spec.name
-            )))?;
-        if let Some(stats) = stats
-            && stats.num_unindexed_rows > 0
-        {
+        let unindexed = unindexed_rows(table, &spec.name).await?;
+        if unindexed > 0 {
             return Err(failed(
                 &spec.name,
-                format!("{} rows are not indexed", stats.num_unindexed_rows),
+                format!("{unindexed} rows are not indexed"),
             ));
         }
         if spec.is_vector() && sample > 0 {
@@ -414,19 +411,7 @@ pub(crate) async fn recall(table: &Table, column: &str, sample: usize) -> Result
                 .await
                 .map_err(search())?;
             tried += 1;
-            let found = results.iter().any(|r| {
-                let got = r
-                    .column_by_name("_rowid")
-                    .map(|c| c.as_primitive::<UInt64Type>());
-                let zero = r
-                    .column_by_name("_distance")
-                    .map(|c| c.as_primitive::<Float32Type>());
-                got.is_some_and(|g| g.values().contains(&ids.value(i)))
-                    || zero.is_some_and(|d| {
-                        d.values().first().is_some_and(|v| *v <= 1e-6)
-                            && d.values().iter().all(|v| *v <= 1e-6)
-                    })
-            });
+            let found = search_found(&results, ids.value(i));
             hits += u64::from(found);
         }
     }
@@ -435,6 +420,28 @@ pub(crate) async fn recall(table: &Table, column: &str, sample: usize) -> Result
     } else {
         hits as f64 / tried as f64
     })
+}
+
+/// Whether the results of a search for a row's own vector found it: its
+/// row id is among them, or every result is at distance zero (duplicates of
+/// the vector filled the results).
+pub(crate) fn search_found(results: &[RecordBatch], row_id: u64) -> bool {
+    let mut all_zero = true;
+    for batch in results {
+        if let Some(ids) = batch.column_by_name("_rowid")
+            && ids.as_primitive::<UInt64Type>().values().contains(&row_id)
+        {
+            return true;
+        }
+        if let Some(d) = batch.column_by_name("_distance") {
+            all_zero &= d
+                .as_primitive::<Float32Type>()
+                .values()
+                .iter()
+                .all(|v| *v <= 1e-6);
+        }
+    }
+    all_zero && results.iter().any(|b| b.num_rows() > 0)
 }
 
 use arrow_array::Array as _;

@@ -32,6 +32,17 @@ pub(crate) async fn dataset(table: &Table) -> Result<Option<Arc<Dataset>>> {
     wrapper.get().await.map(Some).map_err(open)
 }
 
+/// The Lance dataset behind `table` at the handle's version, for work that
+/// needs direct access to its files; an error for remote tables.
+pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
+    dataset(table).await?.ok_or_else(|| {
+        Error::custom(format!(
+            "table `{}` is not a local Lance dataset; this migration needs direct access to its files",
+            table.name()
+        ))
+    })
+}
+
 /// The `Append` commits among `versions` of `dataset` (the table `name`),
 /// oldest first, each with the number of rows it added.
 pub(crate) async fn append_commits(

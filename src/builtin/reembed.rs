@@ -19,10 +19,11 @@ use lancedb::query::{ExecutableQuery, Select};
 use lancedb::table::{ColumnDefinition, ColumnKind, NewColumnTransform};
 use tracing::info;
 
-use crate::backfill::{Backfill, Compute, is_conflict as is_retryable, lance_err, quote};
+use crate::backfill::{Backfill, Compute, lance_err, quote};
 use crate::context::MigrationContext;
+use crate::error::is_lance_conflict;
 use crate::error::{EmbeddingProblem, Error, Result};
-use crate::migration::{Migration, hex_sha256};
+use crate::migration::Migration;
 use crate::tables;
 
 /// Field metadata key on the vector column: the name of the model that
@@ -383,10 +384,6 @@ impl Migration for ReEmbed {
         )
     }
 
-    fn checksum(&self) -> String {
-        hex_sha256(self.definition().as_bytes())
-    }
-
     fn resumable(&self) -> bool {
         true
     }
@@ -471,9 +468,7 @@ impl Migration for ReEmbed {
             .await?;
             info!(table = self.table, staging, "staging column added");
         }
-        let dataset = tables::dataset(table)
-            .await?
-            .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let dataset = tables::local_dataset(table).await?;
         let column = if swapped { &self.target } else { &staging };
         let field_id = dataset
             .schema()
@@ -609,7 +604,7 @@ impl ReEmbed {
             .await
         {
             Ok(_) => {}
-            Err(e) if is_retryable(&e) => {
+            Err(e) if is_lance_conflict(&e) => {
                 info!(
                     table = self.table,
                     "a concurrent commit beat the swap; retrying"
@@ -682,9 +677,7 @@ impl ReEmbed {
     async fn rows_without_vector(&self, ctx: &MigrationContext) -> Result<u64> {
         let name = ctx.table_name();
         tables::latest_version(ctx.table()).await?;
-        let dataset = tables::dataset(ctx.table())
-            .await?
-            .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let dataset = tables::local_dataset(ctx.table()).await?;
         let count = lance_err(format!("count rows without vectors in `{name}`"));
         let field_id = dataset.schema().field_id(&self.target).map_err(&count)?;
         let original: HashSet<usize> = dataset
@@ -818,9 +811,7 @@ impl ReEmbed {
         row_id: u64,
     ) -> Result<()> {
         let name = ctx.table_name();
-        let dataset = tables::dataset(ctx.table())
-            .await?
-            .ok_or_else(|| Error::custom("re-embedding needs a local Lance table"))?;
+        let dataset = tables::local_dataset(ctx.table()).await?;
         let search = lance_err(format!("search `{name}`"));
         let query = arrow_array::Float32Array::from(vector);
         let mut scan = dataset.scan();
@@ -837,20 +828,7 @@ impl ReEmbed {
             .try_collect()
             .await
             .map_err(&search)?;
-        let mut all_zero = true;
-        for batch in &results {
-            if let Some(ids) = batch.column_by_name("_rowid") {
-                let ids = ids.as_primitive::<arrow_array::types::UInt64Type>();
-                if ids.values().contains(&row_id) {
-                    return Ok(());
-                }
-            }
-            if let Some(d) = batch.column_by_name("_distance") {
-                let d = d.as_primitive::<Float32Type>();
-                all_zero &= d.values().iter().all(|v| *v <= 1e-6);
-            }
-        }
-        if all_zero && !results.is_empty() {
+        if crate::indexes::search_found(&results, row_id) {
             return Ok(());
         }
         Err(Error::verification(

@@ -324,16 +324,20 @@ async fn child() {
         log: log.into(),
     };
     Migrator::new(db)
-        .add(
-            ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
-                .model("test-768")
-                .batch_size(50)
-                .concurrency(2)
-                .checkpoint_every(Duration::ZERO),
-        )
+        .add(logged_reembed(model))
         .run()
         .await
         .unwrap();
+}
+
+/// The migration the kill test's child and the resuming run both apply:
+/// small batches, a checkpoint after every part.
+fn logged_reembed(model: LoggingEmbedding) -> ReEmbed {
+    ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
+        .model("test-768")
+        .batch_size(50)
+        .concurrency(2)
+        .checkpoint_every(Duration::ZERO)
 }
 
 /// Appends the number of texts of each call to a file.
@@ -444,13 +448,7 @@ async fn killed_reembed_resumes_where_it_stopped() {
         log: log.clone(),
     };
     let report = Migrator::new(tmp.connect().await.unwrap())
-        .add(
-            ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
-                .model("test-768")
-                .batch_size(50)
-                .concurrency(2)
-                .checkpoint_every(Duration::ZERO),
-        )
+        .add(logged_reembed(model))
         .run()
         .await
         .unwrap();
