@@ -21,6 +21,15 @@
 //! /usr/bin/time -v $BIN reembed /tmp/mem-250k 2>&1 | grep 'Maximum resident'
 //! ```
 //!
+//! `backup-copy` runs a metadata-only migration with an independent backup
+//! copy to a second directory, so its cost is the copy's; `raw-backup-copy`
+//! is Lance's `deep_clone` alone; `restore-copy` drops the table and restores
+//! it from the copy:
+//!
+//! ```sh
+//! /usr/bin/time -v $BIN backup-copy /tmp/mem-250k /tmp/copies-250k 2>&1 | grep 'Maximum resident'
+//! ```
+//!
 //! With `HWM=1`, `reembed` also prints the process's peak memory so far
 //! after each migration event, which shows which phase needs it.
 
@@ -122,6 +131,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .execute()
                 .await?;
         }
+        "backup-copy" => {
+            // A metadata-only migration, so that the run's cost is the copy.
+            let backups = args.get(2).ok_or_else(usage)?;
+            let migration = AddColumns::new("0003_note", TABLE)
+                .column(NewColumn::new("note", DataType::Utf8));
+            let report = Migrator::new(db)
+                .copy_backups_to(backups.as_str())
+                .add(migration)
+                .run()
+                .await?;
+            print!("{report}");
+        }
+        "raw-backup-copy" => {
+            let backups = args.get(2).ok_or_else(usage)?;
+            let mut dataset = lance::Dataset::open(&format!("{path}/{TABLE}.lance")).await?;
+            let version = dataset.version().version;
+            dataset
+                .deep_clone(&format!("{backups}/raw.lance"), version, None)
+                .await?;
+        }
+        "restore-copy" => {
+            let backups = args.get(2).ok_or_else(usage)?;
+            let copies = lancedb_migrate::BackupCopy::list(backups).await?;
+            let copy = copies.first().ok_or("no backup copy there")?;
+            db.drop_table(TABLE, &[]).await?;
+            copy.restore(&db).await?;
+        }
         _ => return Err(usage()),
     }
     println!("{command} took {:.2?}", started.elapsed());
@@ -129,5 +165,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn usage() -> Box<dyn std::error::Error> {
-    "usage: peak_memory create <dir> <rows> | add-columns <dir> | raw-add-columns <dir> | reembed <dir> | raw-reembed <dir>".into()
+    "usage: peak_memory create <dir> <rows> | add-columns <dir> | raw-add-columns <dir> | reembed <dir> | raw-reembed <dir> | backup-copy <dir> <backups> | raw-backup-copy <dir> <backups> | restore-copy <dir> <backups>".into()
 }

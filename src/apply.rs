@@ -9,6 +9,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::backup::Backup;
 use crate::context::MigrationContext;
+use crate::copy::BackupCopy;
 use crate::error::{Error, Phase, Result, Rollback};
 use crate::event::{Event, Events};
 use crate::lease::Lease;
@@ -26,6 +27,7 @@ pub(crate) struct Apply<'a> {
     events: &'a Events,
     migration: &'a dyn Migration,
     seq: u64,
+    copy_to: Option<&'a str>,
     phases: Vec<PhaseTiming>,
 }
 
@@ -37,6 +39,7 @@ impl<'a> Apply<'a> {
         events: &'a Events,
         migration: &'a dyn Migration,
         seq: u64,
+        copy_to: Option<&'a str>,
     ) -> Self {
         Self {
             db,
@@ -45,6 +48,7 @@ impl<'a> Apply<'a> {
             events,
             migration,
             seq,
+            copy_to,
             phases: Vec::new(),
         }
     }
@@ -110,7 +114,15 @@ impl<'a> Apply<'a> {
                 migration = self.id(),
                 tag, "an earlier attempt was interrupted; continuing it"
             );
-            let backup = Backup::new(ctx.table_name(), entry.version_before, tag);
+            let copy = match &entry.backup_copy {
+                Some(uri) => Some(
+                    BackupCopy::open(uri)
+                        .await
+                        .map_err(|e| (Phase::Prepare, e))?,
+                ),
+                None => None,
+            };
+            let backup = Backup::new(ctx.table_name(), entry.version_before, tag).with_copy(copy);
             ctx.resume(entry.version_before, entry.rows_before, backup)
                 .await
                 .map_err(|e| (Phase::Prepare, e))?;
@@ -129,9 +141,15 @@ impl<'a> Apply<'a> {
         self.migration
             .expected_schema(ctx.schema_before())
             .map_err(|e| (Phase::Prepare, e))?;
-        let backup = self
-            .phase(Phase::Backup, self.migration.backup(&ctx))
-            .await?;
+        let copy_to = self.copy_to;
+        let backup = async {
+            let backup = m.backup(&ctx).await?;
+            match copy_to {
+                Some(location) => backup.copy_to(ctx.table(), location).await,
+                None => Ok(backup),
+            }
+        };
+        let backup = self.phase(Phase::Backup, backup).await?;
         ctx.set_backup(backup);
         Ok(ctx)
     }
@@ -200,6 +218,10 @@ impl<'a> Apply<'a> {
             version_before: ctx.version_before(),
             version_after: None,
             backup_tag: ctx.backup().map(|b| b.tag().to_owned()),
+            backup_copy: ctx
+                .backup()
+                .and_then(Backup::copy)
+                .map(|c| c.uri().to_owned()),
             started_at: ctx.started_at(),
             finished_at: None,
             rows_before: ctx.rows_before(),

@@ -4,20 +4,24 @@
 //! A tag costs one small file whatever the table's size, keeps its version
 //! safe from `optimize` pruning, and `restore` from it commits a new version
 //! whose manifest copies the tagged one, so rollback is O(1) too. It lives
-//! inside the table: dropping the table or deleting its files loses it.
+//! inside the table: dropping the table or deleting its files loses it. An
+//! independent [`BackupCopy`] can be added to it for that.
 
 use lancedb::Table;
 use tracing::info;
 
+use crate::copy::BackupCopy;
 use crate::error::{Error, Result};
 use crate::tables::latest_version;
 
-/// A restorable snapshot of a table, taken before a migration.
+/// A restorable snapshot of a table, taken before a migration: a tag on its
+/// version, and optionally an independent [`BackupCopy`] of that version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
     table: String,
     version: u64,
     tag: String,
+    copy: Option<BackupCopy>,
 }
 
 impl Backup {
@@ -27,7 +31,47 @@ impl Backup {
             table: table.into(),
             version,
             tag: tag.into(),
+            copy: None,
         }
+    }
+
+    /// Adds an independent copy of the backup's version, written to
+    /// `location` (a directory path or object-store URI) by
+    /// [`BackupCopy::create`]. Does nothing when the backup has a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackupCopy::create`].
+    ///
+    /// # Examples
+    ///
+    /// A [`Migration::backup`](crate::Migration::backup) hook that keeps a
+    /// copy besides the tag:
+    ///
+    /// ```no_run
+    /// # use lancedb_migrate::{Backup, MigrationContext, Result};
+    /// # async fn backup(ctx: &MigrationContext) -> Result<Backup> {
+    /// Backup::tag_current(ctx.table(), ctx.migration_id())
+    ///     .await?
+    ///     .copy_to(ctx.table(), "/var/backups/lancedb")
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn copy_to(mut self, table: &Table, location: &str) -> Result<Self> {
+        if self.copy.is_none() {
+            self.copy = Some(BackupCopy::create(table, &self, location).await?);
+        }
+        Ok(self)
+    }
+
+    /// The independent copy, when one was made.
+    pub fn copy(&self) -> Option<&BackupCopy> {
+        self.copy.as_ref()
+    }
+
+    pub(crate) fn with_copy(mut self, copy: Option<BackupCopy>) -> Self {
+        self.copy = copy;
+        self
     }
 
     /// Tags the table's current version for `migration` and returns it as a

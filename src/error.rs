@@ -153,6 +153,41 @@ pub enum EmbeddingProblem {
     },
 }
 
+/// What went wrong with an independent backup copy, in
+/// [`Error::BackupCopy`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyProblem {
+    /// Something that is not this backup's finished copy is already at the
+    /// copy's path. Nothing was written; the migration did not start.
+    #[error("cannot be made: something else is already at that path; move it away or choose another backup location")]
+    Exists,
+    /// The copy or the restore could not be written (location not writable,
+    /// out of space, ...). What was written is removed; a copy without its
+    /// completion record is never used.
+    #[error("could not be written; nothing usable was left behind")]
+    Write(#[source] BoxError),
+    /// The location could not be read.
+    #[error("could not be read")]
+    Read(#[source] BoxError),
+    /// No copy is there.
+    #[error("does not exist")]
+    Missing,
+    /// The dataset there has no completion record: its copying was
+    /// interrupted, or it is not a backup copy. It is not used.
+    #[error("is not a finished backup copy (it has no completion record) and cannot be restored")]
+    Unfinished,
+    /// The table to restore into already exists.
+    #[error("cannot be restored: the table already exists; drop or rename it first")]
+    TableExists,
+    /// The restored table differs from the copy's record; it was dropped.
+    #[error("was restored, but the table does not match the copy's record ({what}); the restored table was dropped again")]
+    Mismatch {
+        /// What differs, with the expected and found values.
+        what: String,
+    },
+}
+
 /// Everything that can go wrong while planning or running migrations.
 ///
 /// Each variant names what it is about (`migration`, `table`, `column`,
@@ -283,6 +318,20 @@ pub enum Error {
         applied: String,
         /// Checksum of the definition given now.
         current: String,
+    },
+
+    /// An independent backup copy could not be made or restored
+    /// ([`BackupCopy`](crate::BackupCopy)). When making it fails, the
+    /// migration does not start.
+    #[error("backup copy `{location}` of table `{table}` {problem}")]
+    BackupCopy {
+        /// The table copied or restored.
+        table: String,
+        /// The copy's URI.
+        location: String,
+        /// What went wrong.
+        #[source]
+        problem: CopyProblem,
     },
 
     /// A verification check failed: the table is not what the migration

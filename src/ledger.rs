@@ -33,6 +33,11 @@ pub(crate) const MAX_FRAGMENTS: usize = 16;
 const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
 /// The column holding a migration's recorded details, as a JSON object.
 const DETAILS: &str = "details";
+/// The column holding the URI of a migration's independent backup copy.
+const BACKUP_COPY: &str = "backup_copy";
+/// Nullable text columns added after the first format; ledgers written
+/// before them get them, all-null, when opened.
+const LATE_COLUMNS: [&str; 2] = [DETAILS, BACKUP_COPY];
 
 /// Where a migration stands according to the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,9 @@ pub struct LedgerEntry {
     pub version_after: Option<u64>,
     /// The backup tag taken before it ran.
     pub backup_tag: Option<String>,
+    /// The URI of the independent backup copy made before it ran, when one
+    /// was asked for ([`BackupCopy`](crate::BackupCopy)).
+    pub backup_copy: Option<String>,
     /// When it started.
     pub started_at: SystemTime,
     /// When it finished or failed.
@@ -121,7 +129,7 @@ impl Ledger {
             Err(e) => return Err(Error::lance(format!("open ledger `{name}`"))(e)),
         };
         check_schema(name, &table).await?;
-        add_details_column(name, &table).await?;
+        add_late_columns(name, &table).await?;
         Ok(Self { table })
     }
 
@@ -245,6 +253,7 @@ fn schema() -> SchemaRef {
         Field::new("error", DataType::Utf8, true),
         Field::new("crate_version", DataType::Utf8, false),
         Field::new(DETAILS, DataType::Utf8, true),
+        Field::new(BACKUP_COPY, DataType::Utf8, true),
     ];
     let metadata = [(FORMAT_KEY.to_owned(), FORMAT.to_string())].into();
     Arc::new(Schema::new_with_metadata(fields, metadata))
@@ -297,7 +306,7 @@ async fn check_schema(name: &str, table: &Table) -> Result<()> {
         Some(Ok(_)) => {}
     }
     for field in schema().fields() {
-        if field.name() == DETAILS {
+        if LATE_COLUMNS.contains(&field.name().as_str()) {
             continue;
         }
         match actual.field_with_name(field.name()) {
@@ -313,15 +322,23 @@ async fn check_schema(name: &str, table: &Table) -> Result<()> {
     Ok(())
 }
 
-/// Ledgers written before the `details` column existed get it, all-null
+/// Ledgers written before the [`LATE_COLUMNS`] existed get them, all-null
 /// (metadata-only).
-async fn add_details_column(name: &str, table: &Table) -> Result<()> {
-    let has = |schema: &SchemaRef| schema.field_with_name(DETAILS).is_ok();
+async fn add_late_columns(name: &str, table: &Table) -> Result<()> {
+    let missing = |schema: &SchemaRef| -> Vec<Field> {
+        LATE_COLUMNS
+            .iter()
+            .filter(|c| schema.field_with_name(c).is_err())
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect()
+    };
     let read = Error::lance(format!("read the schema of ledger `{name}`"));
-    if has(&table.schema().await.map_err(read)?) {
+    let columns = missing(&table.schema().await.map_err(read)?);
+    if columns.is_empty() {
         return Ok(());
     }
-    let column = Arc::new(Schema::new(vec![Field::new(DETAILS, DataType::Utf8, true)]));
+    let names = columns.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let column = Arc::new(Schema::new(columns));
     let added = table
         .add_columns()
         .transform(NewColumnTransform::AllNulls(column))
@@ -331,9 +348,9 @@ async fn add_details_column(name: &str, table: &Table) -> Result<()> {
         // Another process may have added it meanwhile.
         table.checkout_latest().await.ok();
         let read = Error::lance(format!("read the schema of ledger `{name}`"));
-        if !has(&table.schema().await.map_err(read)?) {
+        if !missing(&table.schema().await.map_err(read)?).is_empty() {
             return Err(Error::lance(format!(
-                "add column `{DETAILS}` to ledger `{name}`"
+                "add columns {names:?} to ledger `{name}`"
             ))(e));
         }
     }
@@ -395,6 +412,7 @@ fn encode(entries: &[LedgerEntry]) -> Result<RecordBatch> {
                 })
                 .collect::<StringArray>(),
         ),
+        strings(|e| e.backup_copy.as_deref()),
     ];
     RecordBatch::try_new(schema(), columns).map_err(Error::arrow("encode a ledger row"))
 }
@@ -433,6 +451,9 @@ fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
     let details = batch
         .column_by_name(DETAILS)
         .and_then(|c| c.as_string_opt::<i32>());
+    let backup_copy = batch
+        .column_by_name(BACKUP_COPY)
+        .and_then(|c| c.as_string_opt::<i32>());
     let opt_s = |a: &StringArray, row: usize| a.is_valid(row).then(|| a.value(row).to_owned());
     let opt_u = |a: &UInt64Array, row: usize| a.is_valid(row).then(|| a.value(row));
     (0..batch.num_rows())
@@ -454,6 +475,7 @@ fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
                 version_before: v_before.value(row),
                 version_after: opt_u(v_after, row),
                 backup_tag: opt_s(backup, row),
+                backup_copy: backup_copy.and_then(|c| opt_s(c, row)),
                 started_at: from_micros(started.value(row)),
                 finished_at: finished
                     .is_valid(row)

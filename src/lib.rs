@@ -76,7 +76,9 @@ mod apply;
 mod backfill;
 mod backup;
 mod builtin;
+mod content;
 mod context;
+mod copy;
 mod error;
 mod event;
 mod indexes;
@@ -97,7 +99,8 @@ pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
 };
 pub use context::MigrationContext;
-pub use error::{BoxError, EmbeddingProblem, Error, Phase, Result, Rollback};
+pub use copy::{BackupCopy, WithBackupCopy};
+pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Phase, Result, Rollback};
 pub use event::Event;
 pub use indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};

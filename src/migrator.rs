@@ -56,6 +56,7 @@ pub struct Migrator {
     ledger: String,
     events: Events,
     lease: LeaseConfig,
+    copy_to: Option<String>,
 }
 
 impl Migrator {
@@ -68,6 +69,7 @@ impl Migrator {
             ledger: DEFAULT_LEDGER_TABLE.to_owned(),
             events: Events::default(),
             lease: LeaseConfig::new(),
+            copy_to: None,
         }
     }
 
@@ -117,6 +119,24 @@ impl Migrator {
     /// wait for it. Default: `$HOSTNAME-pid<pid>-<nonce>`.
     pub fn lease_holder(mut self, name: impl Into<String>) -> Self {
         self.lease.holder = name.into();
+        self
+    }
+
+    /// Before each migration, writes an independent copy of its table as it
+    /// is then to `location` (a directory path or object-store URI), on top
+    /// of the backup tag. Default: no copies.
+    ///
+    /// The copy survives what the tag does not: dropping the table, pruning
+    /// its versions, losing its volume. It streams (memory does not grow
+    /// with the table) but reads and writes the whole table, so it costs
+    /// time in proportion to the table's size. The ledger and the report
+    /// say where each copy went ([`LedgerEntry::backup_copy`],
+    /// [`Backup::copy`](crate::Backup::copy)); restore one with
+    /// [`BackupCopy::restore`](crate::BackupCopy::restore). If the copy
+    /// cannot be made, the migration does not start. For one migration
+    /// only, wrap it in [`WithBackupCopy`](crate::WithBackupCopy).
+    pub fn copy_backups_to(mut self, location: impl Into<String>) -> Self {
+        self.copy_to = Some(location.into());
         self
     }
 
@@ -235,7 +255,15 @@ impl Migrator {
         // Boxed: the applying future is deep, and callers that await `run`
         // inside their own nested async code would otherwise hit rustc's
         // query-depth limit when it computes their future's layout.
-        let apply = Apply::new(&self.db, ledger, lease, &self.events, migration, seq as u64);
+        let apply = Apply::new(
+            &self.db,
+            ledger,
+            lease,
+            &self.events,
+            migration,
+            seq as u64,
+            self.copy_to.as_deref(),
+        );
         Box::pin(apply.run(previous, report)).await
     }
 
@@ -298,6 +326,7 @@ impl fmt::Debug for Migrator {
             .field("migrations", &self.migrations)
             .field("ledger", &self.ledger)
             .field("lease", &self.lease)
+            .field("copy_to", &self.copy_to)
             .finish_non_exhaustive()
     }
 }

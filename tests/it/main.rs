@@ -1,6 +1,7 @@
 //! Integration tests: one binary, so LanceDB is linked once.
 
 mod add_columns;
+mod backup_copy;
 mod bad_input;
 mod concurrency;
 mod custom;

@@ -1,0 +1,554 @@
+//! Independent backup copies: a deep copy of a table's pre-migration version
+//! at another location, and the restore from it.
+//!
+//! A copy is Lance's `deep_clone` of the tagged version (data, deletion and
+//! index files, copied file by file with bounded memory). While the files
+//! are copied, the source version is scanned once for its content checksum.
+//! Only when both succeed is a completion record written into the copy's
+//! config; a copy without it is never used, and a failed copy is removed.
+
+use std::time::Instant;
+
+use arrow_schema::Schema;
+use async_trait::async_trait;
+use futures::StreamExt;
+use lance::Dataset;
+use lance::index::DatasetIndexExt;
+use lance::io::ObjectStore;
+use lancedb::{Connection, Table};
+use serde_json::{Value as Json, json};
+use tracing::{info, warn};
+
+use crate::backup::Backup;
+use crate::content::{self, Content};
+use crate::context::MigrationContext;
+use crate::error::{BoxError, CopyProblem, Error, Result};
+use crate::migration::Migration;
+use crate::tables::local_dataset;
+
+/// The config key of a copy's completion record.
+const RECORD_KEY: &str = "lancedb_migrate.backup_copy";
+/// The format of the completion record.
+const FORMAT: u64 = 1;
+
+/// An independent copy of a table version, made before a migration, that
+/// survives the table: dropping the table, pruning its versions or losing
+/// its volume does not touch it.
+///
+/// Made by [`Migrator::copy_backups_to`](crate::Migrator::copy_backups_to)
+/// or [`WithBackupCopy`](crate::WithBackupCopy) (found in
+/// [`Backup::copy`]), or found again with [`BackupCopy::open`] and
+/// [`BackupCopy::list`]. Each copy is a Lance dataset named
+/// `<table>__<backup tag>.lance` in the chosen location, so that location
+/// also opens as a LanceDB database listing the copies as tables.
+///
+/// Every copy carries a record of what it holds (table, version, row count,
+/// schema, a SHA-256 checksum of its content, index names), written only
+/// once the copy is complete; [`restore`](Self::restore) checks the restored
+/// table against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupCopy {
+    uri: String,
+    table: String,
+    tag: String,
+    version: u64,
+    data_version: u64,
+    rows: u64,
+    schema: String,
+    checksum: String,
+    indexes: Vec<String>,
+}
+
+impl BackupCopy {
+    /// Copies `backup`'s version of `table` to `location` (a directory path
+    /// or object-store URI) and returns the finished copy.
+    ///
+    /// A finished copy of the same version already there (a retried
+    /// migration) is reused; an unfinished one left by an interrupted
+    /// attempt is replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupCopy`] when something else is already at the copy's
+    /// path ([`CopyProblem::Exists`]) or the copy cannot be written
+    /// ([`CopyProblem::Write`]: not writable, out of space); whatever was
+    /// written is removed.
+    pub async fn create(table: &Table, backup: &Backup, location: &str) -> Result<Self> {
+        let name = format!("{}__{}", backup.table(), backup.tag());
+        let uri = join(location, &format!("{name}.lance"));
+        let error = |problem| Error::BackupCopy {
+            table: backup.table().to_owned(),
+            location: uri.clone(),
+            problem,
+        };
+        if let Some(found) = existing(&uri)
+            .await
+            .map_err(|e| error(CopyProblem::Write(e)))?
+        {
+            match found {
+                Ok(copy) if copy.table == backup.table() && copy.version == backup.version() => {
+                    info!(
+                        uri,
+                        "backup copy already made by an earlier attempt; reused"
+                    );
+                    return Ok(copy);
+                }
+                Ok(_) => return Err(error(CopyProblem::Exists)),
+                Err(Leftover::Unfinished) => {
+                    warn!(
+                        uri,
+                        "removing an unfinished backup copy left by an interrupted attempt"
+                    );
+                    remove(&uri).await;
+                }
+                Err(Leftover::Other) => return Err(error(CopyProblem::Exists)),
+            }
+        }
+        let started = Instant::now();
+        let source = local_dataset(table).await?;
+        let copied = copy_version(&source, backup, &uri).await;
+        let (mut copy, content) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                remove(&uri).await;
+                return Err(error(CopyProblem::Write(e)));
+            }
+        };
+        let indexes = index_names(&source, backup.version()).await;
+        let record = Self {
+            uri: uri.clone(),
+            table: backup.table().to_owned(),
+            tag: backup.tag().to_owned(),
+            version: backup.version(),
+            data_version: copy.version().version,
+            rows: content.rows,
+            schema: content.schema,
+            checksum: content.checksum,
+            indexes: indexes.map_err(|e| error(CopyProblem::Write(e.into())))?,
+        };
+        let finished = copy
+            .update_config([(RECORD_KEY, record.to_json().to_string().as_str())])
+            .await;
+        if let Err(e) = finished {
+            remove(&uri).await;
+            return Err(error(CopyProblem::Write(e.into())));
+        }
+        info!(
+            uri,
+            rows = record.rows,
+            duration = ?started.elapsed(),
+            "backup copy written"
+        );
+        Ok(record)
+    }
+
+    /// Opens the copy at `uri` (a `….lance` dataset path).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupCopy`] with [`CopyProblem::Missing`] when nothing is
+    /// there, or [`CopyProblem::Unfinished`] when the dataset there is not a
+    /// finished copy (its copying was interrupted, or another program wrote
+    /// it).
+    pub async fn open(uri: &str) -> Result<Self> {
+        let error = |problem| Error::BackupCopy {
+            table: String::new(),
+            location: uri.to_owned(),
+            problem,
+        };
+        match existing(uri)
+            .await
+            .map_err(|e| error(CopyProblem::Read(e)))?
+        {
+            None => Err(error(CopyProblem::Missing)),
+            Some(Ok(copy)) => Ok(copy),
+            Some(Err(_)) => Err(error(CopyProblem::Unfinished)),
+        }
+    }
+
+    /// Every finished copy in `location`, ordered by path; unfinished ones
+    /// are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupCopy`] with [`CopyProblem::Read`] when the location
+    /// cannot be listed.
+    pub async fn list(location: &str) -> Result<Vec<Self>> {
+        let error = |e: lancedb::Error| Error::BackupCopy {
+            table: String::new(),
+            location: location.to_owned(),
+            problem: CopyProblem::Read(e.into()),
+        };
+        let names = lancedb::connect(location)
+            .execute()
+            .await
+            .map_err(error)?
+            .table_names()
+            .execute()
+            .await
+            .map_err(error)?;
+        let mut copies = Vec::new();
+        for name in names {
+            let uri = join(location, &format!("{name}.lance"));
+            if let Ok(Some(Ok(copy))) = existing(&uri).await {
+                copies.push(copy);
+            }
+        }
+        copies.sort_by(|a, b| a.uri.cmp(&b.uri));
+        Ok(copies)
+    }
+
+    /// Restores the copy into `db` as the table it was taken from.
+    /// See [`restore_as`](Self::restore_as).
+    ///
+    /// # Errors
+    ///
+    /// As [`restore_as`](Self::restore_as).
+    pub async fn restore(&self, db: &Connection) -> Result<Table> {
+        self.restore_as(db, &self.table).await
+    }
+
+    /// Restores the copy into `db` as a new table `name`, then checks that
+    /// the restored table has the copy's row count, schema, content checksum
+    /// and indexes.
+    ///
+    /// It never overwrites: the table must not exist (drop or rename the
+    /// damaged one first). It does not touch the migration ledger: the
+    /// migrations applied after this copy was taken are still recorded as
+    /// applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupCopy`] with [`CopyProblem::TableExists`] when `name`
+    /// exists, [`CopyProblem::Write`] when it cannot be written, or
+    /// [`CopyProblem::Mismatch`] when the restored table differs from the
+    /// record (it is then dropped again).
+    pub async fn restore_as(&self, db: &Connection, name: &str) -> Result<Table> {
+        let error = |problem| Error::BackupCopy {
+            table: name.to_owned(),
+            location: self.uri.clone(),
+            problem,
+        };
+        match db.open_table(name).execute().await {
+            Ok(_) => return Err(error(CopyProblem::TableExists)),
+            Err(lancedb::Error::TableNotFound { .. }) => {}
+            Err(e) => return Err(error(CopyProblem::Write(e.into()))),
+        }
+        let target = join(db.uri(), &format!("{name}.lance"));
+        let started = Instant::now();
+        let cloned = async {
+            let mut copy = Dataset::open(&self.uri).await?;
+            copy.deep_clone(&target, self.data_version, None).await
+        }
+        .await
+        .map_err(BoxError::from);
+        if let Err(e) = cloned {
+            remove(&target).await;
+            return Err(error(CopyProblem::Write(e)));
+        }
+        let table = db
+            .open_table(name)
+            .execute()
+            .await
+            .map_err(|e| error(CopyProblem::Write(e.into())))?;
+        if let Err(problem) = self.check(&table).await {
+            if let Err(e) = db.drop_table(name, &[]).await {
+                warn!(table = name, error = %e, "could not drop a restored table that failed its check");
+            }
+            return Err(error(problem));
+        }
+        info!(
+            table = name,
+            uri = self.uri,
+            rows = self.rows,
+            duration = ?started.elapsed(),
+            "table restored from backup copy"
+        );
+        Ok(table)
+    }
+
+    /// Compares a restored table with the record.
+    async fn check(&self, table: &Table) -> Result<(), CopyProblem> {
+        let read = |e: Error| CopyProblem::Mismatch {
+            what: format!("the restored table cannot be read ({e})"),
+        };
+        let dataset = local_dataset(table).await.map_err(read)?;
+        let found = content::scan(&dataset, "the restored table")
+            .await
+            .map_err(read)?;
+        let expected = Content {
+            rows: self.rows,
+            schema: self.schema.clone(),
+            checksum: self.checksum.clone(),
+        };
+        for (what, want, got) in [
+            (
+                "row count",
+                expected.rows.to_string(),
+                found.rows.to_string(),
+            ),
+            ("schema", expected.schema, found.schema),
+            ("content checksum", expected.checksum, found.checksum),
+        ] {
+            if want != got {
+                return Err(CopyProblem::Mismatch {
+                    what: format!("{what}: expected {want}, found {got}"),
+                });
+            }
+        }
+        let indexes = index_names(&dataset, dataset.version().version)
+            .await
+            .map_err(|e| CopyProblem::Mismatch {
+                what: format!("the restored table's indexes cannot be read ({e})"),
+            })?;
+        if indexes != self.indexes {
+            return Err(CopyProblem::Mismatch {
+                what: format!("indexes: expected {:?}, found {indexes:?}", self.indexes),
+            });
+        }
+        Ok(())
+    }
+
+    /// Where the copy is: the URI of its Lance dataset.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The table it was taken from.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The backup tag of the version it copies.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The table version it copies.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Rows in the copied version.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// SHA-256 (hex) of the copied version's content: every value of every
+    /// column in scan order, independent of how it is stored.
+    pub fn checksum(&self) -> &str {
+        &self.checksum
+    }
+
+    /// Names of the indexes the copy holds.
+    pub fn indexes(&self) -> &[String] {
+        &self.indexes
+    }
+
+    fn to_json(&self) -> Json {
+        json!({
+            "format": FORMAT,
+            "table": self.table,
+            "tag": self.tag,
+            "version": self.version,
+            "data_version": self.data_version,
+            "rows": self.rows,
+            "schema": self.schema,
+            "checksum": self.checksum,
+            "indexes": self.indexes,
+            "crate_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    fn from_json(uri: &str, record: &str) -> Option<Self> {
+        let json: Json = serde_json::from_str(record).ok()?;
+        let text = |key: &str| json.get(key)?.as_str().map(str::to_owned);
+        let number = |key: &str| json.get(key)?.as_u64();
+        if number("format")? > FORMAT {
+            return None;
+        }
+        let indexes = json
+            .get("indexes")?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            uri: uri.to_owned(),
+            table: text("table")?,
+            tag: text("tag")?,
+            version: number("version")?,
+            data_version: number("data_version")?,
+            rows: number("rows")?,
+            schema: text("schema")?,
+            checksum: text("checksum")?,
+            indexes,
+        })
+    }
+}
+
+/// Why something at a copy's path is not a finished copy.
+enum Leftover {
+    /// A Lance dataset without a completion record.
+    Unfinished,
+    /// Anything else.
+    Other,
+}
+
+/// What is at `uri`: nothing, a finished copy, or something else.
+async fn existing(uri: &str) -> Result<Option<Result<BackupCopy, Leftover>>, BoxError> {
+    let (store, path) = ObjectStore::from_uri(uri).await?;
+    if store.list(Some(path)).next().await.transpose()?.is_none() {
+        return Ok(None);
+    }
+    let Ok(dataset) = Dataset::open(uri).await else {
+        return Ok(Some(Err(Leftover::Other)));
+    };
+    Ok(Some(match dataset.config().get(RECORD_KEY) {
+        Some(record) => BackupCopy::from_json(uri, record).ok_or(Leftover::Other),
+        None => Err(Leftover::Unfinished),
+    }))
+}
+
+/// Deep-clones the backup's version to `uri` while checksumming it.
+async fn copy_version(
+    source: &Dataset,
+    backup: &Backup,
+    uri: &str,
+) -> Result<(Dataset, Content), BoxError> {
+    let version = source.checkout_version(backup.version()).await?;
+    let what = format!("version {} of `{}`", backup.version(), backup.table());
+    let mut cloner = version.clone();
+    let clone = async {
+        cloner
+            .deep_clone(uri, backup.version(), None)
+            .await
+            .map_err(BoxError::from)
+    };
+    let checksum = async { content::scan(&version, &what).await.map_err(BoxError::from) };
+    futures::try_join!(clone, checksum)
+}
+
+/// Names of the indexes of `dataset` at `version`, sorted.
+async fn index_names(dataset: &Dataset, version: u64) -> Result<Vec<String>, lance::Error> {
+    let at = dataset.checkout_version(version).await?;
+    let mut names: Vec<String> = at
+        .load_indices()
+        .await?
+        .iter()
+        .filter(|i| !is_system_index(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Lance keeps bookkeeping indexes (e.g. the fragment reuse index) among the
+/// table's; they are not the table's own.
+fn is_system_index(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+/// Removes whatever a failed copy or restore left at `uri`.
+async fn remove(uri: &str) {
+    let removed = async {
+        let (store, path) = ObjectStore::from_uri(uri).await?;
+        store.remove_dir_all(path).await
+    };
+    if let Err(e) = removed.await {
+        warn!(uri, error = %e, "could not remove a partial copy; it has no completion record and is never used");
+    }
+}
+
+/// `location` and `name` joined with one `/`.
+fn join(location: &str, name: &str) -> String {
+    format!("{}/{name}", location.trim_end_matches('/'))
+}
+
+/// A migration whose backup also writes an independent [`BackupCopy`] to a
+/// location of your choice, before anything is changed.
+///
+/// Everything else, its checksum included, is the wrapped migration's: adding
+/// or moving the copy is not an edit of the migration. To copy before every
+/// migration of a run, use
+/// [`Migrator::copy_backups_to`](crate::Migrator::copy_backups_to) instead.
+///
+/// # Examples
+///
+/// ```no_run
+/// use arrow_schema::DataType;
+/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, WithBackupCopy};
+///
+/// # async fn run(db: lancedb::Connection) -> lancedb_migrate::Result<()> {
+/// let add = AddColumns::new("0001_add_category", "documents")
+///     .column(NewColumn::new("category", DataType::Utf8).default_value("general"));
+/// Migrator::new(db)
+///     .add(WithBackupCopy::new(add, "/var/backups/lancedb"))
+///     .run()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WithBackupCopy<M> {
+    migration: M,
+    location: String,
+}
+
+impl<M: Migration> WithBackupCopy<M> {
+    /// Wraps `migration`, copying its backups to `location` (a directory path
+    /// or object-store URI).
+    pub fn new(migration: M, location: impl Into<String>) -> Self {
+        Self {
+            migration,
+            location: location.into(),
+        }
+    }
+
+    /// Where the copies go.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The wrapped migration.
+    pub fn into_inner(self) -> M {
+        self.migration
+    }
+}
+
+#[async_trait]
+impl<M: Migration> Migration for WithBackupCopy<M> {
+    fn id(&self) -> &str {
+        self.migration.id()
+    }
+    fn table(&self) -> &str {
+        self.migration.table()
+    }
+    fn definition(&self) -> String {
+        self.migration.definition()
+    }
+    fn checksum(&self) -> String {
+        self.migration.checksum()
+    }
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        self.migration.expected_schema(before)
+    }
+    fn resumable(&self) -> bool {
+        self.migration.resumable()
+    }
+    /// The wrapped migration's backup, plus a copy of its version.
+    async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
+        let backup = self.migration.backup(ctx).await?;
+        backup.copy_to(ctx.table(), &self.location).await
+    }
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        self.migration.transform(ctx).await
+    }
+    async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
+        self.migration.rebuild(ctx).await
+    }
+    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+        self.migration.verify(ctx).await
+    }
+}
