@@ -134,8 +134,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "backup-copy" => {
             // A metadata-only migration, so that the run's cost is the copy.
             let backups = args.get(2).ok_or_else(usage)?;
-            let migration = AddColumns::new("0003_note", TABLE)
-                .column(NewColumn::new("note", DataType::Utf8));
+            let migration =
+                AddColumns::new("0003_note", TABLE).column(NewColumn::new("note", DataType::Utf8));
             let report = Migrator::new(db)
                 .copy_backups_to(backups.as_str())
                 .add(migration)

@@ -115,11 +115,18 @@ impl<'a> Apply<'a> {
                 tag, "an earlier attempt was interrupted; continuing it"
             );
             let copy = match &entry.backup_copy {
-                Some(uri) => Some(
-                    BackupCopy::open(uri)
-                        .await
-                        .map_err(|e| (Phase::Prepare, e))?,
-                ),
+                Some(uri) => match BackupCopy::open(uri).await {
+                    Ok(copy) => Some(copy),
+                    Err(e) => {
+                        let error = chain(&e);
+                        warn!(
+                            migration = self.id(),
+                            error,
+                            "the first attempt's backup copy is unusable; continuing with the tag only"
+                        );
+                        None
+                    }
+                },
                 None => None,
             };
             let backup = Backup::new(ctx.table_name(), entry.version_before, tag).with_copy(copy);

@@ -1,10 +1,11 @@
-//! A content checksum of a table version: SHA-256 over every value of every
+//! A content checksum of a table version: BLAKE3 over every value of every
 //! column, in scan order, independent of how the rows are split into batches.
 //!
-//! Each column (and each nesting level inside it) feeds two streams: one
-//! validity byte per element, and the element's value bytes. Streams are
-//! hashed separately and only combined at the end, so the result depends on
-//! the rows and their order, never on batch boundaries.
+//! Each column (and each nesting level inside it) feeds two streams: its
+//! validity (for each NULL, the number of valid elements since the previous
+//! one), and the elements' value bytes. Streams are hashed separately and
+//! only combined at the end, so the result depends on the rows and their
+//! order, never on batch boundaries.
 
 use std::sync::Arc;
 
@@ -14,13 +15,11 @@ use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, SchemaRef};
 use futures::TryStreamExt;
 use lance::Dataset;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
 /// I/O buffer for the scan: bounds memory whatever the table's size.
-const SCAN_IO_BUFFER: u64 = 64 * 1024 * 1024;
-const ONES: [u8; 1024] = [1; 1024];
+const SCAN_IO_BUFFER: u64 = 16 * 1024 * 1024;
 
 /// What a scan of a table version found: its rows, schema and checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +35,12 @@ pub(crate) async fn scan(dataset: &Dataset, what: &str) -> Result<Content> {
     let read = |e: lance::Error| Error::lance(format!("read {what}"))(e.into());
     let schema: SchemaRef = Arc::new(dataset.schema().into());
     let mut scan = dataset.scan();
+    // Small batches and little read-ahead: the hash, not the read, is the
+    // bottleneck, and this keeps peak memory flat (see BENCHMARKS.md).
     scan.io_buffer_size(SCAN_IO_BUFFER);
+    scan.batch_size(1024);
+    scan.batch_readahead(1);
+    scan.fragment_readahead(1);
     let mut stream = scan.try_into_stream().await.map_err(read)?;
     let mut hasher = ContentHasher::new(&schema);
     while let Some(batch) = stream.try_next().await.map_err(read)? {
@@ -94,28 +98,26 @@ impl ContentHasher {
 
     /// The checksum, hex-encoded.
     pub(crate) fn finish(self) -> String {
-        let mut total = Sha256::new();
-        total.update(self.rows.to_le_bytes());
+        let mut total = blake3::Hasher::new();
+        total.update(&self.rows.to_le_bytes());
         for (field, streams) in self.schema.fields().iter().zip(self.columns) {
             total.update(field.name().as_bytes());
-            total.update([0]);
+            total.update(&[0]);
             total.update(field.data_type().to_string().as_bytes());
-            total.update([0]);
+            total.update(&[0]);
             streams.finish_into(&mut total);
         }
-        total
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        total.finalize().to_hex().to_string()
     }
 }
 
 /// The two streams of one nesting level of a column, and its children's.
 #[derive(Debug, Default)]
 struct Streams {
-    validity: Sha256,
-    values: Sha256,
+    validity: blake3::Hasher,
+    /// Valid elements since the last NULL.
+    valid_run: u64,
+    values: blake3::Hasher,
     children: Vec<Self>,
 }
 
@@ -127,10 +129,11 @@ impl Streams {
         &mut self.children[i]
     }
 
-    fn finish_into(self, total: &mut Sha256) {
-        total.update(self.validity.finalize());
-        total.update(self.values.finalize());
-        total.update((self.children.len() as u64).to_le_bytes());
+    fn finish_into(mut self, total: &mut blake3::Hasher) {
+        self.validity.update(&self.valid_run.to_le_bytes());
+        total.update(self.validity.finalize().as_bytes());
+        total.update(self.values.finalize().as_bytes());
+        total.update(&(self.children.len() as u64).to_le_bytes());
         for child in self.children {
             child.finish_into(total);
         }
@@ -139,12 +142,15 @@ impl Streams {
     fn feed(&mut self, array: &ArrayRef) {
         let len = array.len();
         if array.null_count() == 0 {
-            for chunk in (0..len).step_by(ONES.len()) {
-                self.validity.update(&ONES[..ONES.len().min(len - chunk)]);
-            }
+            self.valid_run += len as u64;
         } else {
             for i in 0..len {
-                self.validity.update([u8::from(array.is_valid(i))]);
+                if array.is_valid(i) {
+                    self.valid_run += 1;
+                } else {
+                    self.validity.update(&self.valid_run.to_le_bytes());
+                    self.valid_run = 0;
+                }
             }
         }
         let data_type = array.data_type();
@@ -158,7 +164,7 @@ impl Streams {
                 let values = array.as_boolean();
                 for i in 0..len {
                     self.values
-                        .update([u8::from(array.is_valid(i) && values.value(i))]);
+                        .update(&[u8::from(array.is_valid(i) && values.value(i))]);
                 }
             }
             DataType::FixedSizeBinary(width) => self.feed_fixed(array, *width as usize),
@@ -225,7 +231,7 @@ impl Streams {
             } else {
                 &[]
             };
-            self.values.update((bytes.len() as u64).to_le_bytes());
+            self.values.update(&(bytes.len() as u64).to_le_bytes());
             self.values.update(bytes);
         }
     }
@@ -235,7 +241,7 @@ impl Streams {
         let offsets: Vec<usize> = offsets.collect();
         for pair in offsets.windows(2) {
             self.values
-                .update(((pair[1] - pair[0]) as u64).to_le_bytes());
+                .update(&((pair[1] - pair[0]) as u64).to_le_bytes());
         }
         if let (Some(first), Some(last)) = (offsets.first(), offsets.last()) {
             self.child(0).feed(&values.slice(*first, last - first));
@@ -249,12 +255,14 @@ impl Streams {
             Ok(formatter) => {
                 for i in 0..array.len() {
                     let text = formatter.value(i).to_string();
-                    self.values.update((text.len() as u64).to_le_bytes());
+                    self.values.update(&(text.len() as u64).to_le_bytes());
                     self.values.update(text.as_bytes());
                 }
             }
             // A type Arrow cannot display: its validity still counts.
-            Err(_) => self.values.update(array.len().to_le_bytes()),
+            Err(_) => {
+                self.values.update(&array.len().to_le_bytes());
+            }
         }
     }
 }

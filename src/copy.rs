@@ -43,7 +43,7 @@ const FORMAT: u64 = 1;
 /// also opens as a LanceDB database listing the copies as tables.
 ///
 /// Every copy carries a record of what it holds (table, version, row count,
-/// schema, a SHA-256 checksum of its content, index names), written only
+/// schema, a BLAKE3 checksum of its content, index names), written only
 /// once the copy is complete; [`restore`](Self::restore) checks the restored
 /// table against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,7 +334,7 @@ impl BackupCopy {
         self.rows
     }
 
-    /// SHA-256 (hex) of the copied version's content: every value of every
+    /// BLAKE3 (hex) of the copied version's content: every value of every
     /// column in scan order, independent of how it is stored.
     pub fn checksum(&self) -> &str {
         &self.checksum

@@ -160,7 +160,9 @@ pub enum EmbeddingProblem {
 pub enum CopyProblem {
     /// Something that is not this backup's finished copy is already at the
     /// copy's path. Nothing was written; the migration did not start.
-    #[error("cannot be made: something else is already at that path; move it away or choose another backup location")]
+    #[error(
+        "cannot be made: something else is already at that path; move it away or choose another backup location"
+    )]
     Exists,
     /// The copy or the restore could not be written (location not writable,
     /// out of space, ...). What was written is removed; a copy without its
@@ -181,7 +183,9 @@ pub enum CopyProblem {
     #[error("cannot be restored: the table already exists; drop or rename it first")]
     TableExists,
     /// The restored table differs from the copy's record; it was dropped.
-    #[error("was restored, but the table does not match the copy's record ({what}); the restored table was dropped again")]
+    #[error(
+        "was restored, but the table does not match the copy's record ({what}); the restored table was dropped again"
+    )]
     Mismatch {
         /// What differs, with the expected and found values.
         what: String,
