@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 done,
                 total,
                 rate,
+                ..
             } => println!(
                 "  {migration}: {done}/{} rows ({rate:.0} rows/s)",
                 total.map_or("?".to_owned(), |t| t.to_string())

@@ -24,6 +24,7 @@ use crate::content::{self, Content};
 use crate::context::MigrationContext;
 use crate::error::{BoxError, CopyProblem, Error, Result};
 use crate::migration::Migration;
+use crate::plan::{TableInfo, Work};
 use crate::tables::local_dataset;
 
 /// The config key of a copy's completion record.
@@ -536,6 +537,11 @@ impl<M: Migration> Migration for WithBackupCopy<M> {
     }
     fn resumable(&self) -> bool {
         self.migration.resumable()
+    }
+    fn plan(&self, table: &TableInfo) -> Result<Work> {
+        let work = self.migration.plan(table)?;
+        let summary = format!("{}, after a backup copy to {}", work.summary, self.location);
+        Ok(Work { summary, ..work })
     }
     /// The wrapped migration's backup, plus a copy of its version.
     async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {

@@ -338,6 +338,19 @@ pub enum Error {
         problem: CopyProblem,
     },
 
+    /// An operation on the ledger ([`Migrator::rollback_to`](crate::Migrator::rollback_to),
+    /// [`baseline`](crate::Migrator::baseline), [`repair`](crate::Migrator::repair))
+    /// was refused because it could do damage; nothing was changed.
+    #[error("{operation} of migration `{migration}` refused: {reason}")]
+    Refused {
+        /// The operation, e.g. "rollback".
+        operation: String,
+        /// The migration it was asked for.
+        migration: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
     /// A verification check failed: the table is not what the migration
     /// promised.
     #[error("verification of table `{table}` failed: {reason}")]

@@ -52,6 +52,9 @@ pub enum Event {
         total: Option<u64>,
         /// Rows per second since the phase began.
         rate: f64,
+        /// Time left at that rate, when the total is known and rows are
+        /// moving.
+        eta: Option<Duration>,
     },
     /// A migration was applied and verified.
     MigrationApplied {

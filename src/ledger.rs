@@ -49,6 +49,10 @@ pub enum Status {
     Applied,
     /// Failed and rolled back; it runs again on the next `run()`.
     Failed,
+    /// Applied, then undone by
+    /// [`Migrator::rollback_to`](crate::Migrator::rollback_to); it runs again
+    /// on the next `run()` that lists it.
+    RolledBack,
 }
 
 impl Status {
@@ -57,11 +61,12 @@ impl Status {
             Self::Running => "running",
             Self::Applied => "applied",
             Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Running, Self::Applied, Self::Failed]
+        [Self::Running, Self::Applied, Self::Failed, Self::RolledBack]
             .into_iter()
             .find(|st| st.as_str() == s)
     }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::Backup;
 use crate::context::MigrationContext;
 use crate::error::Result;
+use crate::plan::{TableInfo, Work};
 
 /// One change to one table, applied at most once per database.
 ///
@@ -111,6 +112,28 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// Implementations return an error when `before` cannot be migrated.
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
         Ok(before.clone())
+    }
+
+    /// What the migration will do to its table, for
+    /// [`Migrator::plan`](crate::Migrator::plan). Must not change anything.
+    ///
+    /// `table` describes the table as the migration will find it: its rows
+    /// and indexes now, and its schema after the earlier pending migrations
+    /// of the plan. It is only called after
+    /// [`expected_schema`](Self::expected_schema) accepted that schema.
+    ///
+    /// # Default implementation
+    ///
+    /// "custom migration", writing an unknown amount of data. Override it to
+    /// tell operators what to expect.
+    ///
+    /// # Errors
+    ///
+    /// An error fails the whole plan; report bad input through
+    /// `expected_schema` instead.
+    fn plan(&self, table: &TableInfo) -> Result<Work> {
+        let _ = table;
+        Ok(Work::new("custom migration (runs its transform)"))
     }
 
     /// Whether an attempt that was interrupted (the process died
@@ -221,6 +244,9 @@ macro_rules! forward_migration {
             }
             fn resumable(&self) -> bool {
                 (**self).resumable()
+            }
+            fn plan(&self, table: &TableInfo) -> Result<Work> {
+                (**self).plan(table)
             }
             async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
                 (**self).backup(ctx).await

@@ -13,6 +13,7 @@ use crate::event::{Event, Events, Observer};
 use crate::lease::{Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
+use crate::ops::{Retention, prune_backups};
 use crate::report::{MigrationReport, Outcome, Report};
 
 /// The default name of the ledger table.
@@ -51,12 +52,13 @@ pub const DEFAULT_LEDGER_TABLE: &str = "_lancedb_migrations";
 /// ```
 #[must_use = "a Migrator does nothing until `run` is called"]
 pub struct Migrator {
-    db: Connection,
-    migrations: Vec<Box<dyn Migration>>,
-    ledger: String,
+    pub(crate) db: Connection,
+    pub(crate) migrations: Vec<Box<dyn Migration>>,
+    pub(crate) ledger: String,
     events: Events,
-    lease: LeaseConfig,
+    pub(crate) lease: LeaseConfig,
     copy_to: Option<String>,
+    retention: Retention,
 }
 
 impl Migrator {
@@ -70,6 +72,7 @@ impl Migrator {
             events: Events::default(),
             lease: LeaseConfig::new(),
             copy_to: None,
+            retention: Retention::All,
         }
     }
 
@@ -140,6 +143,19 @@ impl Migrator {
         self
     }
 
+    /// What to keep of the backup tags applied migrations leave behind.
+    /// Default: [`Retention::All`].
+    ///
+    /// After a run that applied something, tags beyond the policy are
+    /// deleted on the tables it touched (and recorded in the ledger as
+    /// `backup_pruned` details), so that LanceDB's version cleanup can
+    /// reclaim their data. Tags that a rollback may still need (of failed
+    /// or running migrations) are never deleted.
+    pub fn keep_backups(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Calls `observer` with every [`Event`] of a run: migrations and phases
     /// starting and finishing, and progress of long phases. Default: none.
     ///
@@ -181,6 +197,14 @@ impl Migrator {
             } else {
                 let lease = Lease::acquire(ledger.table(), &self.lease).await?;
                 let report = self.run_pending(&ledger, &lease).await;
+                if let Ok(report) = &report {
+                    let mut touched: Vec<String> =
+                        report.applied().map(|m| m.table.clone()).collect();
+                    touched.dedup();
+                    if lease.check().is_ok() {
+                        prune_backups(self, &ledger, self.retention, &touched).await;
+                    }
+                }
                 ledger.compact_if_fragmented().await;
                 lease.release().await;
                 report?
@@ -275,7 +299,7 @@ impl Migrator {
         skipped(applied)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.lease.ttl < Duration::from_millis(100) {
             return Err(Error::InvalidConfig {
                 reason: format!(
@@ -327,11 +351,12 @@ impl fmt::Debug for Migrator {
             .field("ledger", &self.ledger)
             .field("lease", &self.lease)
             .field("copy_to", &self.copy_to)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
 
-fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
+pub(crate) fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
     entries.into_iter().map(|e| (e.id.clone(), e)).collect()
 }
 

@@ -95,21 +95,31 @@ impl Progress {
 
     fn event(&self, state: &State) -> Event {
         let secs = state.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            state.done as f64 / secs
+        } else {
+            0.0
+        };
+        let eta = state
+            .total
+            .filter(|_| rate > 0.0)
+            .map(|total| Duration::from_secs_f64(total.saturating_sub(state.done) as f64 / rate));
         Event::Progress {
             migration: self.migration.clone(),
             done: state.done,
             total: state.total,
-            rate: if secs > 0.0 {
-                state.done as f64 / secs
-            } else {
-                0.0
-            },
+            rate,
+            eta,
         }
     }
 
     fn send(&self, event: Event) {
         if let Event::Progress {
-            done, total, rate, ..
+            done,
+            total,
+            rate,
+            eta,
+            ..
         } = &event
         {
             info!(
@@ -117,6 +127,7 @@ impl Progress {
                 done,
                 total,
                 rate = *rate as u64,
+                eta_secs = eta.map(|e| e.as_secs()),
                 "progress"
             );
         }

@@ -14,6 +14,7 @@ use crate::builtin::value::Value;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::migration::Migration;
+use crate::plan::{TableInfo, Work, Writes};
 
 /// One column for [`AddColumns`] to add.
 ///
@@ -313,6 +314,19 @@ impl Migration for AddColumns {
             fields.collect::<Vec<_>>(),
             before.metadata().clone(),
         ))
+    }
+
+    /// Metadata-only when every column is all-null; otherwise the new
+    /// columns are written for every row (existing columns are not).
+    fn plan(&self, table: &TableInfo) -> Result<Work> {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        let writes = if self.columns.iter().all(|c| c.default.is_none()) {
+            Writes::MetadataOnly
+        } else {
+            Writes::Columns { rows: table.rows }
+        };
+        let summary = format!("add {} column(s): {}", names.len(), names.join(", "));
+        Ok(Work::new(summary).writes(writes).columns(names))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {

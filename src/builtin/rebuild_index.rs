@@ -8,6 +8,7 @@ use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::indexes::{self, IndexSpec};
 use crate::migration::Migration;
+use crate::plan::{TableInfo, Work, Writes};
 
 /// Creates, or replaces, an index on one column — e.g. the vector index a
 /// table needs once it has grown past the size where an index pays off, or
@@ -179,6 +180,14 @@ impl Migration for RebuildIndex {
             return Err(self.column_type_error(ty, expected));
         }
         Ok(before.clone())
+    }
+
+    fn plan(&self, table: &TableInfo) -> Result<Work> {
+        let name = self.index_name();
+        let summary = format!("build index `{name}` on `{}`", self.column);
+        Ok(Work::new(summary)
+            .writes(Writes::Index { rows: table.rows })
+            .indexes([name]))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {

@@ -24,6 +24,7 @@ use crate::context::MigrationContext;
 use crate::error::is_lance_conflict;
 use crate::error::{EmbeddingProblem, Error, Result};
 use crate::migration::Migration;
+use crate::plan::{TableInfo, Work, Writes};
 use crate::tables;
 
 /// Field metadata key on the vector column: the name of the model that
@@ -444,6 +445,20 @@ impl Migration for ReEmbed {
             fields.push(new);
         }
         Ok(Schema::new_with_metadata(fields, before.metadata().clone()))
+    }
+
+    /// Writes the target column for every row (into a staging column, then
+    /// one metadata-only swap); rebuilds the indexes on the target.
+    fn plan(&self, table: &TableInfo) -> Result<Work> {
+        let (_, dim) = self.dest()?;
+        let summary = format!(
+            "re-embed `{}` into `{}` with model `{}` ({dim} dimensions)",
+            self.source, self.target, self.model
+        );
+        Ok(Work::new(summary)
+            .writes(Writes::Columns { rows: table.rows })
+            .columns([self.target.as_str()])
+            .indexes(table.indexes_on(&self.target)))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
