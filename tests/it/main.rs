@@ -7,5 +7,6 @@ mod concurrency;
 mod custom;
 mod indexes;
 mod migrator;
+mod ops;
 mod reembed;
 mod support;

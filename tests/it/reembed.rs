@@ -539,11 +539,14 @@ async fn embedding_definition_points_at_the_new_model() {
         .into_iter()
         .rev()
         .find_map(|e| match e {
-            lancedb_migrate::Event::Progress { done, total, .. } => Some((done, total)),
+            lancedb_migrate::Event::Progress {
+                done, total, eta, ..
+            } => Some((done, total, eta)),
             _ => None,
         })
         .expect("progress events");
-    assert_eq!(last, (100, Some(100)));
+    // Nothing is left to do at the end: the ETA is zero.
+    assert_eq!(last, (100, Some(100), Some(std::time::Duration::ZERO)));
 
     // The application adds rows without vectors: the new model embeds them.
     let app = db.open_table("docs").execute().await.unwrap();
