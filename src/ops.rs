@@ -120,8 +120,11 @@ impl fmt::Display for StatusTable {
         }
         let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
             for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                let sep = if i + 1 == cells.len() { "\n" } else { "  " };
-                write!(f, "{cell:<w$}{sep}")?;
+                if i + 1 == cells.len() {
+                    writeln!(f, "{cell}")?;
+                } else {
+                    write!(f, "{cell:<w$}  ")?;
+                }
             }
             Ok(())
         };
