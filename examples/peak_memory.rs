@@ -50,6 +50,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         [command, path, ..] => (command.as_str(), path.as_str()),
         _ => return Err(usage()),
     };
+    if std::env::var("LOG").is_ok() {
+        // Timestamped logs of every step, to see where a run's time goes.
+        tracing_subscriber::fmt()
+            .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+            .with_max_level(tracing::Level::INFO)
+            .init();
+    }
     let db = lancedb::connect(path).execute().await?;
     let started = Instant::now();
     match command {
@@ -59,10 +66,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "add-columns" => {
             let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-            let migration = AddColumns::new("0001", TABLE)
-                .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
-                .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
-                .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime));
+            // MIGRATION_ID=x adds the columns again under names ending in
+            // `_x`: a later migration on a database that has a ledger.
+            let id = std::env::var("MIGRATION_ID").ok();
+            let name = |c: &str| id.as_ref().map_or(c.to_owned(), |id| format!("{c}_{id}"));
+            let migration = AddColumns::new(id.clone().unwrap_or_else(|| "0001".to_owned()), TABLE)
+                .column(NewColumn::new(name("category"), DataType::Utf8).default_value("general"))
+                .column(NewColumn::new(name("is_active"), DataType::Boolean).default_value(true))
+                .column(NewColumn::new(name("created_at"), utc).default_value(Value::MigrationTime));
             let report = Migrator::new(db).add(migration).run().await?;
             print!("{report}");
         }
