@@ -38,9 +38,6 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 
 const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 
-/// I/O read-ahead of the verification scan.
-const VERIFY_IO_BUFFER: u64 = 64 << 20;
-
 /// Recomputes a vector column from a text column with a new embedding model,
 /// e.g. to move from a 384-dimension model to a 768-dimension one.
 ///
@@ -84,8 +81,9 @@ const VERIFY_IO_BUFFER: u64 = 64 << 20;
 /// the table is restored. After the swap, `verify` checks that no row with
 /// text lacks a vector (without reading again the vectors it checked while
 /// writing them), that a sample of rows' vectors match a fresh
-/// embedding of their text (within [`tolerance`](Self::tolerance)), and that
-/// a nearest-neighbour search for a sampled row's vector finds that row.
+/// embedding of their text (within [`tolerance`](Self::tolerance)), and, as
+/// for every migration, that the table's indexes (a vector index on the
+/// target is rebuilt) are back and find sampled rows.
 ///
 /// Rows whose text is NULL get a NULL vector.
 ///
@@ -216,8 +214,7 @@ impl ReEmbed {
         self
     }
 
-    /// Rows `verify` re-embeds and compares; 0 skips the comparison and the
-    /// search check. Default [`DEFAULT_SAMPLE`](Self::DEFAULT_SAMPLE).
+    /// Rows `verify` re-embeds and compares; 0 skips the comparison. Default [`DEFAULT_SAMPLE`](Self::DEFAULT_SAMPLE).
     pub fn verify_sample(mut self, rows: usize) -> Self {
         self.sample = rows;
         self
@@ -726,7 +723,11 @@ impl ReEmbed {
         Ok(missing)
     }
 
-    /// Re-embeds a sample of rows and compares; searches for one.
+    /// Re-embeds a sample of rows and compares.
+    ///
+    /// No nearest-neighbour search here: with a vector index the index check
+    /// searches through it; without one a search would only scan the very
+    /// vectors just compared, at the cost of reading the whole column.
     async fn check_sample(&self, ctx: &MigrationContext) -> Result<()> {
         let table = ctx.table();
         let name = ctx.table_name();
@@ -746,7 +747,6 @@ impl ReEmbed {
                 self.source.as_str(),
                 self.target.as_str(),
             ]))
-            .with_row_id()
             .execute()
             .await
             .map_err(Error::lance(format!("read sample rows of `{name}`")))?
@@ -754,7 +754,6 @@ impl ReEmbed {
             .await
             .map_err(Error::lance(format!("read sample rows of `{name}`")))?;
         let compute = self.compute()?;
-        let mut search: Option<(Vec<f32>, u64)> = None;
         for batch in &batches {
             let texts = batch
                 .column_by_name(&self.source)
@@ -765,9 +764,6 @@ impl ReEmbed {
                 .ok_or_else(|| Error::custom("sample lacks the target column"))?
                 .as_fixed_size_list()
                 .clone();
-            let row_ids = batch
-                .column_by_name("_rowid")
-                .map(|c| c.as_primitive::<arrow_array::types::UInt64Type>().clone());
             let live: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
             if live.is_empty() {
                 continue;
@@ -802,57 +798,9 @@ impl ReEmbed {
                         ),
                     ));
                 }
-                if search.is_none()
-                    && let Some(ids) = &row_ids
-                {
-                    search = Some((got, ids.value(i)));
-                }
             }
         }
-        if let Some((vector, row_id)) = search {
-            self.verify_search(ctx, vector, row_id).await?;
-        }
         Ok(())
-    }
-
-    /// A nearest-neighbour search for a row's own vector must find the row
-    /// (or, with duplicate texts, rows at distance zero). Lance's scanner is
-    /// used directly for its small I/O buffer: without an index the search
-    /// reads every vector, and memory must stay flat.
-    async fn verify_search(
-        &self,
-        ctx: &MigrationContext,
-        vector: Vec<f32>,
-        row_id: u64,
-    ) -> Result<()> {
-        let name = ctx.table_name();
-        let dataset = tables::local_dataset(ctx.table()).await?;
-        let search = lance_err(format!("search `{name}`"));
-        let query = arrow_array::Float32Array::from(vector);
-        let mut scan = dataset.scan();
-        scan.nearest(&self.target, &query, 10).map_err(&search)?;
-        scan.project(&[self.source.as_str()]).map_err(&search)?;
-        scan.with_row_id();
-        scan.io_buffer_size(VERIFY_IO_BUFFER);
-        scan.batch_size(1024);
-        scan.fragment_readahead(1);
-        let results: Vec<RecordBatch> = scan
-            .try_into_stream()
-            .await
-            .map_err(&search)?
-            .try_collect()
-            .await
-            .map_err(&search)?;
-        if crate::indexes::search_found(&results, row_id) {
-            return Ok(());
-        }
-        Err(Error::verification(
-            name,
-            format!(
-                "a vector search on `{}` for a row's own vector did not return that row",
-                self.target
-            ),
-        ))
     }
 }
 
