@@ -73,7 +73,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let migration = AddColumns::new(id.clone().unwrap_or_else(|| "0001".to_owned()), TABLE)
                 .column(NewColumn::new(name("category"), DataType::Utf8).default_value("general"))
                 .column(NewColumn::new(name("is_active"), DataType::Boolean).default_value(true))
-                .column(NewColumn::new(name("created_at"), utc).default_value(Value::MigrationTime));
+                .column(
+                    NewColumn::new(name("created_at"), utc).default_value(Value::MigrationTime),
+                );
             let report = Migrator::new(db).add(migration).run().await?;
             print!("{report}");
         }
