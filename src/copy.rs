@@ -175,22 +175,18 @@ impl BackupCopy {
     /// [`Error::BackupCopy`] with [`CopyProblem::Read`] when the location
     /// cannot be listed.
     pub async fn list(location: &str) -> Result<Vec<Self>> {
-        let error = |e: lancedb::Error| Error::BackupCopy {
+        let error = |e: lance::Error| Error::BackupCopy {
             table: String::new(),
             location: location.to_owned(),
             problem: CopyProblem::Read(e.into()),
         };
-        let names = lancedb::connect(location)
-            .execute()
-            .await
-            .map_err(error)?
-            .table_names()
-            .execute()
-            .await
-            .map_err(error)?;
+        // Listed through the object store, not a LanceDB connection, which
+        // would create a missing directory.
+        let (store, path) = ObjectStore::from_uri(location).await.map_err(error)?;
+        let names = store.read_dir(path).await.map_err(error)?;
         let mut copies = Vec::new();
-        for name in names {
-            let uri = join(location, &format!("{name}.lance"));
+        for name in names.iter().filter(|n| n.ends_with(".lance")) {
+            let uri = join(location, name);
             if let Ok(Some(Ok(copy))) = existing(&uri).await {
                 copies.push(copy);
             }

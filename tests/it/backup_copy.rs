@@ -321,6 +321,12 @@ async fn an_unfinished_copy_is_never_restored_and_is_replaced_by_the_next_attemp
         "{err:?}"
     );
     assert!(BackupCopy::list(location).await.unwrap().is_empty());
+    // Listing a location that does not exist finds nothing and creates
+    // nothing.
+    let nowhere = backups.path().join("not-made-yet");
+    let listed = BackupCopy::list(nowhere.to_str().unwrap()).await;
+    assert!(listed.is_ok_and(|l| l.is_empty()));
+    assert!(!nowhere.exists());
 
     Migrator::new(tmp.db().clone())
         .copy_backups_to(location)
