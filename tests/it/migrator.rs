@@ -396,3 +396,28 @@ async fn ledger_stays_compact_over_many_runs() {
     assert!(entries.iter().all(|e| e.status == Status::Applied));
     assert!(migrator.run().await.unwrap().is_noop());
 }
+
+/// A migration's `applied` row replaces its `running` row's one-row
+/// fragment (the ledger's cheap path): one row and one fragment per
+/// migration, nothing left behind.
+#[tokio::test]
+async fn a_finished_migration_leaves_one_ledger_fragment_per_row() {
+    let db = testing::memory_db().await.unwrap();
+    testing::documents_table(&db, "documents", 10, 4)
+        .await
+        .unwrap();
+    let add = |id: &str, column: &str| {
+        AddColumns::new(id, "documents").column(NewColumn::new(column, DataType::Utf8))
+    };
+    let migrator = Migrator::new(db.clone())
+        .add(add("0001", "a"))
+        .add(add("0002", "b"));
+    migrator.run().await.unwrap();
+    let ledger = db.open_table(DEFAULT_LEDGER_TABLE).execute().await.unwrap();
+    let stats = ledger.stats().await.unwrap();
+    assert_eq!(stats.fragment_stats.num_fragments, 2, "{stats:?}");
+    assert_eq!(stats.num_rows, 2, "{stats:?}");
+    let entries = migrator.ledger().await.unwrap();
+    assert!(entries.iter().all(|e| e.status == Status::Applied));
+    assert!(entries.iter().all(|e| e.version_after.is_some()));
+}
