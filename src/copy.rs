@@ -82,40 +82,39 @@ impl BackupCopy {
             location: uri.clone(),
             problem,
         };
-        if let Some(found) = existing(&uri)
+        match found(&uri)
             .await
             .map_err(|e| error(CopyProblem::Write(e)))?
         {
-            match found {
-                Ok(copy) if copy.table == backup.table() && copy.version == backup.version() => {
-                    info!(
-                        uri,
-                        "backup copy already made by an earlier attempt; reused"
-                    );
-                    return Ok(copy);
-                }
-                Ok(_) => return Err(error(CopyProblem::Exists)),
-                Err(Leftover::Unfinished) => {
-                    warn!(
-                        uri,
-                        "removing an unfinished backup copy left by an interrupted attempt"
-                    );
-                    remove(&uri).await;
-                }
-                Err(Leftover::Other) => return Err(error(CopyProblem::Exists)),
+            Found::Nothing => {}
+            Found::Copy(copy)
+                if copy.table == backup.table() && copy.version == backup.version() =>
+            {
+                info!(
+                    uri,
+                    "backup copy already made by an earlier attempt; reused"
+                );
+                return Ok(copy);
             }
+            Found::Unfinished => {
+                warn!(
+                    uri,
+                    "removing an unfinished backup copy left by an interrupted attempt"
+                );
+                remove(&uri).await;
+            }
+            Found::Copy(_) | Found::Other => return Err(error(CopyProblem::Exists)),
         }
         let started = Instant::now();
         let source = local_dataset(table).await?;
         let copied = copy_version(&source, backup, &uri).await;
-        let (mut copy, content) = match copied {
+        let (mut copy, content, indexes) = match copied {
             Ok(done) => done,
             Err(e) => {
                 remove(&uri).await;
                 return Err(error(CopyProblem::Write(e)));
             }
         };
-        let indexes = index_names(&source, backup.version()).await;
         let record = Self {
             uri: uri.clone(),
             table: backup.table().to_owned(),
@@ -125,7 +124,7 @@ impl BackupCopy {
             rows: content.rows,
             schema: content.schema,
             checksum: content.checksum,
-            indexes: indexes.map_err(|e| error(CopyProblem::Write(e.into())))?,
+            indexes,
         };
         let finished = copy
             .update_config([(RECORD_KEY, record.to_json().to_string().as_str())])
@@ -157,13 +156,10 @@ impl BackupCopy {
             location: uri.to_owned(),
             problem,
         };
-        match existing(uri)
-            .await
-            .map_err(|e| error(CopyProblem::Read(e)))?
-        {
-            None => Err(error(CopyProblem::Missing)),
-            Some(Ok(copy)) => Ok(copy),
-            Some(Err(_)) => Err(error(CopyProblem::Unfinished)),
+        match found(uri).await.map_err(|e| error(CopyProblem::Read(e)))? {
+            Found::Nothing => Err(error(CopyProblem::Missing)),
+            Found::Copy(copy) => Ok(copy),
+            Found::Unfinished | Found::Other => Err(error(CopyProblem::Unfinished)),
         }
     }
 
@@ -187,7 +183,7 @@ impl BackupCopy {
         let mut copies = Vec::new();
         for name in names.iter().filter(|n| n.ends_with(".lance")) {
             let uri = join(location, name);
-            if let Ok(Some(Ok(copy))) = existing(&uri).await {
+            if let Ok(Found::Copy(copy)) = found(&uri).await {
                 copies.push(copy);
             }
         }
@@ -293,7 +289,7 @@ impl BackupCopy {
                 });
             }
         }
-        let indexes = index_names(&dataset, dataset.version().version)
+        let indexes = index_names(&dataset)
             .await
             .map_err(|e| CopyProblem::Mismatch {
                 what: format!("the restored table's indexes cannot be read ({e})"),
@@ -384,35 +380,40 @@ impl BackupCopy {
     }
 }
 
-/// Why something at a copy's path is not a finished copy.
-enum Leftover {
+/// What is at a copy's path.
+enum Found {
+    /// Nothing.
+    Nothing,
+    /// A finished copy.
+    Copy(BackupCopy),
     /// A Lance dataset without a completion record.
     Unfinished,
     /// Anything else.
     Other,
 }
 
-/// What is at `uri`: nothing, a finished copy, or something else.
-async fn existing(uri: &str) -> Result<Option<Result<BackupCopy, Leftover>>, BoxError> {
+/// What is at `uri`.
+async fn found(uri: &str) -> Result<Found, BoxError> {
     let (store, path) = ObjectStore::from_uri(uri).await?;
     if store.list(Some(path)).next().await.transpose()?.is_none() {
-        return Ok(None);
+        return Ok(Found::Nothing);
     }
     let Ok(dataset) = Dataset::open(uri).await else {
-        return Ok(Some(Err(Leftover::Other)));
+        return Ok(Found::Other);
     };
-    Ok(Some(match dataset.config().get(RECORD_KEY) {
-        Some(record) => BackupCopy::from_json(uri, record).ok_or(Leftover::Other),
-        None => Err(Leftover::Unfinished),
-    }))
+    Ok(match dataset.config().get(RECORD_KEY) {
+        Some(record) => BackupCopy::from_json(uri, record).map_or(Found::Other, Found::Copy),
+        None => Found::Unfinished,
+    })
 }
 
-/// Deep-clones the backup's version to `uri` while checksumming it.
+/// Deep-clones the backup's version to `uri` while checksumming it; also
+/// returns the version's index names.
 async fn copy_version(
     source: &Dataset,
     backup: &Backup,
     uri: &str,
-) -> Result<(Dataset, Content), BoxError> {
+) -> Result<(Dataset, Content, Vec<String>), BoxError> {
     let version = source.checkout_version(backup.version()).await?;
     let what = format!("version {} of `{}`", backup.version(), backup.table());
     let mut cloner = version.clone();
@@ -423,13 +424,14 @@ async fn copy_version(
             .map_err(BoxError::from)
     };
     let checksum = async { content::scan(&version, &what).await.map_err(BoxError::from) };
-    futures::try_join!(clone, checksum)
+    let (copy, content) = futures::try_join!(clone, checksum)?;
+    let indexes = index_names(&version).await?;
+    Ok((copy, content, indexes))
 }
 
-/// Names of the indexes of `dataset` at `version`, sorted.
-async fn index_names(dataset: &Dataset, version: u64) -> Result<Vec<String>, lance::Error> {
-    let at = dataset.checkout_version(version).await?;
-    let mut names: Vec<String> = at
+/// Names of the indexes of `dataset` at its checked-out version, sorted.
+async fn index_names(dataset: &Dataset) -> Result<Vec<String>, lance::Error> {
+    let mut names: Vec<String> = dataset
         .load_indices()
         .await?
         .iter()

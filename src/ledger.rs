@@ -80,6 +80,16 @@ impl Status {
     }
 }
 
+impl std::fmt::Display for Status {
+    /// The status in words, e.g. "rolled back".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RolledBack => "rolled back",
+            other => other.as_str(),
+        })
+    }
+}
+
 /// One row of the ledger: the last recorded state of one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -89,12 +89,12 @@ impl fmt::Display for StatusTable {
                     Some(after) => format!("{} -> {after}", e.version_before),
                     None => format!("{} -> ?", e.version_before),
                 };
-                let known = self.known.contains(&e.id);
-                let status = format!(
-                    "{e_status}{}",
-                    if known { "" } else { " (unknown)" },
-                    e_status = status_name(e.status)
-                );
+                let unknown = if self.known.contains(&e.id) {
+                    ""
+                } else {
+                    " (unknown)"
+                };
+                let status = format!("{}{unknown}", e.status);
                 [
                     e.id.clone(),
                     e.table.clone(),
@@ -139,12 +139,12 @@ impl fmt::Display for StatusTable {
     }
 }
 
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Running => "running",
-        Status::Applied => "applied",
-        Status::Failed => "failed",
-        Status::RolledBack => "rolled back",
+/// The error an operation refused with.
+fn refusal<'a>(operation: &'a str, migration: &'a str) -> impl Fn(String) -> Error + 'a {
+    move |reason| Error::Refused {
+        operation: operation.to_owned(),
+        migration: migration.to_owned(),
+        reason,
     }
 }
 
@@ -196,24 +196,16 @@ impl Migrator {
     /// migration on it (the application's writes, which the restore would
     /// lose). [`Error::LeaseTimeout`] when a run holds the lease.
     pub async fn rollback_to(&self, id: &str, later: LaterWrites) -> Result<Vec<LedgerEntry>> {
-        let refuse = |reason: String| Error::Refused {
-            operation: "rollback".to_owned(),
-            migration: id.to_owned(),
-            reason,
-        };
-        let ledger = self.existing_ledger(id, "rollback").await?;
-        let lease = Lease::acquire(ledger.table(), &self.lease).await?;
-        let result = async {
+        let refuse = refusal("rollback", id);
+        let ledger = self.existing_ledger(&refuse).await?;
+        self.under_lease(&ledger, async |lease| {
             let entries = ledger.entries().await?;
             let target = entries
                 .iter()
                 .find(|e| e.id == id)
                 .ok_or_else(|| refuse("it is not in the ledger".to_owned()))?;
             if target.status != Status::Applied {
-                return Err(refuse(format!(
-                    "it is {}, not applied",
-                    status_name(target.status)
-                )));
+                return Err(refuse(format!("it is {}, not applied", target.status)));
             }
             let undone: Vec<&LedgerEntry> = entries
                 .iter()
@@ -255,10 +247,8 @@ impl Migrator {
             }
             info!(migration = id, table = target.table, version, "rolled back");
             Ok(updated)
-        }
-        .await;
-        lease.release().await;
-        result
+        })
+        .await
     }
 
     /// Records the migrations up to and including `id` as applied, without
@@ -277,27 +267,21 @@ impl Migrator {
     /// table is missing. [`Error::LeaseTimeout`] when a run holds the lease.
     pub async fn baseline(&self, id: &str) -> Result<Vec<LedgerEntry>> {
         self.validate()?;
-        let refuse = |reason: String| Error::Refused {
-            operation: "baseline".to_owned(),
-            migration: id.to_owned(),
-            reason,
-        };
+        let refuse = refusal("baseline", id);
         let upto = self
             .migrations
             .iter()
             .position(|m| m.id() == id)
             .ok_or_else(|| refuse("the migrator has no migration with this id".to_owned()))?;
         let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
-        let lease = Lease::acquire(ledger.table(), &self.lease).await?;
-        let result = async {
+        self.under_lease(&ledger, async |lease| {
             let entries = by_id(ledger.entries().await?);
             let mut rows = Vec::new();
             for (seq, m) in self.migrations[..=upto].iter().enumerate() {
                 if let Some(e) = entries.get(m.id()) {
                     return Err(refuse(format!(
                         "`{}` is already in the ledger ({})",
-                        e.id,
-                        status_name(e.status)
+                        e.id, e.status
                     )));
                 }
                 let table = self
@@ -336,10 +320,8 @@ impl Migrator {
             }
             info!(upto = id, migrations = rows.len(), "baselined");
             Ok(rows)
-        }
-        .await;
-        lease.release().await;
-        result
+        })
+        .await
     }
 
     /// Fixes the ledger row of migration `id` so that runs can go on:
@@ -362,19 +344,14 @@ impl Migrator {
     /// is gone, or, with [`LaterWrites::Refuse`], a table written since the
     /// failure. [`Error::LeaseTimeout`] when a run holds the lease.
     pub async fn repair(&self, id: &str, later: LaterWrites) -> Result<LedgerEntry> {
-        let refuse = |reason: String| Error::Refused {
-            operation: "repair".to_owned(),
-            migration: id.to_owned(),
-            reason,
-        };
+        let refuse = refusal("repair", id);
         let migration = self
             .migrations
             .iter()
             .find(|m| m.id() == id)
             .ok_or_else(|| refuse("the migrator has no migration with this id".to_owned()))?;
-        let ledger = self.existing_ledger(id, "repair").await?;
-        let lease = Lease::acquire(ledger.table(), &self.lease).await?;
-        let result = async {
+        let ledger = self.existing_ledger(&refuse).await?;
+        self.under_lease(&ledger, async |lease| {
             let entries = by_id(ledger.entries().await?);
             let mut entry = entries
                 .get(id)
@@ -413,7 +390,7 @@ impl Migrator {
                 _ => {
                     return Err(refuse(format!(
                         "it is {} and unchanged: there is nothing to repair",
-                        status_name(entry.status)
+                        entry.status
                     )));
                 }
             }
@@ -421,20 +398,28 @@ impl Migrator {
             ledger.record(&entry).await?;
             info!(migration = id, "ledger row repaired");
             Ok(entry)
-        }
-        .await;
-        lease.release().await;
-        result
+        })
+        .await
     }
 
-    async fn existing_ledger(&self, id: &str, operation: &str) -> Result<Ledger> {
-        Ledger::open(&self.db, &self.ledger)
-            .await?
-            .ok_or_else(|| Error::Refused {
-                operation: operation.to_owned(),
-                migration: id.to_owned(),
-                reason: "the database has no ledger yet: no migration has run".to_owned(),
-            })
+    /// The ledger, or a refusal when no migration has run yet.
+    async fn existing_ledger(&self, refuse: impl Fn(String) -> Error) -> Result<Ledger> {
+        Ledger::open(&self.db, &self.ledger).await?.ok_or_else(|| {
+            refuse("the database has no ledger yet: no migration has run".to_owned())
+        })
+    }
+
+    /// Runs `work` holding the migration lease, released whatever the
+    /// outcome.
+    async fn under_lease<T>(
+        &self,
+        ledger: &Ledger,
+        work: impl AsyncFnOnce(&Lease) -> Result<T>,
+    ) -> Result<T> {
+        let lease = Lease::acquire(ledger.table(), &self.lease).await?;
+        let result = work(&lease).await;
+        lease.release().await;
+        result
     }
 
     async fn open(&self, table: &str) -> Result<Table> {

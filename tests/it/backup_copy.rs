@@ -6,8 +6,6 @@ use std::process::Command;
 
 use arrow_schema::DataType;
 use lancedb::Table;
-use lancedb::index::Index;
-use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb_migrate::testing::{self, Snapshot, TempDb};
@@ -16,7 +14,7 @@ use lancedb_migrate::{
     Status, WithBackupCopy,
 };
 
-use crate::support::{failure, version};
+use crate::support::{add_test_indexes, failure, version};
 
 fn add_category(id: &str) -> AddColumns {
     AddColumns::new(id, "docs")
@@ -35,18 +33,7 @@ async fn docs(db: &lancedb::Connection) -> Table {
     let ivf_pq = IvfPqIndexBuilder::default()
         .num_partitions(2)
         .num_sub_vectors(4);
-    table
-        .create_index(&["vector"], Index::IvfPq(ivf_pq))
-        .name("vec_idx".to_owned())
-        .execute()
-        .await
-        .unwrap();
-    table
-        .create_index(&["id"], Index::BTree(BTreeIndexBuilder::default()))
-        .name("id_idx".to_owned())
-        .execute()
-        .await
-        .unwrap();
+    add_test_indexes(&table, ivf_pq).await;
     table
 }
 
@@ -60,6 +47,17 @@ async fn index_names(table: &Table) -> Vec<(String, Vec<String>)> {
         .collect();
     names.sort();
     names
+}
+
+/// What a run's backup copy failed with, asserting that the migration
+/// failed in its backup phase, before changing anything.
+fn copy_failure(err: &Error) -> &CopyProblem {
+    let (cause, phase, rollback) = failure(err);
+    assert_eq!((phase, rollback), (Phase::Backup, &Rollback::NotNeeded));
+    match cause {
+        Error::BackupCopy { problem, .. } => problem,
+        other => panic!("expected a backup copy error, got {other:?}"),
+    }
 }
 
 /// The path the copy of `migration`'s backup of `version` gets.
@@ -221,18 +219,8 @@ async fn a_destination_that_exists_stops_the_migration_before_it_starts() {
         .run()
         .await
         .unwrap_err();
-    let (cause, phase, rollback) = failure(&err);
-    assert!(
-        matches!(
-            cause,
-            Error::BackupCopy {
-                problem: CopyProblem::Exists,
-                ..
-            }
-        ),
-        "{cause:?}"
-    );
-    assert_eq!((phase, rollback), (Phase::Backup, &Rollback::NotNeeded));
+    let problem = copy_failure(&err);
+    assert!(matches!(problem, CopyProblem::Exists), "{problem:?}");
     assert!(err.to_string().contains("0001_category"), "{err}");
     assert_eq!(version(&table).await, version_before);
     assert!(
@@ -267,18 +255,8 @@ async fn an_unwritable_destination_stops_the_migration_before_it_starts() {
         .run()
         .await
         .unwrap_err();
-    let (cause, phase, rollback) = failure(&err);
-    assert!(
-        matches!(
-            cause,
-            Error::BackupCopy {
-                problem: CopyProblem::Write(_),
-                ..
-            }
-        ),
-        "{cause:?}"
-    );
-    assert_eq!((phase, rollback), (Phase::Backup, &Rollback::NotNeeded));
+    let problem = copy_failure(&err);
+    assert!(matches!(problem, CopyProblem::Write(_)), "{problem:?}");
     assert_eq!(version(&table).await, version_before);
     assert!(
         Migrator::new(tmp.db().clone())
@@ -401,18 +379,9 @@ async fn child() {
         .run()
         .await
         .unwrap_err();
-    let (cause, phase, rollback) = failure(&err);
-    assert!(
-        matches!(
-            cause,
-            Error::BackupCopy {
-                problem: CopyProblem::Write(_),
-                ..
-            }
-        ),
-        "{cause:?}"
-    );
-    assert_eq!((phase, rollback), (Phase::Backup, &Rollback::NotNeeded));
+    let problem = copy_failure(&err);
+    assert!(matches!(problem, CopyProblem::Write(_)), "{problem:?}");
+    let cause = failure(&err).0;
     let mut chain = cause.to_string();
     let mut source = std::error::Error::source(cause);
     while let Some(e) = source {

@@ -7,7 +7,6 @@ use arrow_schema::{DataType, Schema};
 use async_trait::async_trait;
 use lancedb::DistanceType;
 use lancedb::Table;
-use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::index::{Index, IndexType};
 use lancedb::query::{ExecutableQuery, QueryBase};
@@ -18,7 +17,7 @@ use lancedb_migrate::{
     Result,
 };
 
-use crate::support::{failure, version};
+use crate::support::{add_test_indexes, failure, version};
 
 /// 1000 documents (4 fragments), an IVF_PQ cosine index `vec_idx` on
 /// `vector` and a BTree `id_idx` on `id`.
@@ -37,18 +36,7 @@ async fn indexed_table(db: &lancedb::Connection) -> Table {
         .distance_type(DistanceType::Cosine)
         .num_partitions(2)
         .num_sub_vectors(24);
-    table
-        .create_index(&["vector"], Index::IvfPq(ivf_pq))
-        .name("vec_idx".to_owned())
-        .execute()
-        .await
-        .unwrap();
-    table
-        .create_index(&["id"], Index::BTree(BTreeIndexBuilder::default()))
-        .name("id_idx".to_owned())
-        .execute()
-        .await
-        .unwrap();
+    add_test_indexes(&table, ivf_pq).await;
     table
 }
 

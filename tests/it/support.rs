@@ -63,3 +63,25 @@ pub(crate) fn with_word_count(before: &arrow_schema::Schema) -> arrow_schema::Sc
     fields.push(std::sync::Arc::new(field));
     arrow_schema::Schema::new(fields)
 }
+
+/// Adds the tests' two indexes: IVF_PQ `vec_idx` (built by `ivf_pq`) on
+/// `vector`, and BTree `id_idx` on `id`.
+pub(crate) async fn add_test_indexes(
+    table: &Table,
+    ivf_pq: lancedb::index::vector::IvfPqIndexBuilder,
+) {
+    use lancedb::index::Index;
+    table
+        .create_index(&["vector"], Index::IvfPq(ivf_pq))
+        .name("vec_idx".to_owned())
+        .execute()
+        .await
+        .unwrap();
+    let btree = lancedb::index::scalar::BTreeIndexBuilder::default();
+    table
+        .create_index(&["id"], Index::BTree(btree))
+        .name("id_idx".to_owned())
+        .execute()
+        .await
+        .unwrap();
+}
