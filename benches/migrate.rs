@@ -338,6 +338,154 @@ fn index_rebuild(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)])
     group.finish();
 }
 
+/// Real sentences, deterministic: `i` picks one of 10 000 combinations.
+fn sentence(i: usize) -> String {
+    const WHO: [&str; 10] = [
+        "The old fisherman",
+        "A young engineer",
+        "My neighbour",
+        "The city council",
+        "Our teacher",
+        "A tired nurse",
+        "The small startup",
+        "The museum guide",
+        "A famous chef",
+        "The night watchman",
+    ];
+    const DID: [&str; 10] = [
+        "repaired",
+        "described",
+        "photographed",
+        "sold",
+        "painted",
+        "explained",
+        "ignored",
+        "celebrated",
+        "measured",
+        "rebuilt",
+    ];
+    const WHAT: [&str; 10] = [
+        "the wooden bridge",
+        "a broken radio",
+        "the harbour lights",
+        "an ancient map",
+        "the school garden",
+        "a red bicycle",
+        "the public library",
+        "a stone fountain",
+        "the mountain trail",
+        "a vintage camera",
+    ];
+    const WHEN: [&str; 10] = [
+        "before the storm arrived.",
+        "during the summer festival.",
+        "with remarkable patience.",
+        "for the local newspaper.",
+        "after a long winter.",
+        "in front of a small crowd.",
+        "without asking for help.",
+        "on a quiet Sunday morning.",
+        "to everyone's surprise.",
+        "despite the heavy rain.",
+    ];
+    let i = i % 10_000;
+    format!(
+        "{} {} {} {}",
+        WHO[i % 10],
+        DID[i / 10 % 10],
+        WHAT[i / 100 % 10],
+        WHEN[i / 1000]
+    )
+}
+
+/// all-MiniLM-L6-v2's directory, when fetched (`scripts/fetch-minilm.sh`).
+fn minilm_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("LANCEDB_MIGRATE_MINILM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/lancedb-migrate/models/all-MiniLM-L6-v2")
+        });
+    dir.join("model.safetensors").is_file().then_some(dir)
+}
+
+/// Re-embedding with the real model: the model alone over the same texts
+/// (sequential calls of the migration's batch size) against the `ReEmbed`
+/// migration (read, embed, write, verify, ledger), on a table of
+/// `LANCEDB_MIGRATE_MINILM_ROWS` (default 2000) sentences.
+fn minilm(c: &mut Criterion, rt: &Runtime) {
+    use arrow_array::{Array as _, ArrayRef, Int64Array, RecordBatch, StringArray};
+    use lancedb::embeddings::EmbeddingFunction;
+    use lancedb_migrate::minilm::SentenceTransformer;
+
+    let Some(dir) = minilm_dir() else {
+        eprintln!(
+            "minilm_reembed: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
+        );
+        return;
+    };
+    let rows: usize = std::env::var("LANCEDB_MIGRATE_MINILM_ROWS")
+        .map_or(2000, |n| n.trim().parse().expect("row count"));
+    let model = Arc::new(
+        SentenceTransformer::from_dir(dir)
+            .unwrap()
+            .named("all-MiniLM-L6-v2"),
+    );
+    let texts: Vec<String> = (0..rows).map(sentence).collect();
+    let fixture = rt.block_on(async {
+        let tmp = TempDb::new().await.unwrap();
+        let text: ArrayRef = Arc::new(StringArray::from(texts.clone()));
+        let placeholder = TestEmbedding::new("placeholder", DIMS);
+        let batch = RecordBatch::try_new(
+            testing::documents_schema(DIMS),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+                text.clone(),
+                placeholder.compute_source_embeddings(text).unwrap(),
+            ],
+        )
+        .unwrap();
+        let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
+        let version = table.version().await.unwrap();
+        table
+            .tags()
+            .await
+            .unwrap()
+            .create(BASE_TAG, version)
+            .await
+            .unwrap();
+        let base = Backup::new(TABLE, version, BASE_TAG);
+        Fixture { tmp, table, base }
+    });
+
+    let mut group = c.benchmark_group("minilm_reembed");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    group.throughput(criterion::Throughput::Elements(rows as u64));
+    let batch_size = ReEmbed::DEFAULT_BATCH_SIZE as usize;
+    group.bench_function(BenchmarkId::new("model_only", rows), |b| {
+        b.iter(|| {
+            for chunk in texts.chunks(batch_size) {
+                let array: ArrayRef = Arc::new(StringArray::from(chunk.to_vec()));
+                let vectors = model.compute_source_embeddings(array).unwrap();
+                assert_eq!(vectors.len(), chunk.len());
+            }
+        });
+    });
+    group.bench_function(BenchmarkId::new("migrator", rows), |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            timed(&fixture, iters, "bench_ledger", async || {
+                let m = ReEmbed::new("0002", TABLE, "text", "vector", model.clone());
+                let migrator = Migrator::new(fixture.db().clone()).ledger_table("bench_ledger");
+                let report = migrator.add(m).run().await.unwrap();
+                assert_eq!(report.applied().count(), 1);
+            })
+        });
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let fixtures: Vec<_> = sizes()
@@ -349,6 +497,7 @@ fn benches(c: &mut Criterion) {
     rollback(c, &rt, &fixtures);
     reembed(c, &rt, &fixtures);
     index_rebuild(c, &rt, &fixtures);
+    minilm(c, &rt);
 }
 
 criterion_group!(migrate, benches);

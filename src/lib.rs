@@ -71,6 +71,9 @@
 //!
 //! - `testing`: the `testing` module — throwaway databases, fixture tables
 //!   and snapshots for downstream tests.
+//! - `minilm`: the `minilm` module — a sentence-transformers model such as
+//!   all-MiniLM-L6-v2, loaded from local files and run in-process, as an
+//!   embedding function for [`ReEmbed`].
 
 mod apply;
 mod backfill;
@@ -95,6 +98,9 @@ mod tables;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(feature = "minilm")]
+pub mod minilm;
 
 pub use backup::Backup;
 pub use builtin::{

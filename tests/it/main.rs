@@ -7,6 +7,7 @@ mod concurrency;
 mod custom;
 mod indexes;
 mod migrator;
+mod minilm;
 mod ops;
 mod reembed;
 mod support;
