@@ -467,17 +467,6 @@ fn sentence(i: usize) -> String {
     )
 }
 
-/// all-MiniLM-L6-v2's directory, when fetched (`scripts/fetch-minilm.sh`).
-fn minilm_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("LANCEDB_MIGRATE_MINILM")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/lancedb-migrate/models/all-MiniLM-L6-v2")
-        });
-    dir.join("model.safetensors").is_file().then_some(dir)
-}
-
 /// Re-embedding with the real model: the model alone over the same texts
 /// (sequential calls of the migration's batch size) against the `ReEmbed`
 /// migration (read, embed, write, verify, ledger), on a table of
@@ -487,12 +476,13 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
     use lancedb::embeddings::EmbeddingFunction;
     use lancedb_migrate::minilm::SentenceTransformer;
 
-    let Some(dir) = minilm_dir() else {
+    let dir = lancedb_migrate::minilm::default_model_dir();
+    if !dir.join("model.safetensors").is_file() {
         eprintln!(
             "minilm_reembed: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
         );
         return;
-    };
+    }
     let rows: usize = std::env::var("LANCEDB_MIGRATE_MINILM_ROWS")
         .map_or(2000, |n| n.trim().parse().expect("row count"));
     let model = Arc::new(

