@@ -238,9 +238,12 @@ impl Backfill<'_> {
             None => (None, Vec::new(), 0),
         };
 
-        // Probe: the first batch tells how fast the work goes, which decides
-        // whether the fragment is written in one go or in parts.
-        let head_end = (offset + u64::from(self.batch_size)).min(physical);
+        // Probe: the first `concurrency` batches (computed at once, so the
+        // probe does not leave cores idle) tell how fast the work goes,
+        // which decides whether the fragment is written in one go or in
+        // parts.
+        let probe = u64::from(self.batch_size) * self.concurrency.max(1) as u64;
+        let head_end = (offset + probe).min(physical);
         let head: Vec<RecordBatch> = self
             .counted(self.values(fragment, offset..head_end, &failure).await?)
             .try_collect()
