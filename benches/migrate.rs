@@ -174,11 +174,13 @@ fn add_columns(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
     group.finish();
 }
 
-/// A ledger holding one applied migration (of a small side table), reset
-/// to that state before each iteration (untimed).
+/// A ledger holding one applied migration (of a small side table),
+/// created afresh before each iteration (untimed), so it has the few
+/// versions a real ledger has rather than piling up one per iteration.
 struct LaterLedger {
-    ledger: Table,
-    base: Backup,
+    db: Connection,
+    side: Table,
+    side_base: Backup,
 }
 
 impl LaterLedger {
@@ -189,30 +191,31 @@ impl LaterLedger {
     }
 
     async fn new(fixture: &Fixture) -> Self {
-        let db = fixture.db();
-        drop_ledger(db, Self::NAME).await;
+        let db = fixture.db().clone();
         let _ = db.drop_table("side", &[]).await;
-        testing::documents_table(db, "side", 10, DIMS)
+        let side = testing::documents_table(&db, "side", 10, DIMS)
             .await
             .unwrap();
-        let (ledger, base) = (Self::NAME, "later_base");
-        let m = Migrator::new(db.clone()).ledger_table(ledger);
-        m.add(Self::migration()).run().await.unwrap();
-        let ledger = db.open_table(ledger).execute().await.unwrap();
-        let version = ledger.version().await.unwrap();
-        ledger
-            .tags()
+        let version = side.version().await.unwrap();
+        side.tags()
             .await
             .unwrap()
-            .create(base, version)
+            .create("side_base", version)
             .await
             .unwrap();
-        let base = Backup::new(Self::NAME, version, base);
-        Self { ledger, base }
+        let side_base = Backup::new("side", version, "side_base");
+        Self {
+            db,
+            side,
+            side_base,
+        }
     }
 
     async fn reset(&self) {
-        self.base.restore(&self.ledger).await.unwrap();
+        drop_ledger(&self.db, Self::NAME).await;
+        self.side_base.restore(&self.side).await.unwrap();
+        let m = Migrator::new(self.db.clone()).ledger_table(Self::NAME);
+        m.add(Self::migration()).run().await.unwrap();
     }
 }
 
