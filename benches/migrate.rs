@@ -52,6 +52,12 @@ impl Fixture {
         let table = testing::documents_table(tmp.db(), TABLE, rows, DIMS)
             .await
             .unwrap();
+        Self::tagged(tmp, table).await
+    }
+
+    /// Tags `table`'s current version as the state each iteration starts
+    /// from.
+    async fn tagged(tmp: TempDb, table: Table) -> Self {
         let version = table.version().await.unwrap();
         table
             .tags()
@@ -508,16 +514,7 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
         )
         .unwrap();
         let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
-        let version = table.version().await.unwrap();
-        table
-            .tags()
-            .await
-            .unwrap()
-            .create(BASE_TAG, version)
-            .await
-            .unwrap();
-        let base = Backup::new(TABLE, version, BASE_TAG);
-        Fixture { tmp, table, base }
+        Fixture::tagged(tmp, table).await
     });
 
     let mut group = c.benchmark_group("minilm_reembed");
