@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! scripts/fetch-minilm.sh                 # once: fetches the model files
-//! scripts/cargo run --release --example minilm [MODEL_DIR]
+//! scripts/cargo run --example minilm [MODEL_DIR]
 //! ```
 //!
 //! `MODEL_DIR` defaults to `$LANCEDB_MIGRATE_MINILM`, else
