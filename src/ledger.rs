@@ -225,13 +225,25 @@ impl Ledger {
     /// Writes the first row for `entry`'s id with a plain append (cheaper
     /// than a merge); the caller knows the ledger has no row for it and
     /// holds the lease, so no other writer can add one meanwhile.
+    ///
+    /// A process that lost the race to create the ledger can still commit
+    /// its create (Lance turns it into an overwrite of the empty ledger), and
+    /// an append racing that commit fails as incompatible; the append is
+    /// then retried on the latest version, a few times.
     pub(crate) async fn insert(&self, entry: &LedgerEntry) -> Result<()> {
-        self.table
-            .add(encode(std::slice::from_ref(entry))?)
-            .execute()
-            .await
-            .map_err(recording(entry))?;
-        Ok(())
+        let batch = encode(std::slice::from_ref(entry))?;
+        let mut tries = 0;
+        loop {
+            match self.table.add(batch.clone()).execute().await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 3 && is_racing_create(&e) => {
+                    tries += 1;
+                    debug!(error = %e, "ledger append raced a late create; retrying");
+                    let _ = self.table.checkout_latest().await;
+                }
+                Err(e) => return Err(recording(entry)(e)),
+            }
+        }
     }
 
     /// Writes `entry`, replacing any row with the same id, in one commit.
@@ -321,6 +333,18 @@ impl Ledger {
         tables::latest_version(&self.table).await?;
         Ok(true)
     }
+}
+
+/// A commit that lost to a concurrent one that can be retried on top of it
+/// (including the overwrite a late ledger create commits).
+fn is_racing_create(e: &lancedb::Error) -> bool {
+    crate::error::is_commit_conflict(e)
+        || matches!(
+            e,
+            lancedb::Error::Lance {
+                source: lance::Error::IncompatibleTransaction { .. }
+            }
+        )
 }
 
 /// The error of a failed ledger write for `entry`.
