@@ -193,7 +193,7 @@ impl Ledger {
             entries.extend(decode(self.table.name(), batch)?);
         }
         entries.sort_by_key(|e| e.seq);
-        Ok(entries)
+        Ok(newest_per_id(entries))
     }
 
     /// Merges the ledger's fragments once there are more than
@@ -227,9 +227,10 @@ impl Ledger {
     /// holds the lease, so no other writer can add one meanwhile.
     ///
     /// A process that lost the race to create the ledger can still commit
-    /// its create (Lance turns it into an overwrite of the empty ledger), and
-    /// an append racing that commit fails as incompatible; the append is
-    /// then retried on the latest version, a few times.
+    /// its create (Lance turns it into an overwrite; see
+    /// [`restore_overwritten_rows`]), and an append racing that commit fails
+    /// as incompatible; the append is then retried on the latest version, a
+    /// few times.
     pub(crate) async fn insert(&self, entry: &LedgerEntry) -> Result<()> {
         let batch = encode(std::slice::from_ref(entry))?;
         let mut tries = 0;
@@ -347,6 +348,24 @@ fn is_racing_create(e: &lancedb::Error) -> bool {
         )
 }
 
+/// One row per id. A row restored after a racing create (see
+/// [`restore_overwritten_rows`]) can land beside the newer row the lease
+/// holder wrote for the same id at the same moment; the row that finished,
+/// or else started, later wins.
+fn newest_per_id(entries: Vec<LedgerEntry>) -> Vec<LedgerEntry> {
+    let mut kept: Vec<LedgerEntry> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match kept.iter_mut().find(|k| k.id == entry.id) {
+            Some(k) if (entry.finished_at, entry.started_at) > (k.finished_at, k.started_at) => {
+                *k = entry;
+            }
+            Some(_) => {}
+            None => kept.push(entry),
+        }
+    }
+    kept
+}
+
 /// The error of a failed ledger write for `entry`.
 fn recording(entry: &LedgerEntry) -> impl FnOnce(lancedb::Error) -> Error {
     Error::lance(format!("record migration `{}` in the ledger", entry.id))
@@ -379,7 +398,10 @@ fn schema() -> SchemaRef {
 
 async fn create(db: &Connection, name: &str) -> Result<Table> {
     match db.create_empty_table(name, schema()).execute().await {
-        Ok(table) => Ok(table),
+        Ok(table) => {
+            restore_overwritten_rows(name, &table).await?;
+            Ok(table)
+        }
         // Another process created it between our open and create (racing
         // creates fail either way: "already exists" or a commit conflict).
         Err(e)
@@ -392,6 +414,59 @@ async fn create(db: &Connection, name: &str) -> Result<Table> {
                 .map_err(Error::lance(format!("open ledger `{name}`")))
         }
         Err(e) => Err(Error::lance(format!("create ledger `{name}`"))(e)),
+    }
+}
+
+/// Undoes a late create. Of two processes creating the ledger at once, the
+/// one that finds it missing but commits second does not fail: Lance
+/// commits its empty create as an overwrite on top of the other's ledger,
+/// erasing any rows the other already wrote. That process knows it from
+/// its commit's version (a real create is version 1), and re-inserts the
+/// rows of the version just before its own whose ids the ledger no longer
+/// has. Rows written since (the winner carries on on top of the empty
+/// ledger) are newer and are kept.
+pub(crate) async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
+    let failed = || Error::lance(format!("restore ledger `{name}` after a racing create"));
+    let created = table.version().await.map_err(failed())?;
+    if created <= 1 {
+        return Ok(());
+    }
+    let Some(dataset) = tables::dataset(table).await? else {
+        return Ok(());
+    };
+    let lance = |e: lance::Error| failed()(e.into());
+    let before = dataset.checkout_version(created - 1).await.map_err(lance)?;
+    let lost: Vec<RecordBatch> = before
+        .scan()
+        .try_into_stream()
+        .await
+        .map_err(lance)?
+        .try_collect()
+        .await
+        .map_err(lance)?;
+    let rows: usize = lost.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
+        return Ok(());
+    }
+    warn!(
+        ledger = name,
+        version = created,
+        rows,
+        "this process created the ledger after another one did; restoring the rows its create overwrote"
+    );
+    let schema = lost[0].schema();
+    let mut tries = 0;
+    loop {
+        // Matched against the latest rows, not the empty ones of this create.
+        tables::latest_version(table).await?;
+        let reader = RecordBatchIterator::new(lost.clone().into_iter().map(Ok), schema.clone());
+        let mut merge = table.merge_insert(&["id"]);
+        merge.when_not_matched_insert_all().use_index(false);
+        match merge.execute(Box::new(reader)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 3 && is_racing_create(&e) => tries += 1,
+            Err(e) => return Err(failed()(e)),
+        }
     }
 }
 
@@ -609,4 +684,107 @@ fn decode(ledger: &str, batch: &RecordBatch) -> Result<Vec<LedgerEntry>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lancedb::database::CreateTableMode;
+
+    fn entry(id: &str, seq: u64, status: Status) -> LedgerEntry {
+        LedgerEntry {
+            id: id.to_owned(),
+            seq,
+            table: "docs".to_owned(),
+            checksum: "c".repeat(64),
+            status,
+            version_before: 1,
+            version_after: None,
+            backup_tag: None,
+            backup_copy: None,
+            started_at: SystemTime::now(),
+            finished_at: None,
+            rows_before: 10,
+            rows_after: None,
+            error: None,
+            crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    async fn states(ledger: &Ledger) -> Vec<(String, Status)> {
+        let entries = ledger.entries().await.unwrap();
+        entries.into_iter().map(|e| (e.id, e.status)).collect()
+    }
+
+    #[test]
+    fn a_duplicated_id_reads_as_its_newest_row() {
+        let running = entry("m2", 1, Status::Running);
+        let mut applied = entry("m2", 1, Status::Applied);
+        applied.finished_at = Some(SystemTime::now());
+        let m1 = entry("m1", 0, Status::Applied);
+        for rows in [
+            vec![m1.clone(), running.clone(), applied.clone()],
+            vec![m1.clone(), applied.clone(), running.clone()],
+        ] {
+            let kept = newest_per_id(rows);
+            let got: Vec<_> = kept.iter().map(|e| (e.id.as_str(), e.status)).collect();
+            assert_eq!(got, [("m1", Status::Applied), ("m2", Status::Applied)]);
+        }
+    }
+
+    /// The race Lance leaves open: a process that found no ledger commits
+    /// its create after another process created the ledger and wrote rows.
+    /// Lance makes that create an overwrite; reproduced here with an
+    /// explicit overwrite, which commits the same operation.
+    #[tokio::test]
+    async fn a_late_create_gives_back_the_rows_it_overwrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = lancedb::connect(dir.path().to_str().unwrap())
+            .execute()
+            .await
+            .unwrap();
+        let winner = Ledger::open_or_create(&db, "ledger").await.unwrap();
+        assert_eq!(winner.table().version().await.unwrap(), 1);
+        winner
+            .insert(&entry("m1", 0, Status::Applied))
+            .await
+            .unwrap();
+        winner
+            .insert(&entry("m2", 1, Status::Running))
+            .await
+            .unwrap();
+
+        let late = db
+            .create_empty_table("ledger", schema())
+            .mode(CreateTableMode::Overwrite)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(late.version().await.unwrap(), 4, "committed on top");
+        assert!(
+            states(&winner).await.is_empty(),
+            "the create erased the rows"
+        );
+        // The winner carries on on the empty ledger before the repair.
+        winner
+            .record(&entry("m2", 1, Status::Applied))
+            .await
+            .unwrap();
+
+        restore_overwritten_rows("ledger", &late).await.unwrap();
+
+        let applied = [
+            ("m1".to_owned(), Status::Applied),
+            ("m2".to_owned(), Status::Applied),
+        ];
+        assert_eq!(
+            states(&winner).await,
+            applied,
+            "m1 back, m2's newer row kept"
+        );
+        // A second repair (or one by a process whose create was real) changes nothing.
+        restore_overwritten_rows("ledger", &late).await.unwrap();
+        assert_eq!(states(&winner).await, applied);
+    }
 }
