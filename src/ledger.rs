@@ -11,7 +11,7 @@
 //! refused instead of being misread.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
@@ -28,7 +28,7 @@ use lancedb::{Connection, Table};
 use tracing::{debug, warn};
 
 use lance::dataset::transaction::{Operation, Transaction};
-use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
+use lance::dataset::{CommitBuilder, Dataset, InsertBuilder, WriteMode, WriteParams};
 
 use crate::error::{Error, Result};
 use crate::tables;
@@ -141,6 +141,20 @@ impl LedgerEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     table: Table,
+    /// What this handle knows of the ledger, for skipping reads.
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// What a [`Ledger`] handle read and wrote last. Lance versions are
+/// immutable, so anything tied to the version that is still the latest
+/// holds.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The entries of one version, as [`Ledger::entries`] read them.
+    entries: Option<(u64, Vec<LedgerEntry>)>,
+    /// The one-row fragment [`Ledger::insert`] appended, with its id and
+    /// the version its append made.
+    inserted: Option<(String, u64, u64)>,
 }
 
 impl Ledger {
@@ -153,7 +167,19 @@ impl Ledger {
         };
         check_schema(name, &table).await?;
         add_late_columns(name, &table).await?;
-        Ok(Self { table })
+        Ok(Self::new(table))
+    }
+
+    fn new(table: Table) -> Self {
+        Self {
+            table,
+            seen: Arc::default(),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // The data is a cache: a panic elsewhere cannot leave it wrong.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens the ledger if it exists.
@@ -161,7 +187,7 @@ impl Ledger {
         match db.open_table(name).execute().await {
             Ok(table) => {
                 check_schema(name, &table).await?;
-                Ok(Some(Self { table }))
+                Ok(Some(Self::new(table)))
             }
             Err(lancedb::Error::TableNotFound { .. }) => Ok(None),
             Err(e) => Err(Error::lance(format!("open ledger `{name}`"))(e)),
@@ -173,12 +199,16 @@ impl Ledger {
         &self.table
     }
 
-    /// Every entry, in the order the migrations were listed.
+    /// Every entry, in the order the migrations were listed. A second call
+    /// while the ledger has no new version (the usual case when a run reads
+    /// it again under the lease) does not read it again.
     pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        self.table
-            .checkout_latest()
-            .await
-            .map_err(Error::lance("refresh the ledger"))?;
+        let version = tables::latest_version(&self.table).await?;
+        if let Some((seen, entries)) = &self.seen().entries
+            && *seen == version
+        {
+            return Ok(entries.clone());
+        }
         let batches: Vec<RecordBatch> = self
             .table
             .query()
@@ -193,7 +223,9 @@ impl Ledger {
             entries.extend(decode(self.table.name(), batch)?);
         }
         entries.sort_by_key(|e| e.seq);
-        Ok(newest_per_id(entries))
+        let entries = newest_per_id(entries);
+        self.seen().entries = Some((version, entries.clone()));
+        Ok(entries)
     }
 
     /// Merges the ledger's fragments once there are more than
@@ -236,7 +268,10 @@ impl Ledger {
         let mut tries = 0;
         loop {
             match self.table.add(batch.clone()).execute().await {
-                Ok(_) => return Ok(()),
+                Ok(added) => {
+                    self.remember_insert(&entry.id, added.version).await;
+                    return Ok(());
+                }
                 Err(e) if tries < 3 && is_racing_create(&e) => {
                     tries += 1;
                     debug!(error = %e, "ledger append raced a late create; retrying");
@@ -271,15 +306,35 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// The cheap path of [`record`](Self::record): when the row for `id` is
-    /// alone in its fragment (as [`insert`](Self::insert) leaves it), one
-    /// Lance `Update` commit swaps that fragment for a new one holding
-    /// `batch`, with none of `merge_insert`'s query planning. Returns
-    /// `false` when the row shares its fragment (e.g. after compaction).
-    async fn replace_own_fragment(&self, id: &str, batch: RecordBatch) -> Result<bool> {
-        let lance = |e: lance::Error| Error::lance("replace a ledger row")(e.into());
-        tables::latest_version(&self.table).await?;
-        let dataset = tables::local_dataset(&self.table).await?;
+    /// Notes the fragment an append of `id`'s row made (the newest one at
+    /// `version`), so that [`record`](Self::record) need not search for it.
+    async fn remember_insert(&self, id: &str, version: u64) {
+        let Ok(Some(dataset)) = tables::dataset(&self.table).await else {
+            return;
+        };
+        if dataset.version().version != version {
+            return;
+        }
+        let newest = dataset.get_fragments().into_iter().max_by_key(|f| f.id());
+        if let Some(fragment) = newest.filter(|f| f.metadata().physical_rows == Some(1)) {
+            self.seen().inserted = Some((id.to_owned(), fragment.id() as u64, version));
+        }
+    }
+
+    /// The fragment holding `id`'s row alone, when [`insert`](Self::insert)
+    /// appended it and nothing was committed to the ledger since (under the
+    /// lease nothing else writes it): fragment ids are never reused within
+    /// one history, so it is still that row.
+    fn remembered_fragment(&self, id: &str, latest: u64) -> Option<u64> {
+        match &self.seen().inserted {
+            Some((seen, fragment, version)) if seen == id && *version == latest => Some(*fragment),
+            _ => None,
+        }
+    }
+
+    /// The fragment holding `id`'s row, when that row is alone in it.
+    async fn find_own_fragment(&self, dataset: &Dataset, id: &str) -> Result<Option<u64>> {
+        let lance = |e: lance::Error| Error::lance("find a ledger row")(e.into());
         let mut scan = dataset.scan();
         scan.project(&["id"]).map_err(lance)?;
         scan.with_row_address();
@@ -294,15 +349,31 @@ impl Ledger {
             .ok_or_else(|| Error::custom("ledger scan lacks row addresses"))?;
         let mut found = (0..rows.num_rows()).filter(|&i| ids.value(i) == id);
         let (Some(row), None) = (found.next(), found.next()) else {
-            return Ok(false);
+            return Ok(None);
         };
         let fragment_id = addresses.value(row) >> 32;
         let alone = dataset.get_fragment(fragment_id as usize).is_some_and(|f| {
             f.metadata().physical_rows == Some(1) && f.metadata().deletion_file.is_none()
         });
-        if !alone {
-            return Ok(false);
-        }
+        Ok(alone.then_some(fragment_id))
+    }
+
+    /// The cheap path of [`record`](Self::record): when the row for `id` is
+    /// alone in its fragment (as [`insert`](Self::insert) leaves it), one
+    /// Lance `Update` commit swaps that fragment for a new one holding
+    /// `batch`, with none of `merge_insert`'s query planning. Returns
+    /// `false` when the row shares its fragment (e.g. after compaction).
+    async fn replace_own_fragment(&self, id: &str, batch: RecordBatch) -> Result<bool> {
+        let lance = |e: lance::Error| Error::lance("replace a ledger row")(e.into());
+        let latest = tables::latest_version(&self.table).await?;
+        let dataset = tables::local_dataset(&self.table).await?;
+        let fragment_id = match self.remembered_fragment(id, latest) {
+            Some(fragment) => fragment,
+            None => match self.find_own_fragment(&dataset, id).await? {
+                Some(fragment) => fragment,
+                None => return Ok(false),
+            },
+        };
         let params = WriteParams {
             mode: WriteMode::Append,
             ..Default::default()
@@ -731,6 +802,93 @@ mod tests {
             let got: Vec<_> = kept.iter().map(|e| (e.id.as_str(), e.status)).collect();
             assert_eq!(got, [("m1", Status::Applied), ("m2", Status::Applied)]);
         }
+    }
+
+    async fn ledger_in(dir: &tempfile::TempDir) -> (Connection, Ledger) {
+        let db = lancedb::connect(dir.path().to_str().unwrap())
+            .execute()
+            .await
+            .unwrap();
+        let ledger = Ledger::open_or_create(&db, "ledger").await.unwrap();
+        (db, ledger)
+    }
+
+    fn finished(id: &str, seq: u64, status: Status) -> LedgerEntry {
+        let mut e = entry(id, seq, status);
+        e.finished_at = Some(SystemTime::now());
+        e
+    }
+
+    /// `record` finds the row `insert` wrote without searching when nothing
+    /// was committed in between, and by searching otherwise: either way
+    /// exactly that row changes.
+    #[tokio::test]
+    async fn record_replaces_the_row_insert_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ledger) = ledger_in(&dir).await;
+        ledger
+            .insert(&entry("m1", 0, Status::Running))
+            .await
+            .unwrap();
+        let version = ledger.table().version().await.unwrap();
+        assert!(ledger.remembered_fragment("m1", version).is_some());
+        ledger
+            .record(&finished("m1", 0, Status::Applied))
+            .await
+            .unwrap();
+
+        ledger
+            .insert(&entry("m2", 1, Status::Running))
+            .await
+            .unwrap();
+        ledger
+            .insert(&entry("m3", 2, Status::Running))
+            .await
+            .unwrap();
+        ledger
+            .record(&finished("m2", 1, Status::Failed))
+            .await
+            .unwrap();
+        // Another handle (another process) writes between insert and record.
+        let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
+        other
+            .insert(&entry("m4", 3, Status::Running))
+            .await
+            .unwrap();
+        ledger
+            .record(&finished("m3", 2, Status::Applied))
+            .await
+            .unwrap();
+
+        let expected = [
+            ("m1".to_owned(), Status::Applied),
+            ("m2".to_owned(), Status::Failed),
+            ("m3".to_owned(), Status::Applied),
+            ("m4".to_owned(), Status::Running),
+        ];
+        assert_eq!(states(&ledger).await, expected);
+        assert_eq!(ledger.table().count_rows(None).await.unwrap(), 4);
+    }
+
+    /// A read while the ledger has no new version answers from the last
+    /// one; a write by anyone makes the next read see it.
+    #[tokio::test]
+    async fn entries_are_read_again_only_after_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ledger) = ledger_in(&dir).await;
+        ledger
+            .insert(&entry("m1", 0, Status::Running))
+            .await
+            .unwrap();
+        assert_eq!(states(&ledger).await.len(), 1);
+        let cached = ledger.seen().entries.as_ref().map(|(v, _)| *v);
+        assert_eq!(cached, Some(ledger.table().version().await.unwrap()));
+        let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
+        other
+            .record(&finished("m1", 0, Status::Applied))
+            .await
+            .unwrap();
+        assert_eq!(states(&ledger).await, [("m1".to_owned(), Status::Applied)]);
     }
 
     /// The race Lance leaves open: a process that found no ledger commits
