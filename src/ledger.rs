@@ -38,6 +38,9 @@ use crate::tables;
 pub(crate) const FORMAT: u32 = 1;
 /// Fragments the ledger may have before a run compacts it.
 pub(crate) const MAX_FRAGMENTS: usize = 16;
+/// How long the ledger keeps a version it no longer needs: long enough for
+/// any read that started on it to end.
+pub(crate) const HISTORY_KEPT: Duration = Duration::from_secs(3600);
 const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
 /// The column holding a migration's recorded details, as a JSON object.
 const DETAILS: &str = "details";
@@ -229,11 +232,13 @@ impl Ledger {
     }
 
     /// Merges the ledger's fragments once there are more than
-    /// [`MAX_FRAGMENTS`]: every ledger write adds a small fragment, and
-    /// reading and merging into the ledger slow down with their number.
-    /// Called under the lease, so no other process writes the ledger; a
-    /// failure is logged and ignored (the ledger stays correct, only slower).
-    pub(crate) async fn compact_if_fragmented(&self) {
+    /// [`MAX_FRAGMENTS`], and then deletes its versions older than
+    /// [`HISTORY_KEPT`]: every ledger write adds a small fragment and a
+    /// version, and reading the ledger and committing to it slow down with
+    /// their number. Called under the lease, so no other process writes the
+    /// ledger; a failure is logged and ignored (the ledger stays correct,
+    /// only slower).
+    pub(crate) async fn tidy(&self) {
         let fragments = match self.table.stats().await {
             Ok(stats) => stats.fragment_stats.num_fragments,
             Err(e) => {
@@ -251,6 +256,26 @@ impl Ledger {
         match self.table.optimize(compact).await {
             Ok(_) => debug!(fragments, "ledger compacted"),
             Err(e) => warn!(error = %e, "could not compact the ledger"),
+        }
+        self.prune(HISTORY_KEPT).await;
+    }
+
+    /// Deletes the ledger's versions older than `kept`, and the files only
+    /// they used. Tagged versions (the lease's) stay, and so does the
+    /// latest.
+    async fn prune(&self, kept: Duration) {
+        let older_than = chrono::Duration::from_std(kept).unwrap_or(chrono::Duration::MAX);
+        let prune = OptimizeAction::Prune {
+            older_than: Some(older_than),
+            delete_unverified: Some(false),
+            error_if_tagged_old_versions: Some(false),
+        };
+        match self.table.optimize(prune).await {
+            Ok(stats) => debug!(
+                versions = stats.prune.map_or(0, |p| p.old_versions),
+                "old ledger versions deleted"
+            ),
+            Err(e) => warn!(error = %e, "could not delete the ledger's old versions"),
         }
     }
 
@@ -889,6 +914,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(states(&ledger).await, [("m1".to_owned(), Status::Applied)]);
+    }
+
+    /// Pruning leaves the latest version and the tagged ones (the lease's),
+    /// and the rows as they were.
+    #[tokio::test]
+    async fn pruning_keeps_the_latest_and_the_tagged_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, ledger) = ledger_in(&dir).await;
+        for i in 0..6 {
+            ledger
+                .insert(&entry(&format!("m{i}"), i, Status::Running))
+                .await
+                .unwrap();
+            if i == 2 {
+                let version = ledger.table().version().await.unwrap();
+                let mut tags = ledger.table().tags().await.unwrap();
+                tags.create("lease-00000000000000000001", version)
+                    .await
+                    .unwrap();
+            }
+        }
+        let versions = || async { ledger.table().list_versions().await.unwrap().len() };
+        assert_eq!(versions().await, 7);
+        ledger.prune(HISTORY_KEPT).await;
+        assert_eq!(versions().await, 7, "all of them are recent");
+        ledger.prune(Duration::ZERO).await;
+        let kept: Vec<u64> = ledger
+            .table()
+            .list_versions()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(kept, [4, 7], "the tagged one and the latest");
+        assert_eq!(states(&ledger).await.len(), 6);
     }
 
     /// The race Lance leaves open: a process that found no ledger commits

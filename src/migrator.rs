@@ -205,7 +205,7 @@ impl Migrator {
                         prune_backups(self, &ledger, self.retention, &touched).await;
                     }
                 }
-                ledger.compact_if_fragmented().await;
+                ledger.tidy().await;
                 lease.release().await;
                 report?
             };
