@@ -358,7 +358,7 @@ impl Ledger {
     }
 
     /// The fragment holding `id`'s row, when that row is alone in it.
-    async fn find_own_fragment(&self, dataset: &Dataset, id: &str) -> Result<Option<u64>> {
+    async fn find_own_fragment(dataset: &Dataset, id: &str) -> Result<Option<u64>> {
         let lance = |e: lance::Error| Error::lance("find a ledger row")(e.into());
         let mut scan = dataset.scan();
         scan.project(&["id"]).map_err(lance)?;
@@ -394,7 +394,7 @@ impl Ledger {
         let dataset = tables::local_dataset(&self.table).await?;
         let fragment_id = match self.remembered_fragment(id, latest) {
             Some(fragment) => fragment,
-            None => match self.find_own_fragment(&dataset, id).await? {
+            None => match Self::find_own_fragment(&dataset, id).await? {
                 Some(fragment) => fragment,
                 None => return Ok(false),
             },
@@ -521,7 +521,7 @@ async fn create(db: &Connection, name: &str) -> Result<Table> {
 /// rows of the version just before its own whose ids the ledger no longer
 /// has. Rows written since (the winner carries on on top of the empty
 /// ledger) are newer and are kept.
-pub(crate) async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
+async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
     let failed = || Error::lance(format!("restore ledger `{name}` after a racing create"));
     let created = table.version().await.map_err(failed())?;
     if created <= 1 {
@@ -844,6 +844,14 @@ mod tests {
         e
     }
 
+    async fn insert(ledger: &Ledger, id: &str, seq: u64, status: Status) {
+        ledger.insert(&entry(id, seq, status)).await.unwrap();
+    }
+
+    async fn finish(ledger: &Ledger, id: &str, seq: u64, status: Status) {
+        ledger.record(&finished(id, seq, status)).await.unwrap();
+    }
+
     /// `record` finds the row `insert` wrote without searching when nothing
     /// was committed in between, and by searching otherwise: either way
     /// exactly that row changes.
@@ -851,39 +859,18 @@ mod tests {
     async fn record_replaces_the_row_insert_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let (db, ledger) = ledger_in(&dir).await;
-        ledger
-            .insert(&entry("m1", 0, Status::Running))
-            .await
-            .unwrap();
+        insert(&ledger, "m1", 0, Status::Running).await;
         let version = ledger.table().version().await.unwrap();
         assert!(ledger.remembered_fragment("m1", version).is_some());
-        ledger
-            .record(&finished("m1", 0, Status::Applied))
-            .await
-            .unwrap();
+        finish(&ledger, "m1", 0, Status::Applied).await;
 
-        ledger
-            .insert(&entry("m2", 1, Status::Running))
-            .await
-            .unwrap();
-        ledger
-            .insert(&entry("m3", 2, Status::Running))
-            .await
-            .unwrap();
-        ledger
-            .record(&finished("m2", 1, Status::Failed))
-            .await
-            .unwrap();
+        insert(&ledger, "m2", 1, Status::Running).await;
+        insert(&ledger, "m3", 2, Status::Running).await;
+        finish(&ledger, "m2", 1, Status::Failed).await;
         // Another handle (another process) writes between insert and record.
         let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
-        other
-            .insert(&entry("m4", 3, Status::Running))
-            .await
-            .unwrap();
-        ledger
-            .record(&finished("m3", 2, Status::Applied))
-            .await
-            .unwrap();
+        insert(&other, "m4", 3, Status::Running).await;
+        finish(&ledger, "m3", 2, Status::Applied).await;
 
         let expected = [
             ("m1".to_owned(), Status::Applied),
@@ -901,18 +888,12 @@ mod tests {
     async fn entries_are_read_again_only_after_a_new_version() {
         let dir = tempfile::tempdir().unwrap();
         let (db, ledger) = ledger_in(&dir).await;
-        ledger
-            .insert(&entry("m1", 0, Status::Running))
-            .await
-            .unwrap();
+        insert(&ledger, "m1", 0, Status::Running).await;
         assert_eq!(states(&ledger).await.len(), 1);
         let cached = ledger.seen().entries.as_ref().map(|(v, _)| *v);
         assert_eq!(cached, Some(ledger.table().version().await.unwrap()));
         let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
-        other
-            .record(&finished("m1", 0, Status::Applied))
-            .await
-            .unwrap();
+        finish(&other, "m1", 0, Status::Applied).await;
         assert_eq!(states(&ledger).await, [("m1".to_owned(), Status::Applied)]);
     }
 
@@ -959,20 +940,10 @@ mod tests {
     #[tokio::test]
     async fn a_late_create_gives_back_the_rows_it_overwrote() {
         let dir = tempfile::tempdir().unwrap();
-        let db = lancedb::connect(dir.path().to_str().unwrap())
-            .execute()
-            .await
-            .unwrap();
-        let winner = Ledger::open_or_create(&db, "ledger").await.unwrap();
+        let (db, winner) = ledger_in(&dir).await;
         assert_eq!(winner.table().version().await.unwrap(), 1);
-        winner
-            .insert(&entry("m1", 0, Status::Applied))
-            .await
-            .unwrap();
-        winner
-            .insert(&entry("m2", 1, Status::Running))
-            .await
-            .unwrap();
+        insert(&winner, "m1", 0, Status::Applied).await;
+        insert(&winner, "m2", 1, Status::Running).await;
 
         let late = db
             .create_empty_table("ledger", schema())
