@@ -2,7 +2,10 @@
 //! the rollback when any of them fails.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::{Instant, SystemTime};
+
+use futures::FutureExt;
 
 use lancedb::Connection;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -10,7 +13,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::backup::Backup;
 use crate::context::MigrationContext;
 use crate::copy::BackupCopy;
-use crate::error::{Error, Phase, Result, Rollback};
+use crate::error::{Error, Phase, Result, Rollback, panic_message};
 use crate::event::{Event, Events};
 use crate::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
@@ -18,6 +21,7 @@ use crate::migration::Migration;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
 use crate::rollback::roll_back;
+use crate::tables;
 
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
@@ -73,18 +77,21 @@ impl<'a> Apply<'a> {
             });
             let ctx = match self.prepare(previous).await {
                 Ok(ctx) => ctx,
+                Err((phase, Error::Interrupted { rollback, source })) => {
+                    return Err(self.failed(phase, rollback, *source, report));
+                }
                 Err((phase, e)) => return Err(self.failed(phase, Rollback::NotNeeded, e, report)),
             };
             let entry = self.running_entry(&ctx);
             let first = match previous {
-                None => self.ledger.insert(&entry).await,
-                Some(_) => self.ledger.record(&entry).await,
+                None => self.write(|l| l.insert(&entry)).await,
+                Some(_) => self.write(|l| l.record(&entry)).await,
             };
             if let Err(e) = first {
                 return Err(self.failed(Phase::Record, Rollback::NotNeeded, e, report));
             }
             match self.change(&ctx).await {
-                Ok(()) => self.finish(ctx, entry, started, report).await,
+                Ok(verified) => self.finish(ctx, entry, verified, started, report).await,
                 Err((phase, e)) => Err(self.roll_back(&ctx, entry, phase, e, report).await),
             }
         }
@@ -96,6 +103,30 @@ impl<'a> Apply<'a> {
         self.migration.id()
     }
 
+    /// A ledger write, made only while the lease is provably held.
+    async fn write<'l, F, Fut>(&'l self, write: F) -> Result<()>
+    where
+        F: FnOnce(&'l Ledger) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        self.lease.check()?;
+        write(self.ledger).await
+    }
+
+    /// The migration's `expected_schema` for the table as it is, with a
+    /// panic in it caught as an error.
+    fn expected(&self, ctx: &MigrationContext) -> Result<(), (Phase, Error)> {
+        let schema = ctx.schema_before();
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.migration.expected_schema(schema)))
+            .unwrap_or_else(|payload| {
+                Err(Error::Panicked {
+                    message: panic_message(payload.as_ref()),
+                })
+            })
+            .map(drop)
+            .map_err(|e| (Phase::Prepare, e))
+    }
+
     /// Opens the table, recovers an interrupted attempt, takes the backup.
     async fn prepare(
         &mut self,
@@ -103,7 +134,7 @@ impl<'a> Apply<'a> {
     ) -> Result<MigrationContext, (Phase, Error)> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
-        let open = MigrationContext::open(db, m.table(), m.id(), progress);
+        let open = MigrationContext::open(db, m.table(), m.id(), progress, self.lease.fence());
         let mut ctx = self.phase(Phase::Prepare, open).await?;
         let interrupted = previous.filter(|e| e.status == Status::Running);
         if let Some(entry) = interrupted
@@ -133,9 +164,7 @@ impl<'a> Apply<'a> {
             ctx.resume(entry.version_before, entry.rows_before, backup)
                 .await
                 .map_err(|e| (Phase::Prepare, e))?;
-            self.migration
-                .expected_schema(ctx.schema_before())
-                .map_err(|e| (Phase::Prepare, e))?;
+            self.expected(&ctx)?;
             return Ok(ctx);
         }
         if let Some(interrupted) = interrupted {
@@ -145,9 +174,7 @@ impl<'a> Apply<'a> {
                 .map_err(|e| (Phase::Prepare, e))?;
         }
         // Bad input is refused here, before anything is written.
-        self.migration
-            .expected_schema(ctx.schema_before())
-            .map_err(|e| (Phase::Prepare, e))?;
+        self.expected(&ctx)?;
         let copy_to = self.copy_to;
         let backup = async {
             let backup = m.backup(&ctx).await?;
@@ -161,11 +188,12 @@ impl<'a> Apply<'a> {
         Ok(ctx)
     }
 
-    /// A previous attempt died mid-migration: put the table back as it was
-    /// before that attempt, then start afresh.
+    /// A previous attempt died mid-migration: undo it exactly as a failed
+    /// attempt is undone (restore its backup, keep the rows others appended
+    /// since), then start afresh.
     async fn recover(
         &self,
-        ctx: MigrationContext,
+        mut ctx: MigrationContext,
         interrupted: &LedgerEntry,
     ) -> Result<MigrationContext> {
         let Some(tag) = &interrupted.backup_tag else {
@@ -173,25 +201,58 @@ impl<'a> Apply<'a> {
         };
         warn!(
             migration = self.id(),
-            tag, "an earlier attempt was interrupted; restoring its backup"
+            tag, "an earlier attempt was interrupted; undoing it"
         );
-        Backup::new(ctx.table_name(), interrupted.version_before, tag.clone())
-            .restore(ctx.table())
+        let backup = Backup::new(ctx.table_name(), interrupted.version_before, tag.clone());
+        ctx.resume(interrupted.version_before, interrupted.rows_before, backup)
             .await?;
+        match roll_back(&ctx).await {
+            Rollback::NotNeeded | Rollback::Restored { .. } => {}
+            Rollback::Deferred => return Err(ctx.check_lease().err().unwrap_or(Error::LeaseLost {
+                generation: 0,
+            })),
+            rollback => {
+                let source = Error::verification(
+                    ctx.table_name(),
+                    "the interrupted attempt could not be undone",
+                );
+                if let Rollback::Refused { .. } = rollback {
+                    // Restoring would drop rows: record the attempt failed, so
+                    // the next run starts from the table as it is.
+                    let mut entry = interrupted.clone();
+                    entry.status = Status::Failed;
+                    entry.finished_at = Some(SystemTime::now());
+                    entry.error = Some(format!("prepare: {rollback}"));
+                    if let Err(e) = self.write(|l| l.record(&entry)).await {
+                        error!(migration = self.id(), error = %chain(&e), "could not record the refusal in the ledger");
+                    }
+                }
+                return Err(Error::Interrupted {
+                    rollback,
+                    source: Box::new(source),
+                });
+            }
+        }
         let progress = Progress::new(self.id(), self.events.clone());
-        MigrationContext::open(self.db, self.migration.table(), self.id(), progress).await
+        let fence = self.lease.fence();
+        MigrationContext::open(self.db, self.migration.table(), self.id(), progress, fence).await
     }
 
-    /// Transform, rebuild, verify.
-    async fn change(&mut self, ctx: &MigrationContext) -> Result<(), (Phase, Error)> {
+    /// Transform, rebuild, verify; returns the table version verify saw.
+    async fn change(&mut self, ctx: &MigrationContext) -> Result<u64, (Phase, Error)> {
         let m = self.migration;
         self.phase(Phase::Transform, m.transform(ctx)).await?;
         self.phase(Phase::Rebuild, m.rebuild(ctx)).await?;
-        self.phase(Phase::Verify, m.verify(ctx)).await
+        let verify = async {
+            m.verify(ctx).await?;
+            tables::latest_version(ctx.table()).await
+        };
+        self.phase(Phase::Verify, verify).await
     }
 
     /// Runs one phase, timing it and tagging its error with the phase. A
-    /// lost lease stops the migration before the phase starts.
+    /// lost lease stops the migration before the phase starts; a panic in
+    /// the phase is caught and becomes [`Error::Panicked`].
     async fn phase<T>(
         &mut self,
         phase: Phase,
@@ -203,7 +264,15 @@ impl<'a> Apply<'a> {
             phase,
         });
         let start = Instant::now();
-        let out = work.await.map_err(|e| (phase, e))?;
+        let out = AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| {
+                Err(Error::Panicked {
+                    message: panic_message(payload.as_ref()),
+                })
+            })
+            .map_err(|e| (phase, e))?;
         let duration = start.elapsed();
         info!(migration = self.id(), %phase, ?duration, "phase finished");
         self.phases.push(PhaseTiming { phase, duration });
@@ -239,26 +308,17 @@ impl<'a> Apply<'a> {
         }
     }
 
-    /// Records success in the ledger and builds the report entry.
+    /// Records success in the ledger and builds the report entry, once the
+    /// table is confirmed to still be what verify checked.
     async fn finish(
         &mut self,
         ctx: MigrationContext,
         mut entry: LedgerEntry,
+        verified: u64,
         started: Instant,
         report: &Report,
     ) -> Result<MigrationReport> {
-        let read =
-            |what: &str| Error::lance(format!("read the {what} of table `{}`", ctx.table_name()));
-        let after = async {
-            let version = ctx.table().version().await.map_err(read("version"))?;
-            let rows = ctx
-                .table()
-                .count_rows(None)
-                .await
-                .map_err(read("row count"))? as u64;
-            Ok::<_, Error>((version, rows))
-        };
-        let (version, rows) = match after.await {
+        let (version, rows) = match self.confirm(&ctx, verified).await {
             Ok(v) => v,
             Err(e) => return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await),
         };
@@ -267,7 +327,7 @@ impl<'a> Apply<'a> {
         entry.version_after = Some(version);
         entry.rows_after = Some(rows);
         entry.finished_at = Some(SystemTime::now());
-        if let Err(e) = self.ledger.record(&entry).await {
+        if let Err(e) = self.write(|l| l.record(&entry)).await {
             return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await);
         }
         let duration = started.elapsed();
@@ -297,6 +357,29 @@ impl<'a> Apply<'a> {
         })
     }
 
+    /// The table's version and row count now, after checking that no commit
+    /// since the version verify saw replaced its contents or schema (a
+    /// restore by a process that took the lease over, say). Appends,
+    /// deletes and compaction by the application are expected.
+    async fn confirm(&self, ctx: &MigrationContext, verified: u64) -> Result<(u64, u64)> {
+        let table = ctx.table_name();
+        let version = tables::latest_version(ctx.table()).await?;
+        if version > verified
+            && let Some(dataset) = tables::dataset(ctx.table()).await?
+            && let Some((at, op)) =
+                tables::first_reshaping_commit(&dataset, table, verified + 1..version + 1).await?
+        {
+            return Err(Error::verification(
+                table,
+                format!("another writer's {op} commit (version {at}) changed the table after it was verified"),
+            ));
+        }
+        let rows = ctx.table().count_rows(None).await.map_err(Error::lance(format!(
+            "read the row count of table `{table}`"
+        )))? as u64;
+        Ok((version, rows))
+    }
+
     /// Restores the backup, records the failure, and builds the error.
     async fn roll_back(
         &self,
@@ -311,12 +394,22 @@ impl<'a> Apply<'a> {
             return self.failed(phase, Rollback::Deferred, cause, report);
         }
         let rollback = roll_back(ctx).await;
-        entry.status = Status::Failed;
-        entry.finished_at = Some(SystemTime::now());
         entry.error = Some(format!("{phase}: {}", chain(&cause)));
+        entry.finished_at = Some(SystemTime::now());
         entry.version_after = ctx.table().version().await.ok();
-        if let Err(e) = self.ledger.record(&entry).await {
-            error!(migration = self.id(), error = %chain(&e), "could not record the failure in the ledger");
+        entry.status = match &rollback {
+            // Left half-done: the next run must restore it first, which it
+            // does for a `running` row.
+            Rollback::Failed { .. } => Status::Running,
+            Rollback::Deferred => return self.failed(phase, rollback, cause, report),
+            _ => Status::Failed,
+        };
+        if let Err(e) = self.write(|l| l.record(&entry)).await {
+            error!(
+                migration = self.id(),
+                error = %chain(&e),
+                "could not record the failure in the ledger; it still shows the migration running, so the next run undoes it"
+            );
         }
         self.failed(phase, rollback, cause, report)
     }

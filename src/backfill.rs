@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::Schema as ArrowSchema;
+use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::fragment::FileFragment;
 use lance::dataset::transaction::{DataReplacementGroup, Operation, Transaction};
@@ -38,6 +39,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result, is_lance_conflict};
+use crate::lease::Fence;
 use crate::progress::Progress;
 use crate::tables;
 
@@ -48,8 +50,10 @@ pub(crate) type Compute = Arc<dyn Fn(ArrayRef) -> Result<ArrayRef> + Send + Sync
 /// Settings of one backfill.
 pub(crate) struct Backfill<'a> {
     pub(crate) table: &'a Table,
-    /// The column computed from.
-    pub(crate) source: String,
+    /// The column computed from; `None` computes a value for every row
+    /// from nothing (a constant), and fills only the fragments that existed
+    /// when the fill started: rows appended later keep NULL.
+    pub(crate) source: Option<String>,
     /// The Lance field id of the column being filled (stable across renames).
     pub(crate) field_id: i32,
     pub(crate) compute: Compute,
@@ -61,6 +65,9 @@ pub(crate) struct Backfill<'a> {
     /// Table config key holding the in-progress fragment's parts.
     pub(crate) checkpoint_key: String,
     pub(crate) progress: &'a Progress,
+    /// Checked before every commit: a process that lost the migration
+    /// lease commits nothing more.
+    pub(crate) fence: Fence,
 }
 
 /// What one fragment's work produced, waiting for a commit.
@@ -83,11 +90,20 @@ struct Checkpoint {
 impl Backfill<'_> {
     /// Fills every fragment that needs it, until a pass finds none.
     pub(crate) async fn run(&self) -> Result<u64> {
+        self.run_passes(usize::MAX).await
+    }
+
+    /// Fills what needs it in at most `passes` passes: the first over the
+    /// table, each later one over what other writers appended during the
+    /// one before. On a table the application appends to faster than the
+    /// column can be computed, every pass finds new work; the bound lets
+    /// the caller move on and pick the rest up later.
+    pub(crate) async fn run_passes(&self, passes: usize) -> Result<u64> {
         let mut done_new = HashSet::new();
         let mut filled_rows = 0;
         let mut rate = None;
         let mut first_pass = true;
-        loop {
+        for _ in 0..passes {
             let dataset = self.latest().await?;
             let todo = self.todo(&dataset, &mut done_new).await?;
             if todo.is_empty() {
@@ -165,17 +181,23 @@ impl Backfill<'_> {
                 .files
                 .iter()
                 .any(|f| f.fields.contains(&self.field_id));
+            let original = self.original_fragments.contains(&id);
             if !covered {
-                todo.push(fragment);
+                if original || self.source.is_some() {
+                    todo.push(fragment);
+                }
                 continue;
             }
-            if self.original_fragments.contains(&id) || done_new.contains(&id) {
+            if original || done_new.contains(&id) {
                 continue;
             }
+            let Some(source) = &self.source else {
+                continue;
+            };
             let filter = format!(
                 "{} IS NULL AND {} IS NOT NULL",
                 quote(&column),
-                quote(&self.source)
+                quote(source)
             );
             let missing = fragment
                 .count_rows(Some(filter))
@@ -341,10 +363,6 @@ impl Backfill<'_> {
         let read = lance_err(format!("read fragment {} of `{name}`", fragment.id()));
         let dataset = fragment.dataset();
         let column = self.column(dataset)?;
-        let source_schema = dataset
-            .schema()
-            .project(&[self.source.as_str()])
-            .map_err(&read)?;
         let out_schema = Arc::new(ArrowSchema::from(
             &dataset
                 .schema()
@@ -352,10 +370,8 @@ impl Backfill<'_> {
                 .map_err(&read)?,
         ));
         let deleted = fragment.get_deletion_vector().await.map_err(&read)?;
-        let batches = fragment
-            .read_physical_slice(rows.clone(), &source_schema, self.batch_size)
-            .await
-            .map_err(&read)?;
+        let batches = self.inputs(fragment, rows.clone()).await.map_err(&read)?;
+        let every_row = self.source.is_none();
         let compute = self.compute.clone();
         let failure = failure.clone();
         let batch_size = u64::from(self.batch_size);
@@ -374,14 +390,14 @@ impl Backfill<'_> {
                         .map(|i| {
                             let row = (first + i as u64) as u32;
                             let deleted = deleted.as_ref().is_some_and(|d| d.contains(row));
-                            (!deleted && source.is_valid(i)).then_some(i as u32)
+                            (!deleted && (every_row || source.is_valid(i))).then_some(i as u32)
                         })
                         .collect();
                     let work = tokio::task::spawn_blocking(move || {
                         compute_batch(&compute, &source, &live, out_schema)
                     });
                     let out = work.await.unwrap_or_else(|e| {
-                        Err(Error::wrap("the task computing the column panicked", e))
+                        Err(Error::Panicked { message: format!("the task computing the column failed: {e}") })
                     });
                     out.map_err(|e| {
                         let message = e.to_string();
@@ -395,6 +411,36 @@ impl Backfill<'_> {
             })
             .buffered(self.concurrency.max(1));
         Ok(stream.boxed())
+    }
+
+    /// The input batches for physical rows `rows` of `fragment`: the
+    /// source column, or (without one) a column of NULLs that only gives
+    /// each batch its length.
+    async fn inputs(
+        &self,
+        fragment: &FileFragment,
+        rows: std::ops::Range<u64>,
+    ) -> lance::Result<BoxStream<'static, BoxFuture<'static, lance::Result<RecordBatch>>>> {
+        let Some(source) = &self.source else {
+            let schema = Arc::new(ArrowSchema::new(vec![arrow_schema::Field::new(
+                "rows",
+                arrow_schema::DataType::Null,
+                true,
+            )]));
+            let size = u64::from(self.batch_size);
+            let batches = (rows.start..rows.end).step_by(size as usize).map(move |start| {
+                let n = ((start + size).min(rows.end) - start) as usize;
+                let column = arrow_array::new_null_array(&arrow_schema::DataType::Null, n);
+                let batch = RecordBatch::try_new(schema.clone(), vec![column]);
+                future::ready(batch.map_err(lance::Error::from)).boxed()
+            });
+            return Ok(stream::iter(batches).boxed());
+        };
+        let schema = fragment.dataset().schema().project(&[source.as_str()])?;
+        let batches = fragment
+            .read_physical_slice(rows, &schema, self.batch_size)
+            .await?;
+        Ok(batches.map(FutureExt::boxed).boxed())
     }
 
     /// `values` with progress counted as batches are consumed.
@@ -430,6 +476,7 @@ impl Backfill<'_> {
     async fn set_config(&self, value: Option<String>) -> Result<()> {
         let key = self.checkpoint_key.as_str();
         for attempt in 1.. {
+            self.fence.check()?;
             let mut dataset = (*self.latest().await?).clone();
             let entry: (&str, Option<&str>) = (key, value.as_deref());
             match dataset.update_config([entry]).await {
@@ -475,6 +522,7 @@ impl Backfill<'_> {
         let name = self.table.name();
         let mut attempt = 1;
         loop {
+            self.fence.check()?;
             let dataset = self.latest().await?;
             let present: HashSet<u64> = dataset
                 .get_fragments()

@@ -9,6 +9,7 @@ use lancedb::{Connection, Table};
 use crate::backup::Backup;
 use crate::error::{Error, Result, is_commit_conflict};
 use crate::indexes::{self, IndexSpec};
+use crate::lease::Fence;
 use crate::progress::Progress;
 use crate::tables;
 
@@ -28,6 +29,7 @@ pub struct MigrationContext {
     progress: Progress,
     details: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     indexes_before: Vec<IndexSpec>,
+    fence: Fence,
 }
 
 impl std::fmt::Debug for MigrationContext {
@@ -51,6 +53,7 @@ impl MigrationContext {
         table: &str,
         migration: &str,
         progress: Progress,
+        fence: Fence,
     ) -> Result<Self> {
         let handle = match db.open_table(table).execute().await {
             Ok(handle) => handle,
@@ -75,6 +78,7 @@ impl MigrationContext {
             progress,
             details: Default::default(),
             indexes_before,
+            fence,
         })
     }
 
@@ -131,7 +135,7 @@ impl MigrationContext {
     /// [`Error::Index`] when an index cannot be recreated (e.g. too few rows
     /// to train it).
     pub async fn restore_indexes(&self) -> Result<()> {
-        let recreated = indexes::restore(&self.table, &self.indexes_before).await?;
+        let recreated = indexes::restore(&self.table, &self.indexes_before, &self.fence).await?;
         if !recreated.is_empty() {
             self.record_detail("indexes_recreated", recreated.join(","));
         }
@@ -238,6 +242,26 @@ impl MigrationContext {
         &self.progress
     }
 
+    /// Fails with [`Error::LeaseLost`] when this process can no longer prove
+    /// that it holds the migration lease (another process may have taken
+    /// over the migration). Costs no I/O.
+    ///
+    /// Call it just before each commit a hook makes on its own (built-ins
+    /// and [`retry_on_conflict`](Self::retry_on_conflict) do), and return
+    /// its error: a process that lost the lease must write nothing more.
+    /// The migrator checks it before every phase and ledger write too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LeaseLost`].
+    pub fn check_lease(&self) -> Result<()> {
+        self.fence.check()
+    }
+
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
     /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)
     /// makes.
     pub const CONFLICT_ATTEMPTS: u32 = 10;
@@ -245,6 +269,8 @@ impl MigrationContext {
     /// Runs one LanceDB write, retrying it from the table's latest version
     /// when it conflicts with a concurrent writer (for example the
     /// application appending rows while a column is added).
+    ///
+    /// Before each attempt it checks the lease ([`check_lease`](Self::check_lease)).
     ///
     /// Use it only for a step that is correct to redo against newer data:
     /// `step` is called again after
@@ -257,7 +283,8 @@ impl MigrationContext {
     /// # Errors
     ///
     /// [`Error::Lance`] naming `operation`: the last conflict, or the first
-    /// error that is not a conflict.
+    /// error that is not a conflict. [`Error::LeaseLost`] when the lease is
+    /// gone before an attempt.
     pub async fn retry_on_conflict<T, F, Fut>(&self, operation: &str, mut step: F) -> Result<T>
     where
         F: FnMut() -> Fut + Send,
@@ -266,6 +293,7 @@ impl MigrationContext {
     {
         let mut attempt = 1;
         loop {
+            self.check_lease()?;
             match step().await {
                 Err(e) if is_commit_conflict(&e) && attempt < Self::CONFLICT_ATTEMPTS => {
                     tracing::warn!(
@@ -310,37 +338,38 @@ impl MigrationContext {
     ///
     /// [`Error::Verification`] naming the counts when they differ.
     pub async fn check_row_count(&self) -> Result<()> {
-        let count = |what: &str| Error::lance(format!("{what} of table `{}`", self.table_name()));
-        let now = self
-            .table
-            .count_rows(None)
-            .await
-            .map_err(count("count the rows"))? as u64;
-        if now == self.rows_before {
-            return Ok(());
-        }
-        let appended = self.rows_appended_since(self.version_before).await?;
-        if now == self.rows_before + appended {
+        let name = self.table_name();
+        tables::latest_version(&self.table).await?;
+        // Count and list the appends at one version, so that an append
+        // landing in between cannot make them disagree.
+        let (now, appended) = match tables::dataset(&self.table).await? {
+            Some(dataset) => {
+                let rows = dataset
+                    .count_rows(None)
+                    .await
+                    .map_err(crate::backfill::lance_err(format!("count the rows of `{name}`")))?
+                    as u64;
+                let versions = self.version_before + 1..dataset.version().version + 1;
+                let commits = tables::append_commits(&dataset, name, versions).await?;
+                (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())
+            }
+            None => {
+                let rows = self.table.count_rows(None).await.map_err(Error::lance(format!(
+                    "count the rows of table `{name}`"
+                )))? as u64;
+                (rows, 0)
+            }
+        };
+        if now == self.rows_before || now == self.rows_before + appended {
             return Ok(());
         }
         Err(Error::verification(
-            self.table_name(),
+            name,
             format!(
                 "row count changed from {} to {now} ({appended} rows were appended by other writers meanwhile)",
                 self.rows_before
             ),
         ))
-    }
-
-    /// Rows added by `Append` commits after `version` (0 for tables that
-    /// are not local Lance datasets).
-    async fn rows_appended_since(&self, version: u64) -> Result<u64> {
-        let Some(dataset) = tables::dataset(&self.table).await? else {
-            return Ok(0);
-        };
-        let versions = version + 1..dataset.version().version + 1;
-        let commits = tables::append_commits(&dataset, self.table_name(), versions).await?;
-        Ok(commits.iter().map(|(_, rows)| rows).sum())
     }
 
     /// Checks that the table's schema has exactly the fields of `expected`:

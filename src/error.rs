@@ -72,13 +72,27 @@ pub enum Rollback {
     /// working on the table. The process that holds the lease next finds the
     /// migration interrupted and restores its backup.
     Deferred,
-    /// Restoring the table failed; the table may be left half-migrated. The
-    /// backup is still there: restore it by hand with
-    /// `table.checkout_tag(tag)` then `table.restore()`.
+    /// Restoring the table failed (for example the disk is full); the table
+    /// may be left half-migrated. The ledger keeps the migration `running`,
+    /// so the next run restores the backup first (keeping rows appended
+    /// meanwhile) before it tries again; nothing needs doing by hand once
+    /// the cause is fixed.
     Failed {
         /// The backup that could not be restored.
         backup: String,
         /// Why the restore failed.
+        reason: String,
+    },
+    /// Not attempted, to keep rows that the old schema cannot hold: other
+    /// writers appended rows in the migrated schema (e.g. vectors of the new
+    /// dimension) that restoring the backup would drop. The table is left as
+    /// the migration left it, those rows included; the ledger records the
+    /// migration `failed`, so the next run applies it again from there.
+    /// The backup tag still holds the version before the migration.
+    Refused {
+        /// The backup that was not restored.
+        backup: String,
+        /// Which rows could not go back, and why.
         reason: String,
     },
 }
@@ -103,7 +117,13 @@ impl fmt::Display for Rollback {
             ),
             Self::Failed { backup, reason } => write!(
                 f,
-                "restoring backup `{backup}` FAILED ({reason}); restore it by hand"
+                "restoring backup `{backup}` failed ({reason}); the migration stays `running` in the ledger, \
+                 so the next run restores the backup first, once the cause is fixed"
+            ),
+            Self::Refused { backup, reason } => write!(
+                f,
+                "the table was left as the migration left it, not restored from backup `{backup}`, \
+                 because {reason}; the next run applies the migration again from there"
             ),
         }
     }
@@ -145,7 +165,13 @@ pub enum EmbeddingProblem {
         /// The input whose vector was NULL.
         text: String,
     },
-    /// It returned something that is not a list of float vectors.
+    /// The model's code panicked.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// The model returned something other than fixed-size lists of floats.
     #[error("returned {actual}, not fixed-size lists of floats")]
     WrongType {
         /// The Arrow type it returned.
@@ -266,13 +292,16 @@ pub enum Error {
     },
 
     /// A default value does not fit the type declared for its column.
-    #[error("the default for column `{column}` is {found}, which does not fit its type {expected}")]
+    #[error(
+        "the default for column `{column}` does not fit: {found}; give a default of type {expected} or declare the column with the value's type"
+    )]
     DefaultTypeMismatch {
         /// The column.
         column: String,
         /// The type declared for the column.
         expected: DataType,
-        /// What the default value is.
+        /// Why the default does not fit, naming the value (e.g. "the
+        /// boolean true cannot be stored as Utf8").
         found: String,
     },
 
@@ -392,6 +421,27 @@ pub enum Error {
         generation: u64,
     },
 
+    /// A migration's code panicked in one of its hooks. The panic was
+    /// caught: the table is restored like after any other failure, and the
+    /// ledger records the migration `failed` with the message.
+    #[error("the migration panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+
+    /// An earlier attempt of the migration was interrupted (its process
+    /// died or lost the lease), and undoing it failed or was refused, as
+    /// `rollback` says. Nothing else was done.
+    #[error("an interrupted earlier attempt could not be undone: {rollback}")]
+    Interrupted {
+        /// What undoing the attempt did.
+        rollback: Rollback,
+        /// Why.
+        #[source]
+        source: Box<Self>,
+    },
+
     /// A migration failed; the run stopped there.
     ///
     /// The table was rolled back as `rollback` says, the failure is recorded
@@ -507,6 +557,17 @@ impl Error {
             table: table.to_owned(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 

@@ -23,6 +23,7 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{OptimizeAction, OptimizeOptions};
 use tracing::{info, warn};
 
+use crate::lease::Fence;
 use crate::error::{Error, Result};
 
 /// An index of a table, as recorded before a migration.
@@ -225,7 +226,11 @@ async fn unindexed_rows(table: &Table, index: &str) -> Result<usize> {
 /// After a transform: every index in `before` exists again on the column it
 /// now belongs to, covering every row. Returns the names of the indexes it
 /// recreated.
-pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<String>> {
+pub(crate) async fn restore(
+    table: &Table,
+    before: &[IndexSpec],
+    fence: &Fence,
+) -> Result<Vec<String>> {
     if before.is_empty() {
         return Ok(Vec::new());
     }
@@ -262,6 +267,7 @@ pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<S
             continue;
         };
         info!(index = %spec, column, "recreating index");
+        fence.check()?;
         table
             .create_index(&[column.as_str()], builder)
             .name(spec.name.clone())
@@ -276,6 +282,7 @@ pub(crate) async fn restore(table: &Table, before: &[IndexSpec]) -> Result<Vec<S
     }
     if stale {
         info!(table = name, "indexing rows the migration rewrote");
+        fence.check()?;
         table
             .optimize(OptimizeAction::Index(OptimizeOptions::default()))
             .await

@@ -168,11 +168,15 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// Changes the table. Required.
     ///
     /// Write through [`MigrationContext::table`]. Report long work through
-    /// [`MigrationContext::progress`].
+    /// [`MigrationContext::progress`]. Before each commit, call
+    /// [`MigrationContext::check_lease`] (or commit through
+    /// [`MigrationContext::retry_on_conflict`], which does): a process that
+    /// was stalled past the lease TTL must not write after another took over.
     ///
     /// # Errors
     ///
-    /// Any error makes the migrator restore the backup.
+    /// Any error makes the migrator restore the backup. A panic is caught
+    /// and handled the same way ([`Error::Panicked`](crate::Error::Panicked)).
     async fn transform(&self, ctx: &MigrationContext) -> Result<()>;
 
     /// Rebuilds what depends on the changed data, such as indexes.

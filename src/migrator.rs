@@ -205,7 +205,9 @@ impl Migrator {
                         prune_backups(self, &ledger, self.retention, &touched).await;
                     }
                 }
-                ledger.tidy().await;
+                if lease.check().is_ok() {
+                    ledger.tidy().await;
+                }
                 lease.release().await;
                 report?
             };

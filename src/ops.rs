@@ -35,6 +35,8 @@ pub enum Retention {
     /// older ones after each run that applied something. `Last(0)` deletes a
     /// migration's tag as soon as it has verified. Tags of migrations that
     /// are failed or running are never deleted: their rollback needs them.
+    /// Tags that earlier, interrupted or failed attempts of an applied
+    /// migration left (the ledger no longer names them) are deleted too.
     /// [`Migrator::rollback_to`] can only go back as far as the tags kept.
     Last(usize),
 }
@@ -474,6 +476,7 @@ pub(crate) async fn prune_backups(
         }
     };
     for name in tables {
+        prune_orphans(migrator, name, &entries).await;
         let mut applied: Vec<&LedgerEntry> = entries
             .iter()
             .filter(|e| &e.table == name && e.status == Status::Applied && e.backup_tag.is_some())
@@ -514,6 +517,41 @@ pub(crate) async fn prune_backups(
                 warn!(tag, error = %e, "could not record a pruned backup tag");
             }
             info!(table = name, tag, "backup tag pruned");
+        }
+    }
+}
+
+/// Deletes the backup tags on `table` that earlier, interrupted or failed
+/// attempts of now-applied migrations left behind: the ledger no longer
+/// names them, so nothing can restore from them, but each pins a version.
+async fn prune_orphans(migrator: &Migrator, table: &str, entries: &[LedgerEntry]) {
+    let named: std::collections::HashSet<&str> =
+        entries.iter().filter_map(|e| e.backup_tag.as_deref()).collect();
+    let prefixes: Vec<String> = entries
+        .iter()
+        .filter(|e| e.table == table && e.status == Status::Applied)
+        .map(|e| Backup::tag_name(&e.id, 0).trim_end_matches('0').to_owned())
+        .collect();
+    let orphan = |tag: &str| {
+        !named.contains(tag)
+            && prefixes.iter().any(|p| {
+                tag.strip_prefix(p.as_str())
+                    .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
+    let Ok(handle) = migrator.open(table).await else {
+        return;
+    };
+    let Ok(mut tags) = handle.tags().await else {
+        return;
+    };
+    let Ok(listed) = tags.list().await else {
+        return;
+    };
+    for tag in listed.keys().filter(|t| orphan(t)) {
+        match tags.delete(tag).await {
+            Ok(()) => info!(table, tag, "orphaned backup tag of an earlier attempt pruned"),
+            Err(e) => warn!(table, tag, error = %e, "could not delete an orphaned backup tag"),
         }
     }
 }

@@ -43,8 +43,15 @@ pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
     })
 }
 
+/// The transaction property that marks the commits in which a rollback
+/// appended other writers' rows again (its value is the migration id), so
+/// that a later rollback of the same attempt does not count them twice.
+pub(crate) const REAPPEND_KEY: &str = "lancedb_migrate.reappend";
+
 /// The `Append` commits among `versions` of `dataset` (the table `name`),
-/// oldest first, each with the number of rows it added.
+/// oldest first, each with the number of rows it added. A rollback's own
+/// re-appends ([`REAPPEND_KEY`]) are left out: they copy rows that earlier
+/// `Append` commits hold.
 pub(crate) async fn append_commits(
     dataset: &Dataset,
     name: &str,
@@ -55,8 +62,15 @@ pub(crate) async fn append_commits(
         let transaction = dataset.read_transaction_by_version(version).await;
         let read =
             |e: lance::Error| Error::lance(format!("read commit {version} of `{name}`"))(e.into());
-        if let Some(Operation::Append { fragments }) =
-            transaction.map_err(read)?.map(|t| t.operation)
+        let Some(transaction) = transaction.map_err(read)? else {
+            continue;
+        };
+        let ours = transaction
+            .transaction_properties
+            .as_ref()
+            .is_some_and(|p| p.contains_key(REAPPEND_KEY));
+        if let Operation::Append { fragments } = &transaction.operation
+            && !ours
         {
             let rows = fragments
                 .iter()
@@ -66,4 +80,33 @@ pub(crate) async fn append_commits(
         }
     }
     Ok(commits)
+}
+
+/// The first commit among `versions` of `dataset` that replaced the table's
+/// contents or schema (a restore, an overwrite, a schema change), with the
+/// name of its operation; `None` when every commit only added, removed or
+/// reorganised rows, or built indexes.
+pub(crate) async fn first_reshaping_commit(
+    dataset: &Dataset,
+    name: &str,
+    versions: Range<u64>,
+) -> Result<Option<(u64, String)>> {
+    for version in versions {
+        let transaction = dataset.read_transaction_by_version(version).await;
+        let read =
+            |e: lance::Error| Error::lance(format!("read commit {version} of `{name}`"))(e.into());
+        let Some(transaction) = transaction.map_err(read)? else {
+            continue;
+        };
+        match &transaction.operation {
+            Operation::Append { .. }
+            | Operation::Delete { .. }
+            | Operation::Update { .. }
+            | Operation::Rewrite { .. }
+            | Operation::CreateIndex { .. }
+            | Operation::UpdateConfig { .. } => {}
+            other => return Ok(Some((version, other.name().to_owned()))),
+        }
+    }
+    Ok(None)
 }

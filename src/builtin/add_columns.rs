@@ -10,9 +10,14 @@ use async_trait::async_trait;
 use lancedb::table::{ColumnAlteration, NewColumnTransform};
 use tracing::info;
 
+use arrow_array::ArrayRef;
+
+use crate::backfill::{Backfill, Compute, lance_err};
+use crate::builtin::ReEmbed;
 use crate::builtin::value::Value;
 use crate::context::MigrationContext;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_commit_conflict};
+use crate::tables;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 
@@ -104,12 +109,16 @@ impl NewColumn {
             Some(v) => v
                 .to_sql(&self.data_type, std::time::UNIX_EPOCH)
                 .map(drop)
-                .map_err(|found| Error::DefaultTypeMismatch {
-                    column: self.name.clone(),
-                    expected: self.data_type.clone(),
-                    found,
-                }),
+                .map_err(|found| self.mismatch(found)),
             None => Ok(()),
+        }
+    }
+
+    fn mismatch(&self, found: String) -> Error {
+        Error::DefaultTypeMismatch {
+            column: self.name.clone(),
+            expected: self.data_type.clone(),
+            found,
         }
     }
 }
@@ -153,6 +162,9 @@ pub struct AddColumns {
 }
 
 impl AddColumns {
+    /// Rows per batch when defaults are written fragment by fragment.
+    const FILL_BATCH: u32 = 65_536;
+
     /// A migration with id `id` that adds columns to `table`.
     pub fn new(id: impl Into<String>, table: impl Into<String>) -> Self {
         Self {
@@ -218,27 +230,45 @@ impl AddColumns {
     }
 
     async fn add_defaults(&self, ctx: &MigrationContext) -> Result<()> {
-        let valued = || self.columns.iter().filter(|c| c.default.is_some());
+        let valued: Vec<&NewColumn> = self.columns.iter().filter(|c| c.default.is_some()).collect();
         let mut expressions = Vec::new();
-        for column in valued() {
+        for column in &valued {
             let value = column.default.as_ref().expect("filtered on default");
             let sql = value
                 .to_sql(&column.data_type, ctx.started_at())
-                .map_err(|found| Error::DefaultTypeMismatch {
-                    column: column.name.clone(),
-                    expected: column.data_type.clone(),
-                    found,
-                })?;
+                .map_err(|found| column.mismatch(found))?;
             expressions.push((column.name.clone(), sql));
         }
         if expressions.is_empty() {
             return Ok(());
         }
-        self.add(ctx, "defaulted", || {
-            NewColumnTransform::SqlExpressions(expressions.clone())
-        })
-        .await?;
-        let relax: Vec<ColumnAlteration> = valued()
+        // One `add_columns` commit writes every defaulted column at once;
+        // it conflicts with appends committed while it runs. On a busy
+        // table (it lost such a race) nullable columns are added another
+        // way that appends cannot starve.
+        ctx.check_lease()?;
+        let sql = NewColumnTransform::SqlExpressions(expressions.clone());
+        match ctx.table().add_columns().transform(sql).execute().await {
+            Ok(result) => info!(table = self.table, version = result.version, "columns added"),
+            Err(e) if is_commit_conflict(&e) && valued.iter().all(|c| c.nullable) => {
+                info!(
+                    table = self.table,
+                    "the table is busy; adding the columns metadata-only and filling them fragment by fragment"
+                );
+                return self.fill_while_busy(ctx, &valued).await;
+            }
+            Err(e) if is_commit_conflict(&e) => {
+                self.add(ctx, "defaulted", || {
+                    NewColumnTransform::SqlExpressions(expressions.clone())
+                })
+                .await?;
+            }
+            Err(e) => {
+                return Err(Error::lance(format!("add defaulted columns to `{}`", self.table))(e));
+            }
+        }
+        let relax: Vec<ColumnAlteration> = valued
+            .iter()
             .filter(|c| c.nullable)
             .map(|c| ColumnAlteration::new(c.name.clone()).set_nullable(true))
             .collect();
@@ -251,8 +281,68 @@ impl AddColumns {
         Ok(())
     }
 
-    /// One `add_columns` commit, retried on conflicts with concurrent
-    /// appends (the retry then fills the appended rows too).
+    /// Adds `columns` (all nullable) in one metadata-only commit, which is
+    /// quick enough to win against a steady stream of appends, then writes
+    /// each column's default into the fragments that existed at that commit
+    /// with the backfill engine's `DataReplacement` commits, which do not
+    /// conflict with appends. Rows appended after the commit keep NULL, as
+    /// rows appended after a single `add_columns` commit do.
+    async fn fill_while_busy(&self, ctx: &MigrationContext, columns: &[&NewColumn]) -> Result<()> {
+        let table = ctx.table();
+        let fields: Vec<Field> = columns.iter().map(|c| c.field()).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let operation = format!("add columns to `{}`", self.table);
+        let added = ctx
+            .retry_on_conflict(&operation, || {
+                table
+                    .add_columns()
+                    .transform(NewColumnTransform::AllNulls(schema.clone()))
+                    .execute()
+            })
+            .await?;
+        let at_add = tables::local_dataset(table)
+            .await?
+            .checkout_version(added.version)
+            .await
+            .map_err(lance_err(format!("read `{}` as the columns were added", self.table)))?;
+        let fragments: HashSet<u64> = at_add.get_fragments().iter().map(|f| f.id() as u64).collect();
+        for column in columns {
+            let field_id = at_add
+                .schema()
+                .field_id(&column.name)
+                .map_err(lance_err(format!("find column `{}`", column.name)))?;
+            let value = column.default.clone().expect("only defaulted columns are filled");
+            let (data_type, now, column_name) =
+                (column.data_type.clone(), ctx.started_at(), column.name.clone());
+            let compute: Compute = Arc::new(move |rows: ArrayRef| {
+                value
+                    .to_array(&data_type, now, rows.len())
+                    .map_err(|found| Error::DefaultTypeMismatch {
+                        column: column_name.clone(),
+                        expected: data_type.clone(),
+                        found,
+                    })
+            });
+            Backfill {
+                table,
+                source: None,
+                field_id,
+                compute,
+                batch_size: Self::FILL_BATCH,
+                concurrency: 1,
+                checkpoint_every: ReEmbed::DEFAULT_CHECKPOINT_EVERY,
+                original_fragments: fragments.clone(),
+                checkpoint_key: format!("lancedb_migrate.checkpoint.{}.{}", self.id, column.name),
+                progress: ctx.progress(),
+                fence: ctx.fence().clone(),
+            }
+            .run()
+            .await?;
+        }
+        info!(table = self.table, version = added.version, "columns added and filled");
+        Ok(())
+    }
+
     async fn add(
         &self,
         ctx: &MigrationContext,

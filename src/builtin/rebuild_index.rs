@@ -205,6 +205,7 @@ impl Migration for RebuildIndex {
                 });
             }
         }
+        ctx.check_lease()?;
         ctx.table()
             .create_index(&[self.column.as_str()], self.index.clone())
             .name(name.clone())

@@ -22,7 +22,7 @@ use tracing::info;
 use crate::backfill::{Backfill, Compute, lance_err, quote};
 use crate::context::MigrationContext;
 use crate::error::is_lance_conflict;
-use crate::error::{EmbeddingProblem, Error, Result};
+use crate::error::{EmbeddingProblem, Error, Result, panic_message};
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 use crate::tables;
@@ -150,6 +150,9 @@ impl fmt::Debug for ReEmbed {
 impl ReEmbed {
     /// Default rows per embedding call.
     pub const DEFAULT_BATCH_SIZE: u32 = 256;
+    /// Passes over the table before the swap: the first, then catch-up
+    /// passes over what the application appended meanwhile.
+    const PASSES_BEFORE_SWAP: usize = 3;
     /// Default time between checkpoints.
     pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
     /// Default number of rows `verify` re-embeds and compares.
@@ -279,8 +282,13 @@ impl ReEmbed {
                 model: model.clone(),
                 problem,
             };
-            let out = embedder
-                .compute_source_embeddings(texts.clone())
+            let call = || embedder.compute_source_embeddings(texts.clone());
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+                .map_err(|payload| {
+                    fail(EmbeddingProblem::Panicked {
+                        message: panic_message(payload.as_ref()),
+                    })
+                })?
                 .map_err(|e| fail(EmbeddingProblem::Failed(e)))?;
             check_vectors(&out, &texts, dim).map_err(fail)?;
             if out.data_type() == &dest {
@@ -492,7 +500,7 @@ impl Migration for ReEmbed {
             .map_err(lance_err("read the table as it was before the migration"))?;
         let backfill = Backfill {
             table,
-            source: self.source.clone(),
+            source: Some(self.source.clone()),
             field_id,
             compute,
             batch_size: self.batch_size,
@@ -505,11 +513,16 @@ impl Migration for ReEmbed {
                 .collect::<HashSet<_>>(),
             checkpoint_key: format!("lancedb_migrate.checkpoint.{}", self.id),
             progress: ctx.progress(),
+            fence: ctx.fence().clone(),
         };
         let mut rows = 0;
         if !swapped {
             let mut attempt = 1;
-            rows += backfill.run().await?;
+            // The first pass and at most two catch-up passes: on a busy
+            // table every pass finds newly appended rows, so the swap does
+            // not wait for a pass that finds none. Rows the last pass missed
+            // are filled right after the swap.
+            rows += backfill.run_passes(Self::PASSES_BEFORE_SWAP).await?;
             loop {
                 if self.swap(&backfill, field_id).await? {
                     break;
@@ -576,6 +589,11 @@ impl ReEmbed {
             .field_by_id(field_id)
             .cloned()
             .ok_or_else(|| Error::custom("the staging column disappeared"))?;
+        if staged.name == self.target {
+            // Already swapped (by an earlier attempt): swapping again would
+            // drop the column.
+            return Ok(true);
+        }
         staged.name = self.target.clone();
         let target_field = self.target_field()?;
         staged.metadata.extend(
@@ -603,6 +621,7 @@ impl ReEmbed {
         schema
             .validate()
             .map_err(lance_err("build the swapped schema"))?;
+        backfill.fence.check()?;
         let transaction = Transaction::new(
             dataset.version().version,
             Operation::Project {

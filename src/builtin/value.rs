@@ -1,8 +1,12 @@
 //! Default values for added columns, and their SQL form.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, TimeUnit};
 
 /// A default value for a new column: what every existing row gets.
@@ -89,6 +93,38 @@ impl Value {
             "arrow_cast({literal}, {})",
             quote(&data_type.to_string())
         ))
+    }
+
+    /// `len` copies of this value as an array of `data_type`, the same
+    /// values [`to_sql`](Self::to_sql)'s expression yields: the literal is
+    /// cast to the column's type as that expression casts it.
+    pub(crate) fn to_array(
+        &self,
+        data_type: &DataType,
+        now: SystemTime,
+        len: usize,
+    ) -> Result<ArrayRef, String> {
+        self.to_sql(data_type, now)?;
+        let one: ArrayRef = match (self, data_type) {
+            (Self::Utf8(s), _) => Arc::new(StringArray::from(vec![s.clone()])),
+            (Self::Bool(b), _) => Arc::new(BooleanArray::from(vec![*b])),
+            (Self::Int(i), _) => Arc::new(Int64Array::from(vec![*i])),
+            (Self::UInt(u), _) => Arc::new(UInt64Array::from(vec![*u])),
+            (Self::Float(f), _) => Arc::new(Float64Array::from(vec![*f])),
+            (Self::TimestampMicros(us), DataType::Timestamp(unit, _)) => {
+                Arc::new(Int64Array::from(vec![in_unit_value(*us, *unit)?]))
+            }
+            (Self::MigrationTime, DataType::Timestamp(unit, _)) => Arc::new(Int64Array::from(
+                vec![in_unit_value(micros_since_epoch(now), *unit)?],
+            )),
+            (Self::Date { year, month, day }, _) => {
+                Arc::new(StringArray::from(vec![iso_date(*year, *month, *day)?]))
+            }
+            _ => return Err(format!("{self} cannot be stored as {data_type}")),
+        };
+        let typed = arrow_cast::cast(&one, data_type).map_err(|e| e.to_string())?;
+        let zeros = UInt32Array::from(vec![0; len]);
+        arrow_select::take::take(typed.as_ref(), &zeros, None).map_err(|e| e.to_string())
     }
 
     fn integer_in_range(&self, t: &DataType) -> Result<String, String> {
@@ -184,6 +220,12 @@ fn in_unit(micros: i64, unit: TimeUnit) -> Result<String, String> {
         .ok_or_else(|| format!("the timestamp {micros}us is out of range for nanoseconds"))
 }
 
+fn in_unit_value(micros: i64, unit: TimeUnit) -> Result<i64, String> {
+    in_unit(micros, unit)?
+        .parse()
+        .map_err(|e| format!("timestamp out of range: {e}"))
+}
+
 fn iso_date(year: i32, month: u32, day: u32) -> Result<String, String> {
     chrono::NaiveDate::from_ymd_opt(year, month, day)
         .map(|d| d.format("%Y-%m-%d").to_string())
@@ -229,6 +271,48 @@ mod tests {
                 .to_sql(&DataType::Date32, NOW)
                 .is_err()
         );
+    }
+
+    /// The array path (used on busy tables) stores what the SQL path
+    /// stores, for every kind of value.
+    #[test]
+    fn arrays_hold_the_sql_values() {
+        use arrow_array::Array;
+        let utc = Some("UTC".into());
+        let cases: Vec<(Value, DataType, &str)> = vec![
+            ("general".into(), DataType::Utf8, "general"),
+            (true.into(), DataType::Boolean, "true"),
+            (7.into(), DataType::UInt8, "7"),
+            ((-3).into(), DataType::Int32, "-3"),
+            (2.5.into(), DataType::Float32, "2.5"),
+            (4.into(), DataType::Float64, "4.0"),
+            (
+                Value::MigrationTime,
+                DataType::Timestamp(TimeUnit::Millisecond, utc.clone()),
+                "1970-01-01T00:00:00Z",
+            ),
+            (
+                Value::TimestampMicros(1_500_000),
+                DataType::Timestamp(TimeUnit::Second, None),
+                "1970-01-01T00:00:01",
+            ),
+            (Value::date(2024, 2, 29), DataType::Date32, "2024-02-29"),
+        ];
+        for (value, data_type, shown) in cases {
+            let array = value.to_array(&data_type, NOW, 3).unwrap();
+            assert_eq!(array.data_type(), &data_type);
+            assert_eq!(array.len(), 3);
+            assert_eq!(array.null_count(), 0);
+            let text = arrow_cast::display::ArrayFormatter::try_new(
+                array.as_ref(),
+                &arrow_cast::display::FormatOptions::default(),
+            )
+            .unwrap()
+            .value(2)
+            .to_string();
+            assert_eq!(text, shown, "{value:?} as {data_type}");
+        }
+        assert!(Value::from(-1).to_array(&DataType::UInt8, NOW, 1).is_err());
     }
 
     #[test]

@@ -135,3 +135,18 @@ async fn missing_table() {
         "the message names the migration: {err}"
     );
 }
+
+/// The message reads as one sentence: the value, the type, what to do.
+#[tokio::test]
+async fn default_type_mismatch_reads_plainly() {
+    let err = refused(
+        AddColumns::new("m", "documents")
+            .column(NewColumn::new("category", DataType::Utf8).default_value(true)),
+    )
+    .await;
+    assert_eq!(
+        err.to_string(),
+        "the default for column `category` does not fit: the boolean true cannot be stored as Utf8; \
+         give a default of type Utf8 or declare the column with the value's type"
+    );
+}

@@ -8,6 +8,7 @@ mod custom;
 mod indexes;
 mod migrator;
 mod minilm;
+mod nothing_lost;
 mod ops;
 mod reembed;
 mod support;

@@ -1,0 +1,873 @@
+//! "Nothing lost" as a busy deployment runs it: a separate process appends
+//! 10-row batches to the table while migrating processes are killed
+//! (SIGKILL), stopped past the lease TTL (SIGSTOP / SIGCONT), or panic; the
+//! application's acknowledged rows must all be there afterwards, exactly
+//! once, and the ledger must tell the truth.
+//!
+//! Children are copies of this test binary running the ignored tests
+//! `nothing_lost::child_migrate` and `nothing_lost::child_append`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Int64Array, RecordBatch, StringArray, new_null_array,
+};
+use arrow_schema::{DataType, Schema};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use lancedb::Connection;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::NewColumnTransform;
+use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
+use lancedb_migrate::{
+    AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migration, MigrationContext, Migrator,
+    NewColumn, Phase, ReEmbed, Result, Rollback, Status,
+};
+
+use crate::support::failure;
+
+const DB_ENV: &str = "LANCEDB_MIGRATE_NL_DB";
+const SCENARIO_ENV: &str = "LANCEDB_MIGRATE_NL_SCENARIO";
+const ACK_ENV: &str = "LANCEDB_MIGRATE_NL_ACK";
+const STOP_ENV: &str = "LANCEDB_MIGRATE_NL_STOP";
+const START_ENV: &str = "LANCEDB_MIGRATE_NL_START";
+const EVERY_ENV: &str = "LANCEDB_MIGRATE_NL_EVERY_MS";
+
+/// Rows in the table before the migration.
+const ROWS: usize = 4_000;
+const DIMS: usize = 8;
+const NEW_DIMS: usize = 16;
+const TTL: Duration = Duration::from_secs(1);
+/// First id the appender uses.
+const APPENDED_FROM: i64 = 1_000_000;
+
+// ---------------------------------------------------------------- scenarios
+
+/// Four commits with pauses between them: a custom migration that is slow
+/// enough to be interrupted between any two of its writes.
+#[derive(Debug)]
+struct FourCommits;
+
+#[async_trait]
+impl Migration for FourCommits {
+    fn id(&self) -> &str {
+        "0002_four_commits"
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    fn definition(&self) -> String {
+        "four commits: word_count, shout, drop shout, note".to_owned()
+    }
+
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        let mut fields = before.fields().to_vec();
+        for name in ["word_count", "note"] {
+            if before.field_with_name(name).is_ok() {
+                return Err(Error::ColumnExists {
+                    table: "documents".into(),
+                    column: name.into(),
+                });
+            }
+        }
+        fields.push(Arc::new(arrow_schema::Field::new(
+            "word_count",
+            DataType::Int32,
+            true,
+        )));
+        fields.push(Arc::new(arrow_schema::Field::new(
+            "note",
+            DataType::Utf8,
+            true,
+        )));
+        Ok(Schema::new_with_metadata(fields, before.metadata().clone()))
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        // Metadata-only commits, so that they win against the appends
+        // (a commit that writes data can be starved by them; see the
+        // busy-table tests for the built-ins).
+        let pause = Duration::from_millis(150);
+        let column = |name: &str, data_type: DataType| {
+            let field = arrow_schema::Field::new(name, data_type, true);
+            NewColumnTransform::AllNulls(Arc::new(Schema::new(vec![field])))
+        };
+        let table = ctx.table();
+        ctx.retry_on_conflict("add word_count", || {
+            table
+                .add_columns()
+                .transform(column("word_count", DataType::Int32))
+                .execute()
+        })
+        .await?;
+        tokio::time::sleep(pause).await;
+        ctx.retry_on_conflict("add shout", || {
+            table
+                .add_columns()
+                .transform(column("shout", DataType::Utf8))
+                .execute()
+        })
+        .await?;
+        tokio::time::sleep(pause).await;
+        ctx.retry_on_conflict("drop shout", || table.drop_columns(&["shout"]))
+            .await?;
+        tokio::time::sleep(pause).await;
+        ctx.retry_on_conflict("add note", || {
+            table
+                .add_columns()
+                .transform(column("note", DataType::Utf8))
+                .execute()
+        })
+        .await?;
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+}
+
+fn add_columns() -> AddColumns {
+    AddColumns::new("0001_category", "documents")
+        .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+        .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
+}
+
+fn reembed(delay: Duration) -> ReEmbed {
+    let model = TestEmbedding::new("test-16", NEW_DIMS).delay(delay);
+    ReEmbed::new("0003_reembed", "documents", "text", "vector", Arc::new(model))
+        .batch_size(200)
+        .concurrency(1)
+        .checkpoint_every(Duration::from_millis(200))
+}
+
+/// The migrations a scenario runs (the same in every process).
+fn migrator(db: Connection, scenario: &str) -> Migrator {
+    let m = Migrator::new(db)
+        .lease_ttl(TTL)
+        .lease_wait(Duration::from_secs(120));
+    match scenario {
+        "add_columns" => m.add(add_columns()),
+        "custom" => m.add(add_columns()).add(FourCommits),
+        "reembed" => m
+            .add(add_columns())
+            .add(reembed(Duration::from_millis(100))),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+// ------------------------------------------------------------ the children
+
+/// Entry point of a migrating child; does nothing in a normal test run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "entry point for the child processes of the nothing-lost tests"]
+async fn child_migrate() {
+    let (Ok(path), Ok(scenario)) = (std::env::var(DB_ENV), std::env::var(SCENARIO_ENV)) else {
+        return;
+    };
+    let db = lancedb::connect(&path).execute().await.unwrap();
+    match migrator(db, &scenario).run().await {
+        Ok(report) => println!("applied {}", report.applied().count()),
+        Err(e) => {
+            eprintln!("migration error: {e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+/// Entry point of the application child: appends 10-row batches in the
+/// table's current schema until the stop file exists, writing each batch's
+/// first id to the acknowledgement file once LanceDB has committed it.
+#[tokio::test]
+#[ignore = "entry point for the child processes of the nothing-lost tests"]
+async fn child_append() {
+    let Ok(path) = std::env::var(DB_ENV) else {
+        return;
+    };
+    let ack = PathBuf::from(std::env::var(ACK_ENV).unwrap());
+    let stop = PathBuf::from(std::env::var(STOP_ENV).unwrap());
+    let start: i64 = std::env::var(START_ENV).unwrap().parse().unwrap();
+    let every = Duration::from_millis(std::env::var(EVERY_ENV).unwrap().parse().unwrap());
+    let db = lancedb::connect(&path).execute().await.unwrap();
+    append_until(&db, start, every, &ack, &stop).await;
+}
+
+async fn append_until(db: &Connection, start: i64, every: Duration, ack: &Path, stop: &Path) {
+    let table = db.open_table("documents").execute().await.unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ack)
+        .unwrap();
+    let mut next = start;
+    while !stop.exists() {
+        let ids = next..next + 10;
+        let started = Instant::now();
+        loop {
+            let _ = table.checkout_latest().await;
+            let Ok(schema) = table.schema().await else {
+                continue;
+            };
+            // A NOT NULL column it cannot fill (mid-migration) fails the
+            // batch, like a failed append: the application retries.
+            let added = match rows_in(&schema, ids.clone()) {
+                Ok(batch) => table.add(batch).execute().await.map(drop),
+                Err(e) => Err(lancedb::Error::Arrow { source: e }),
+            };
+            match added {
+                Ok(()) => break,
+                Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("an append kept failing for a minute: {e}"),
+            }
+        }
+        writeln!(log, "{}", ids.start).unwrap();
+        log.sync_data().unwrap();
+        next += 10;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Rows `ids` in `schema`, as an application that knows the current schema
+/// writes them: a vector of the column's dimension (the new model's when it
+/// changed), NULL in the columns it does not know.
+fn rows_in(
+    schema: &Arc<Schema>,
+    ids: std::ops::Range<i64>,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match (f.name().as_str(), f.data_type()) {
+                ("id", _) => Arc::new(Int64Array::from_iter_values(ids.clone())),
+                ("text", _) => Arc::new(StringArray::from_iter_values(
+                    ids.clone().map(testing::document_text),
+                )),
+                ("vector", DataType::FixedSizeList(_, dims)) => {
+                    let dims = *dims as usize;
+                    let vectors = ids.clone().map(|id| {
+                        let v = if dims == DIMS {
+                            testing::document_vector(id, dims)
+                        } else {
+                            TestEmbedding::vector(&testing::document_text(id), dims)
+                        };
+                        Some(v.into_iter().map(Some))
+                    });
+                    Arc::new(FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
+                        vectors,
+                        dims as i32,
+                    ))
+                }
+                (_, t) => new_null_array(t, ids.clone().count()),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+// ------------------------------------------------------------- the harness
+
+/// A database with the documents table and a running application process.
+struct Busy {
+    tmp: TempDb,
+    app: Option<Child>,
+    ack: PathBuf,
+    stop: PathBuf,
+}
+
+impl Busy {
+    async fn new(every_ms: u64) -> Self {
+        Self::with_fragments(ROWS, 1, every_ms).await
+    }
+
+    /// `rows` rows in `fragments` fragments, as a table that has taken many
+    /// small appends looks.
+    async fn with_fragments(rows: usize, fragments: usize, every_ms: u64) -> Self {
+        let tmp = TempDb::new().await.unwrap();
+        let per = rows.div_ceil(fragments) as i64;
+        let table = testing::documents_table(tmp.db(), "documents", per as usize, DIMS)
+            .await
+            .unwrap();
+        let mut start = per;
+        while start < rows as i64 {
+            let end = (start + per).min(rows as i64);
+            table
+                .add(testing::documents_batch(start..end, DIMS))
+                .execute()
+                .await
+                .unwrap();
+            start = end;
+        }
+        let ack = tmp.path().join("acked.txt");
+        let stop = tmp.path().join("stop");
+        let app = Command::new(std::env::current_exe().unwrap())
+            .args(["nothing_lost::child_append", "--exact", "--ignored", "--nocapture"])
+            .env(DB_ENV, tmp.path())
+            .env(ACK_ENV, &ack)
+            .env(STOP_ENV, &stop)
+            .env(START_ENV, APPENDED_FROM.to_string())
+            .env(EVERY_ENV, every_ms.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            tmp,
+            app: Some(app),
+            ack,
+            stop,
+        }
+    }
+
+    fn migrate(&self, scenario: &str) -> Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["nothing_lost::child_migrate", "--exact", "--ignored", "--nocapture"])
+            .env(DB_ENV, self.tmp.path())
+            .env(SCENARIO_ENV, scenario)
+            .env("RUST_BACKTRACE", "0")
+            // Its own process group: stopping it must not look to a shell's
+            // job control like the whole test run stopped.
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the application has had `n` batches acknowledged.
+    fn wait_for_acks(&self, n: usize) {
+        let started = Instant::now();
+        while self.acked().len() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the application did not append"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the application and returns the ids it was told were written.
+    fn stop_app(&mut self) -> Vec<i64> {
+        std::fs::write(&self.stop, b"").unwrap();
+        if let Some(mut app) = self.app.take() {
+            let status = app.wait().unwrap();
+            assert!(status.success(), "the application failed");
+        }
+        self.acked()
+            .into_iter()
+            .flat_map(|first| first..first + 10)
+            .collect()
+    }
+
+    fn acked(&self) -> Vec<i64> {
+        std::fs::read_to_string(&self.ack)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    async fn db(&self) -> Connection {
+        self.tmp.connect().await.unwrap()
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, b"");
+        if let Some(mut app) = self.app.take() {
+            let _ = app.kill();
+            let _ = app.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} failed");
+}
+
+/// Every id of the table with how often it occurs.
+async fn id_counts(db: &Connection) -> HashMap<i64, usize> {
+    let table = db.open_table("documents").execute().await.unwrap();
+    let batches: Vec<RecordBatch> = table
+        .query()
+        .select(Select::columns(&["id"]))
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut counts = HashMap::new();
+    for batch in &batches {
+        for id in batch.column(0).as_primitive::<Int64Type>().values() {
+            *counts.entry(*id).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// No original or acknowledged row is missing or duplicated.
+async fn assert_nothing_lost(db: &Connection, acked: &[i64], rows: usize, what: &str) {
+    let counts = id_counts(db).await;
+    let original = (0..rows as i64).filter(|id| counts.get(id) != Some(&1)).count();
+    assert_eq!(original, 0, "{what}: original rows missing or doubled");
+    let lost: Vec<i64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: {} of {} acknowledged rows lost (e.g. {:?})",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let doubled = counts.values().filter(|n| **n > 1).count();
+    assert_eq!(doubled, 0, "{what}: {doubled} ids appear more than once");
+}
+
+async fn ledger_states(db: &Connection, scenario: &str) -> String {
+    migrator(db.clone(), scenario)
+        .ledger()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}={:?}", e.id, e.status))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Polls the ledger until `id` is `running` (a process is inside it).
+async fn wait_until_running(db: &Connection, scenario: &str, id: &str) {
+    let started = Instant::now();
+    loop {
+        let entries = migrator(db.clone(), scenario).ledger().await.unwrap_or_default();
+        if entries
+            .iter()
+            .any(|e| e.id == id && e.status == Status::Running)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "`{id}` never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------- the tests
+
+/// A migrating process is SIGKILLed at varied points of an `AddColumns` or
+/// a four-commit custom migration while the application appends every
+/// 200 ms; the next run recovers while the application keeps appending.
+/// Every acknowledged row is there once, and the migration is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_keeps_rows_the_application_appended() {
+    let mut seen = BTreeMap::<String, usize>::new();
+    for (trial, scenario) in ["custom", "custom", "add_columns", "custom", "add_columns", "custom"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut busy = Busy::new(200).await;
+        busy.wait_for_acks(2);
+        let db = busy.db().await;
+        let last = if scenario == "custom" {
+            "0002_four_commits"
+        } else {
+            "0001_category"
+        };
+        let mut child = busy.migrate(scenario);
+        wait_until_running(&db, scenario, last).await;
+        // Into the transform, at a point that differs between trials
+        // (`AddColumns` on this table takes a few tens of milliseconds).
+        let into = if scenario == "custom" {
+            40 + 97 * trial as u64 % 400
+        } else {
+            7 * trial as u64 % 20
+        };
+        tokio::time::sleep(Duration::from_millis(into)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let state = ledger_states(&db, scenario).await;
+        *seen.entry(state.clone()).or_default() += 1;
+
+        busy.wait_for_acks(busy.acked().len() + 2);
+        let report = migrator(db.clone(), scenario).run().await;
+        report.unwrap_or_else(|e| panic!("trial {trial} ({state}): recovery failed: {e:?}"));
+        busy.wait_for_acks(busy.acked().len() + 2);
+        let acked = busy.stop_app();
+
+        let what = format!("trial {trial}, {scenario}, {state}");
+        assert_nothing_lost(&db, &acked, ROWS, &what).await;
+        let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
+        assert!(ledger.iter().all(|e| e.status == Status::Applied), "{ledger:?}");
+        let table = db.open_table("documents").execute().await.unwrap();
+        let schema = table.schema().await.unwrap();
+        assert!(schema.field_with_name("category").is_ok());
+        assert!(schema.field_with_name("shout").is_err(), "no leftover column");
+        assert!(migrator(db.clone(), scenario).run().await.unwrap().is_noop());
+    }
+    eprintln!("ledger states at the kills: {seen:?}");
+    let inside: usize = seen
+        .iter()
+        .filter(|(state, _)| state.contains("Running"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        inside >= 3,
+        "the kills did not land inside migrations often enough: {seen:?}"
+    );
+}
+
+/// A holder is stopped (SIGSTOP) mid-migration for longer than the lease
+/// TTL while the application appends; another process takes over and
+/// finishes; then the stopped one resumes (SIGCONT). It must write nothing
+/// more: the table equals a clean run (every row embedded by the new model,
+/// defaults in place), the ledger says `applied`, no row is lost or doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_holder_writes_nothing_after_a_takeover() {
+    let cases = [
+        ("reembed", "0003_reembed", 300),
+        ("reembed", "0003_reembed", 900),
+        ("custom", "0002_four_commits", 250),
+        ("custom", "0001_category", 0),
+        ("reembed", "0003_reembed", 1_500),
+    ];
+    for (trial, (scenario, id, after_ms)) in cases.into_iter().enumerate() {
+        let mut busy = Busy::new(100).await;
+        busy.wait_for_acks(2);
+        let db = busy.db().await;
+        let first = busy.migrate(scenario);
+        wait_until_running(&db, scenario, id).await;
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        signal(&first, "-STOP");
+        let what = format!("trial {trial} ({scenario}, stopped {after_ms} ms into `{id}`)");
+
+        // Past the TTL, a second process takes over and finishes.
+        tokio::time::sleep(TTL * 2).await;
+        let second = busy.migrate(scenario);
+        let out = second.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: the process that took over failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after_takeover = ledger_states(&db, scenario).await;
+        assert!(!after_takeover.contains("Running"), "{what}: {after_takeover}");
+
+        // The stalled holder wakes up: it must stop without writing.
+        signal(&first, "-CONT");
+        let out = first.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("lease"),
+            "{what}: the stalled holder should stop on its lost lease: {stderr}"
+        );
+        busy.wait_for_acks(busy.acked().len() + 2);
+        let acked = busy.stop_app();
+
+        let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
+        assert!(
+            ledger.iter().all(|e| e.status == Status::Applied),
+            "{what}: the ledger must say applied: {ledger:?}"
+        );
+        assert_nothing_lost(&db, &acked, ROWS, &what).await;
+        assert_like_a_clean_run(&db, scenario, &what).await;
+        assert!(
+            migrator(db.clone(), scenario).run().await.unwrap().is_noop(),
+            "{what}"
+        );
+    }
+}
+
+/// The application appends a 10-row batch every 40 ms from another
+/// process while `AddColumns` and then `ReEmbed` run: both complete (a
+/// single `add_columns` commit would lose every race against the appends),
+/// no acknowledged row is lost, original rows have their defaults and every
+/// row the new model's vector.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_finish_on_a_busy_table() {
+    const BIG: usize = 20_000;
+    let mut busy = Busy::with_fragments(BIG, 250, 40).await;
+    busy.wait_for_acks(3);
+    let db = busy.db().await;
+    let migrator = Migrator::new(db.clone())
+        .add(add_columns())
+        .add(reembed(Duration::from_millis(20)));
+    let run = tokio::time::timeout(Duration::from_secs(300), migrator.run()).await;
+    let report = run
+        .expect("the migrations did not finish on a busy table")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(report.applied().count(), 2);
+    let appended_during = busy.acked().len();
+    busy.wait_for_acks(appended_during + 3);
+    let acked = busy.stop_app();
+    assert!(appended_during > 10, "the application kept appending");
+    assert_nothing_lost(&db, &acked, BIG, "busy table").await;
+    assert_like_a_clean_run(&db, "reembed", "busy table").await;
+}
+
+/// The table's columns hold what a clean run of `scenario` leaves.
+async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
+    let table = db.open_table("documents").execute().await.unwrap();
+    let schema = table.schema().await.unwrap();
+    let mut expected = vec!["id", "text", "vector", "category", "is_active"];
+    if scenario == "custom" {
+        expected.extend(["word_count", "note"]);
+    }
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, expected, "{what}: columns");
+    let batches: Vec<RecordBatch> = table
+        .query()
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for batch in &batches {
+        let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let texts = batch.column_by_name("text").unwrap().as_string::<i32>();
+        let category = batch.column_by_name("category").unwrap().as_string::<i32>();
+        let vectors = batch.column_by_name("vector").unwrap().as_fixed_size_list();
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row);
+            if id < APPENDED_FROM {
+                assert_eq!(category.value(row), "general", "{what}: default of row {id}");
+            }
+            let v = vectors.value(row);
+            let v = v.as_primitive::<Float32Type>().values();
+            let want = if scenario == "reembed" {
+                TestEmbedding::vector(texts.value(row), NEW_DIMS)
+            } else {
+                testing::document_vector(id, DIMS)
+            };
+            assert_eq!(v.len(), want.len(), "{what}: dimension of row {id}");
+            let off = v.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(off < 1e-5, "{what}: row {id}'s vector is off by {off}");
+        }
+    }
+    if scenario == "reembed" {
+        let field = schema.field_with_name("vector").unwrap();
+        assert_eq!(field.metadata().get(MODEL_KEY).map(String::as_str), Some("test-16"));
+    }
+}
+
+/// Verification fails after a `ReEmbed` swapped its vectors in, while the
+/// application appends rows with new-model (16-d) vectors: they cannot go
+/// back into the 8-d column, so the rollback is refused rather than
+/// dropping them, every acknowledged row stays, and the next run completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_that_would_drop_rows_is_refused() {
+    #[derive(Debug)]
+    struct SlowFailingVerify(ReEmbed);
+
+    #[async_trait]
+    impl Migration for SlowFailingVerify {
+        fn id(&self) -> &str {
+            self.0.id()
+        }
+        fn table(&self) -> &str {
+            self.0.table()
+        }
+        fn definition(&self) -> String {
+            self.0.definition()
+        }
+        fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+            self.0.expected_schema(before)
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            self.0.transform(ctx).await
+        }
+        async fn verify(&self, _ctx: &MigrationContext) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Err(Error::custom("injected verify failure"))
+        }
+    }
+
+    let tmp = TempDb::new().await.unwrap();
+    testing::documents_table(tmp.db(), "documents", 500, DIMS)
+        .await
+        .unwrap();
+    let ack = tmp.path().join("acked.txt");
+    let stop = tmp.path().join("stop");
+    let app_db = tmp.connect().await.unwrap();
+    let (ack2, stop2) = (ack.clone(), stop.clone());
+    let app = tokio::spawn(async move {
+        append_until(&app_db, APPENDED_FROM, Duration::from_millis(20), &ack2, &stop2).await;
+    });
+    let failing = Migrator::new(tmp.connect().await.unwrap()).add(SlowFailingVerify(reembed(
+        Duration::ZERO,
+    )));
+    let err = failing.run().await.unwrap_err();
+    std::fs::write(&stop, b"").unwrap();
+    app.await.unwrap();
+    let acked: Vec<i64> = std::fs::read_to_string(&ack)
+        .unwrap()
+        .lines()
+        .flat_map(|l| {
+            let first: i64 = l.parse().unwrap();
+            first..first + 10
+        })
+        .collect();
+
+    let (_, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Verify);
+    let Rollback::Refused { reason, .. } = rollback else {
+        panic!("expected a refused rollback, got {rollback:?}: {err}");
+    };
+    assert!(reason.contains("vector"), "{reason}");
+    assert!(err.to_string().contains("left as the migration left it"), "{err}");
+    let db = tmp.connect().await.unwrap();
+    let counts = id_counts(&db).await;
+    let lost = acked.iter().filter(|id| !counts.contains_key(id)).count();
+    assert_eq!(lost, 0, "{lost} of {} acknowledged rows lost", acked.len());
+    assert_eq!(counts.len(), 500 + acked.len());
+    let ledger = failing.ledger().await.unwrap();
+    assert_eq!(ledger[0].status, Status::Failed);
+    assert!(ledger[0].error.as_deref().unwrap().contains("injected verify failure"));
+
+    // The next start applies the migration from the table as it was left.
+    let report = Migrator::new(db.clone())
+        .add(reembed(Duration::ZERO))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.applied().count(), 1);
+    let counts = id_counts(&db).await;
+    assert_eq!(counts.len(), 500 + acked.len(), "nothing lost on the re-run");
+}
+
+/// A transform that panics after a commit: a typed error for its phase,
+/// the table restored, the ledger `failed` with the panic's message, and
+/// the lease given back (the next run starts at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_transform_is_rolled_back_and_recorded() {
+    #[derive(Debug)]
+    struct Panics;
+
+    #[async_trait]
+    impl Migration for Panics {
+        fn id(&self) -> &str {
+            "0001_panics"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            crate::support::add_word_count(ctx.table()).await?;
+            panic!("downstream bug: index out of range");
+        }
+    }
+
+    let tmp = TempDb::new().await.unwrap();
+    let table = testing::documents_table(tmp.db(), "documents", 100, DIMS)
+        .await
+        .unwrap();
+    let before = table.schema().await.unwrap();
+    let migrator = Migrator::new(tmp.connect().await.unwrap())
+        .lease_wait(Duration::from_secs(2))
+        .add(Panics);
+    let err = migrator.run().await.unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Transform);
+    assert!(
+        matches!(cause, Error::Panicked { message } if message.contains("index out of range")),
+        "{cause:?}"
+    );
+    assert!(matches!(rollback, Rollback::Restored { .. }), "{rollback:?}");
+    table.checkout_latest().await.unwrap();
+    assert_eq!(table.schema().await.unwrap(), before, "table restored");
+    let ledger = migrator.ledger().await.unwrap();
+    assert_eq!(ledger[0].status, Status::Failed);
+    assert!(
+        ledger[0].error.as_deref().unwrap().contains("index out of range"),
+        "{:?}",
+        ledger[0].error
+    );
+
+    // The lease was released: a fixed migration runs now, not after a TTL.
+    let started = Instant::now();
+    Migrator::new(tmp.connect().await.unwrap())
+        .lease_wait(Duration::from_secs(2))
+        .add(
+            AddColumns::new("0001_panics", "documents")
+                .column(NewColumn::new("note", DataType::Utf8)),
+        )
+        .run()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// An embedder that panics: `Error::Embedding` naming the model, restored
+/// table, `failed` ledger row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_embedder_is_an_embedding_error() {
+    #[derive(Debug)]
+    struct PanickingModel;
+
+    impl lancedb::embeddings::EmbeddingFunction for PanickingModel {
+        fn name(&self) -> &str {
+            "panicky"
+        }
+        fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+            Ok(std::borrow::Cow::Owned(DataType::Utf8))
+        }
+        fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+            Ok(std::borrow::Cow::Owned(testing::vector_type(NEW_DIMS)))
+        }
+        fn compute_source_embeddings(&self, _: ArrayRef) -> lancedb::Result<ArrayRef> {
+            panic!("CUDA device lost");
+        }
+        fn compute_query_embeddings(&self, _: ArrayRef) -> lancedb::Result<ArrayRef> {
+            panic!("CUDA device lost");
+        }
+    }
+
+    let tmp = TempDb::new().await.unwrap();
+    let table = testing::documents_table(tmp.db(), "documents", 100, DIMS)
+        .await
+        .unwrap();
+    let before = table.schema().await.unwrap();
+    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(ReEmbed::new(
+        "0001_reembed",
+        "documents",
+        "text",
+        "vector",
+        Arc::new(PanickingModel),
+    ));
+    let err = migrator.run().await.unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Transform);
+    let Error::Embedding { model, problem } = cause else {
+        panic!("expected an embedding error, got {cause:?}");
+    };
+    assert_eq!(model, "panicky");
+    assert!(
+        matches!(problem, EmbeddingProblem::Panicked { message } if message.contains("CUDA device lost")),
+        "{problem:?}"
+    );
+    assert!(matches!(rollback, Rollback::Restored { .. }), "{rollback:?}");
+    table.checkout_latest().await.unwrap();
+    assert_eq!(table.schema().await.unwrap(), before, "table restored");
+    let ledger = migrator.ledger().await.unwrap();
+    assert_eq!(ledger[0].status, Status::Failed);
+    assert!(ledger[0].error.as_deref().unwrap().contains("CUDA device lost"));
+}
