@@ -377,8 +377,65 @@ impl State {
     }
 }
 
+/// The ledger's tags. Lance's listing fails as a whole when one tag file
+/// cannot be parsed, and a heartbeat that failed half-way (Lance rewrites a
+/// tag in place; on a full disk the file is left empty) leaves exactly
+/// that: the lease would be stuck for good. So when the listing fails, the
+/// tags are read one by one, and one that cannot be read counts as written
+/// when its file was last modified (no earlier than the holder's last
+/// heartbeat that landed, so a waiter never takes over too soon).
 async fn list_tags(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
-    ledger.tags().await?.list().await
+    let listed = ledger.tags().await?.list().await;
+    let Err(error) = listed else {
+        return listed;
+    };
+    match read_tags_one_by_one(ledger).await {
+        Ok(tags) => {
+            debug!(error = %error, "a lease tag could not be read; read the others one by one");
+            Ok(tags)
+        }
+        Err(_) => Err(error),
+    }
+}
+
+async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagContents>> {
+    let dataset = crate::tables::local_dataset(ledger).await?;
+    let lance_error = |e: lance::Error| Error::lance("read the ledger's tags")(e.into());
+    let store = dataset.object_store(None).await.map_err(lance_error)?;
+    let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);
+    let mut tags = HashMap::new();
+    for file in store.read_dir(dir.clone()).await.map_err(lance_error)? {
+        let Some(name) = file.strip_suffix(".json") else {
+            continue;
+        };
+        let path = dir.clone().join(file.as_str());
+        let contents = match TagContents::from_path(&path, &store).await {
+            Ok(contents) => contents,
+            // Only a local file can be left half-written (an object store's
+            // put replaces an object whole).
+            Err(e) if !store.is_local() => return Err(lance_error(e)),
+            Err(_) => {
+                let local = std::path::Path::new(dataset.uri()).join("_refs/tags").join(&file);
+                let modified = std::fs::metadata(&local).and_then(|m| m.modified());
+                let written = chrono::DateTime::<chrono::Utc>::from(modified.map_err(|e| {
+                    Error::Ledger {
+                        ledger: ledger.name().to_owned(),
+                        reason: format!("lease tag `{name}` cannot be read: {e}"),
+                    }
+                })?);
+                TagContents {
+                    branch: None,
+                    version: 0,
+                    created_at: Some(written),
+                    updated_at: Some(written),
+                    manifest_size: 0,
+                    metadata: HashMap::new(),
+                }
+            }
+        };
+        tags.insert(name.to_owned(), contents);
+    }
+    Ok(tags)
 }
 
 fn tag(generation: u64) -> String {
@@ -609,6 +666,37 @@ mod tests {
             "the lost holder's release touched nothing"
         );
         waiter.release().await;
+    }
+
+    /// A heartbeat that failed half-way on a full disk leaves its tag file
+    /// empty, which Lance's listing cannot parse: the lease must neither
+    /// get stuck nor be taken over before the file is `ttl` old.
+    #[tokio::test]
+    async fn a_truncated_lease_tag_does_not_block_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_table(&dir).await;
+        let ttl = Duration::from_millis(300);
+        let mut lease = Lease::acquire(&ledger, &config(ttl, "full-disk"))
+            .await
+            .unwrap();
+        lease.heartbeat.stop();
+        let file = dir
+            .path()
+            .join("ledger.lance/_refs/tags")
+            .join(format!("{}.json", tag(1)));
+        std::fs::write(&file, b"").unwrap();
+        assert!(list_tags_strict(&ledger).await.is_err(), "Lance's listing fails");
+        let state = State::read(&ledger).await.unwrap();
+        assert_eq!(state.generation, 1);
+        assert!(!state.is_free(ttl), "taken over before the file was ttl old");
+        drop(lease);
+        let next = Lease::acquire(&ledger, &config(ttl, "next")).await.unwrap();
+        assert_eq!(next.generation, 2);
+        next.release().await;
+    }
+
+    async fn list_tags_strict(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
+        ledger.tags().await?.list().await
     }
 
     /// A caller's runtime that is blocked (one thread, busy with CPU work

@@ -542,15 +542,18 @@ async fn recovery_keeps_rows_the_application_appended() {
 /// defaults in place), the ledger says `applied`, no row is lost or doubled.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_holder_writes_nothing_after_a_takeover() {
+    // (scenario, migration to stop in, ms into it, rows, fragments, ms between appends)
     let cases = [
-        ("reembed", "0003_reembed", 300),
-        ("reembed", "0003_reembed", 900),
-        ("custom", "0002_four_commits", 250),
-        ("custom", "0001_category", 0),
-        ("reembed", "0003_reembed", 1_500),
+        ("reembed", "0003_reembed", 300, ROWS, 1, 100),
+        ("reembed", "0003_reembed", 900, ROWS, 1, 100),
+        ("custom", "0002_four_commits", 250, ROWS, 1, 100),
+        // A big busy table, so that `AddColumns` takes its fragment-by-
+        // fragment path and lasts long enough to be stopped inside.
+        ("add_columns", "0001_category", 0, 20_000, 250, 40),
+        ("reembed", "0003_reembed", 1_500, ROWS, 1, 100),
     ];
-    for (trial, (scenario, id, after_ms)) in cases.into_iter().enumerate() {
-        let mut busy = Busy::new(100).await;
+    for (trial, (scenario, id, after_ms, rows, fragments, every)) in cases.into_iter().enumerate() {
+        let mut busy = Busy::with_fragments(rows, fragments, every).await;
         busy.wait_for_acks(2);
         let db = busy.db().await;
         let first = busy.migrate(scenario);
@@ -587,7 +590,7 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
             ledger.iter().all(|e| e.status == Status::Applied),
             "{what}: the ledger must say applied: {ledger:?}"
         );
-        assert_nothing_lost(&db, &acked, ROWS, &what).await;
+        assert_nothing_lost(&db, &acked, rows, &what).await;
         assert_like_a_clean_run(&db, scenario, &what).await;
         assert!(
             migrator(db.clone(), scenario).run().await.unwrap().is_noop(),
@@ -870,4 +873,137 @@ async fn a_panicking_embedder_is_an_embedding_error() {
     let ledger = migrator.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
     assert!(ledger[0].error.as_deref().unwrap().contains("CUDA device lost"));
+}
+
+/// A real full disk (a small tmpfs): the transform fails with "no space",
+/// the restore and the ledger write fail too. The error says what happened
+/// and that the next run restores the table first; once space is freed,
+/// the next run does exactly that and applies the migration, with every row
+/// intact. Skipped (with a message) where tmpfs cannot be mounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_recovered_by_the_next_run() {
+    #[derive(Debug)]
+    struct FillsTheDisk {
+        balloon: PathBuf,
+        inflate: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait]
+    impl Migration for FillsTheDisk {
+        fn id(&self) -> &str {
+            "0001_word_count"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        fn definition(&self) -> String {
+            "word_count = length(text)".to_owned()
+        }
+        fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+            Ok(crate::support::with_word_count(before))
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            crate::support::add_word_count(ctx.table()).await?;
+            if self.inflate.load(std::sync::atomic::Ordering::SeqCst) {
+                // Another program fills the disk now, after the first commit.
+                let mut file = std::fs::File::create(&self.balloon).unwrap();
+                let chunk = vec![0u8; 64 * 1024];
+                while file.write_all(&chunk).is_ok() {}
+                let _ = file.sync_all();
+                // The next write fails for want of space.
+                let sql = vec![("shout".to_owned(), "upper(text)".to_owned())];
+                ctx.table()
+                    .add_columns()
+                    .transform(NewColumnTransform::SqlExpressions(sql))
+                    .execute()
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+
+    let Some(disk) = SmallDisk::mount(64) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+        return;
+    };
+    let db = lancedb::connect(disk.path().to_str().unwrap())
+        .execute()
+        .await
+        .unwrap();
+    testing::documents_table(&db, "documents", 2_000, DIMS)
+        .await
+        .unwrap();
+    let inflate = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let balloon = disk.path().join("balloon");
+    let migration = || FillsTheDisk {
+        balloon: balloon.clone(),
+        inflate: inflate.clone(),
+    };
+    let err = Migrator::new(db.clone())
+        .lease_ttl(Duration::from_millis(500))
+        .add(migration())
+        .run()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    let (_, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Transform, "{err:?}");
+    assert!(matches!(rollback, Rollback::Failed { .. }), "{rollback:?}");
+    assert!(
+        text.contains("the next run restores the backup first"),
+        "the error must say what the next run does: {text}"
+    );
+    assert!(!text.contains("by hand"), "{text}");
+
+    // Space comes back; the next start recovers on its own.
+    std::fs::remove_file(&balloon).unwrap();
+    inflate.store(false, std::sync::atomic::Ordering::SeqCst);
+    let migrator = Migrator::new(db.clone())
+        .lease_ttl(Duration::from_millis(500))
+        .add(migration());
+    let ledger = migrator.ledger().await.unwrap();
+    assert_eq!(ledger[0].status, Status::Running, "{ledger:?}");
+    let report = migrator.run().await.unwrap();
+    assert_eq!(report.applied().count(), 1);
+    let counts = id_counts(&db).await;
+    assert_eq!(counts.len(), 2_000);
+    assert!(counts.values().all(|n| *n == 1));
+    let table = db.open_table("documents").execute().await.unwrap();
+    let names: Vec<String> = table
+        .schema()
+        .await
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "text", "vector", "word_count"]);
+}
+
+/// A tmpfs of a few MiB, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
 }
