@@ -208,9 +208,12 @@ impl<'a> Apply<'a> {
             .await?;
         match roll_back(&ctx).await {
             Rollback::NotNeeded | Rollback::Restored { .. } => {}
-            Rollback::Deferred => return Err(ctx.check_lease().err().unwrap_or(Error::LeaseLost {
-                generation: 0,
-            })),
+            Rollback::Deferred => {
+                return Err(ctx
+                    .check_lease()
+                    .err()
+                    .unwrap_or(Error::LeaseLost { generation: 0 }));
+            }
             rollback => {
                 let source = Error::verification(
                     ctx.table_name(),
@@ -371,12 +374,18 @@ impl<'a> Apply<'a> {
         {
             return Err(Error::verification(
                 table,
-                format!("another writer's {op} commit (version {at}) changed the table after it was verified"),
+                format!(
+                    "another writer's {op} commit (version {at}) changed the table after it was verified"
+                ),
             ));
         }
-        let rows = ctx.table().count_rows(None).await.map_err(Error::lance(format!(
-            "read the row count of table `{table}`"
-        )))? as u64;
+        let rows = ctx
+            .table()
+            .count_rows(None)
+            .await
+            .map_err(Error::lance(format!(
+                "read the row count of table `{table}`"
+            )))? as u64;
         Ok((version, rows))
     }
 

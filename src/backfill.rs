@@ -397,7 +397,9 @@ impl Backfill<'_> {
                         compute_batch(&compute, &source, &live, out_schema)
                     });
                     let out = work.await.unwrap_or_else(|e| {
-                        Err(Error::Panicked { message: format!("the task computing the column failed: {e}") })
+                        Err(Error::Panicked {
+                            message: format!("the task computing the column failed: {e}"),
+                        })
                     });
                     out.map_err(|e| {
                         let message = e.to_string();
@@ -428,12 +430,14 @@ impl Backfill<'_> {
                 true,
             )]));
             let size = u64::from(self.batch_size);
-            let batches = (rows.start..rows.end).step_by(size as usize).map(move |start| {
-                let n = ((start + size).min(rows.end) - start) as usize;
-                let column = arrow_array::new_null_array(&arrow_schema::DataType::Null, n);
-                let batch = RecordBatch::try_new(schema.clone(), vec![column]);
-                future::ready(batch.map_err(lance::Error::from)).boxed()
-            });
+            let batches = (rows.start..rows.end)
+                .step_by(size as usize)
+                .map(move |start| {
+                    let n = ((start + size).min(rows.end) - start) as usize;
+                    let column = arrow_array::new_null_array(&arrow_schema::DataType::Null, n);
+                    let batch = RecordBatch::try_new(schema.clone(), vec![column]);
+                    future::ready(batch.map_err(lance::Error::from)).boxed()
+                });
             return Ok(stream::iter(batches).boxed());
         };
         let schema = fragment.dataset().schema().project(&[source.as_str()])?;

@@ -347,16 +347,20 @@ impl MigrationContext {
                 let rows = dataset
                     .count_rows(None)
                     .await
-                    .map_err(crate::backfill::lance_err(format!("count the rows of `{name}`")))?
-                    as u64;
+                    .map_err(crate::backfill::lance_err(format!(
+                        "count the rows of `{name}`"
+                    )))? as u64;
                 let versions = self.version_before + 1..dataset.version().version + 1;
                 let commits = tables::append_commits(&dataset, name, versions).await?;
                 (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())
             }
             None => {
-                let rows = self.table.count_rows(None).await.map_err(Error::lance(format!(
-                    "count the rows of table `{name}`"
-                )))? as u64;
+                let rows = self
+                    .table
+                    .count_rows(None)
+                    .await
+                    .map_err(Error::lance(format!("count the rows of table `{name}`")))?
+                    as u64;
                 (rows, 0)
             }
         };

@@ -413,8 +413,10 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
-    /// This run's lease expired or was taken over (e.g. the process stalled
-    /// for longer than the lease TTL); it stopped before writing more.
+    /// This run's lease lapsed or was taken over (e.g. the process was
+    /// stopped for longer than the lease TTL, or its heartbeats did not
+    /// land); it stopped before writing more. The next holder undoes or
+    /// resumes the migration.
     #[error("the migration lease (generation {generation}) was lost; stopped to avoid two writers")]
     LeaseLost {
         /// The generation of the lost lease.

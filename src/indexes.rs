@@ -23,8 +23,8 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{OptimizeAction, OptimizeOptions};
 use tracing::{info, warn};
 
-use crate::lease::Fence;
 use crate::error::{Error, Result};
+use crate::lease::Fence;
 
 /// An index of a table, as recorded before a migration.
 #[derive(Debug, Clone, PartialEq)]

@@ -116,7 +116,10 @@ impl Fence {
         if state.lost.load(Ordering::SeqCst) {
             return Err(lost());
         }
-        let valid_until = *state.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let valid_until = *state
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if Instant::now() >= valid_until {
             if !state.lost.swap(true, Ordering::SeqCst) {
                 warn!(
@@ -136,7 +139,10 @@ impl Fence {
         let Some(state) = &self.0 else {
             return true;
         };
-        let mut valid_until = state.valid_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut valid_until = state
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if state.lost.load(Ordering::SeqCst) || Instant::now() >= *valid_until {
             state.lost.store(true, Ordering::SeqCst);
             return false;
@@ -415,14 +421,15 @@ async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagConte
             // put replaces an object whole).
             Err(e) if !store.is_local() => return Err(lance_error(e)),
             Err(_) => {
-                let local = std::path::Path::new(dataset.uri()).join("_refs/tags").join(&file);
+                let local = std::path::Path::new(dataset.uri())
+                    .join("_refs/tags")
+                    .join(&file);
                 let modified = std::fs::metadata(&local).and_then(|m| m.modified());
-                let written = chrono::DateTime::<chrono::Utc>::from(modified.map_err(|e| {
-                    Error::Ledger {
+                let written =
+                    chrono::DateTime::<chrono::Utc>::from(modified.map_err(|e| Error::Ledger {
                         ledger: ledger.name().to_owned(),
                         reason: format!("lease tag `{name}` cannot be read: {e}"),
-                    }
-                })?);
+                    })?);
                 TagContents {
                     branch: None,
                     version: 0,
@@ -496,7 +503,11 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
         if let Ok(state) = &state
             && (state.generation != generation || state.released)
         {
-            warn!(generation, newest = state.generation, "migration lease lost to a newer generation");
+            warn!(
+                generation,
+                newest = state.generation,
+                "migration lease lost to a newer generation"
+            );
             fence.lose();
             return;
         }
@@ -505,7 +516,10 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
             continue;
         }
         if !fence.extend(issued) {
-            warn!(generation, "a lease heartbeat landed after the lease lapsed; not reviving it");
+            warn!(
+                generation,
+                "a lease heartbeat landed after the lease lapsed; not reviving it"
+            );
             return;
         }
     }
@@ -685,10 +699,16 @@ mod tests {
             .join("ledger.lance/_refs/tags")
             .join(format!("{}.json", tag(1)));
         std::fs::write(&file, b"").unwrap();
-        assert!(list_tags_strict(&ledger).await.is_err(), "Lance's listing fails");
+        assert!(
+            list_tags_strict(&ledger).await.is_err(),
+            "Lance's listing fails"
+        );
         let state = State::read(&ledger).await.unwrap();
         assert_eq!(state.generation, 1);
-        assert!(!state.is_free(ttl), "taken over before the file was ttl old");
+        assert!(
+            !state.is_free(ttl),
+            "taken over before the file was ttl old"
+        );
         drop(lease);
         let next = Lease::acquire(&ledger, &config(ttl, "next")).await.unwrap();
         assert_eq!(next.generation, 2);

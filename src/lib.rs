@@ -56,7 +56,10 @@
 //!    carrying the [`Report`] so far.
 //!
 //! A process killed mid-migration leaves its ledger row `running`; the next
-//! run restores that migration's backup and applies it again.
+//! run undoes it like a failure (restores the backup, keeps the rows other
+//! writers appended meanwhile) and applies it again. A process stalled past
+//! the lease TTL writes nothing more once it resumes ([`Error::LeaseLost`]),
+//! and a panic in a hook is caught and rolled back ([`Error::Panicked`]).
 //!
 //! `DESIGN.md` in the repository explains each decision; `BENCHMARKS.md`
 //! measures the cost against plain LanceDB calls.

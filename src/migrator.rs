@@ -172,8 +172,10 @@ impl Migrator {
     /// it returns at once, having only read the ledger. Otherwise it takes
     /// the database's migration lease (waiting for another process that
     /// holds it), reads the ledger again, and runs what is still pending. A
-    /// migration found `running` (its process died) is restored to its
-    /// backup and run again; a `failed` one is run again.
+    /// migration found `running` (its process died) is undone like a failed
+    /// one — its backup restored, the rows other writers appended since
+    /// appended again — and run again (a resumable one continues instead);
+    /// a `failed` one is run again.
     ///
     /// # Errors
     ///
@@ -182,9 +184,12 @@ impl Migrator {
     /// - [`Error::LeaseTimeout`] when another process kept the lease longer
     ///   than [`lease_wait`](Self::lease_wait);
     /// - [`Error::Ledger`] when the ledger cannot be used;
-    /// - [`Error::MigrationFailed`] when a migration fails: it names the
-    ///   migration and phase, says how the table was rolled back, and carries
-    ///   the report of what completed before it. Later migrations do not run.
+    /// - [`Error::MigrationFailed`] when a migration fails (a panic in one of
+    ///   its hooks included): it names the migration and phase, says how the
+    ///   table was rolled back, and carries the report of what completed
+    ///   before it. Later migrations do not run. Its source is
+    ///   [`Error::LeaseLost`] when this process could no longer prove it held
+    ///   the lease (it was stalled past the TTL): it then wrote nothing more.
     pub async fn run(&self) -> Result<Report> {
         self.validate()?;
         let span = info_span!("lancedb_migrate::run", ledger = %self.ledger);

@@ -525,8 +525,10 @@ pub(crate) async fn prune_backups(
 /// attempts of now-applied migrations left behind: the ledger no longer
 /// names them, so nothing can restore from them, but each pins a version.
 async fn prune_orphans(migrator: &Migrator, table: &str, entries: &[LedgerEntry]) {
-    let named: std::collections::HashSet<&str> =
-        entries.iter().filter_map(|e| e.backup_tag.as_deref()).collect();
+    let named: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.backup_tag.as_deref())
+        .collect();
     let prefixes: Vec<String> = entries
         .iter()
         .filter(|e| e.table == table && e.status == Status::Applied)
@@ -550,7 +552,10 @@ async fn prune_orphans(migrator: &Migrator, table: &str, entries: &[LedgerEntry]
     };
     for tag in listed.keys().filter(|t| orphan(t)) {
         match tags.delete(tag).await {
-            Ok(()) => info!(table, tag, "orphaned backup tag of an earlier attempt pruned"),
+            Ok(()) => info!(
+                table,
+                tag, "orphaned backup tag of an earlier attempt pruned"
+            ),
             Err(e) => warn!(table, tag, error = %e, "could not delete an orphaned backup tag"),
         }
     }

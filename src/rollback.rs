@@ -62,13 +62,21 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
     match misfits(ctx, backup.version()).await {
         Ok(None) => {}
         Ok(Some(reason)) => {
-            warn!(reason, "rollback refused: appended rows do not fit the backup's schema");
+            warn!(
+                reason,
+                "rollback refused: appended rows do not fit the backup's schema"
+            );
             return Rollback::Refused {
                 backup: backup.tag().to_owned(),
                 reason,
             };
         }
-        Err(e) => return failed(format!("the appended rows could not be checked: {}", chain(&e))),
+        Err(e) => {
+            return failed(format!(
+                "the appended rows could not be checked: {}",
+                chain(&e)
+            ));
+        }
     }
     if ctx.check_lease().is_err() {
         return Rollback::Deferred;
@@ -159,7 +167,9 @@ async fn checkout(dataset: &Dataset, table: &str, version: u64) -> Result<Datase
     dataset
         .checkout_version(version)
         .await
-        .map_err(lance_err(format!("check out version {version} of `{table}`")))
+        .map_err(lance_err(format!(
+            "check out version {version} of `{table}`"
+        )))
 }
 
 /// The rows added by `Append` commits after `since` and before the table
@@ -225,7 +235,10 @@ async fn reappend(ctx: &MigrationContext, batches: Vec<RecordBatch>) -> Result<(
 /// NULL (an error for a NOT NULL column).
 fn project(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
     fits(&batch.schema(), schema).map_err(|reason| {
-        Error::verification(table, format!("rows appended during the migration {reason}"))
+        Error::verification(
+            table,
+            format!("rows appended during the migration {reason}"),
+        )
     })?;
     let columns = schema
         .fields()

@@ -17,9 +17,9 @@ use crate::builtin::ReEmbed;
 use crate::builtin::value::Value;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, is_commit_conflict};
-use crate::tables;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
+use crate::tables;
 
 /// One column for [`AddColumns`] to add.
 ///
@@ -230,7 +230,11 @@ impl AddColumns {
     }
 
     async fn add_defaults(&self, ctx: &MigrationContext) -> Result<()> {
-        let valued: Vec<&NewColumn> = self.columns.iter().filter(|c| c.default.is_some()).collect();
+        let valued: Vec<&NewColumn> = self
+            .columns
+            .iter()
+            .filter(|c| c.default.is_some())
+            .collect();
         let mut expressions = Vec::new();
         for column in &valued {
             let value = column.default.as_ref().expect("filtered on default");
@@ -249,7 +253,11 @@ impl AddColumns {
         ctx.check_lease()?;
         let sql = NewColumnTransform::SqlExpressions(expressions.clone());
         match ctx.table().add_columns().transform(sql).execute().await {
-            Ok(result) => info!(table = self.table, version = result.version, "columns added"),
+            Ok(result) => info!(
+                table = self.table,
+                version = result.version,
+                "columns added"
+            ),
             Err(e) if is_commit_conflict(&e) && valued.iter().all(|c| c.nullable) => {
                 info!(
                     table = self.table,
@@ -264,7 +272,10 @@ impl AddColumns {
                 .await?;
             }
             Err(e) => {
-                return Err(Error::lance(format!("add defaulted columns to `{}`", self.table))(e));
+                return Err(Error::lance(format!(
+                    "add defaulted columns to `{}`",
+                    self.table
+                ))(e));
             }
         }
         let relax: Vec<ColumnAlteration> = valued
@@ -304,16 +315,29 @@ impl AddColumns {
             .await?
             .checkout_version(added.version)
             .await
-            .map_err(lance_err(format!("read `{}` as the columns were added", self.table)))?;
-        let fragments: HashSet<u64> = at_add.get_fragments().iter().map(|f| f.id() as u64).collect();
+            .map_err(lance_err(format!(
+                "read `{}` as the columns were added",
+                self.table
+            )))?;
+        let fragments: HashSet<u64> = at_add
+            .get_fragments()
+            .iter()
+            .map(|f| f.id() as u64)
+            .collect();
         for column in columns {
             let field_id = at_add
                 .schema()
                 .field_id(&column.name)
                 .map_err(lance_err(format!("find column `{}`", column.name)))?;
-            let value = column.default.clone().expect("only defaulted columns are filled");
-            let (data_type, now, column_name) =
-                (column.data_type.clone(), ctx.started_at(), column.name.clone());
+            let value = column
+                .default
+                .clone()
+                .expect("only defaulted columns are filled");
+            let (data_type, now, column_name) = (
+                column.data_type.clone(),
+                ctx.started_at(),
+                column.name.clone(),
+            );
             let compute: Compute = Arc::new(move |rows: ArrayRef| {
                 value
                     .to_array(&data_type, now, rows.len())
@@ -339,7 +363,11 @@ impl AddColumns {
             .run()
             .await?;
         }
-        info!(table = self.table, version = added.version, "columns added and filled");
+        info!(
+            table = self.table,
+            version = added.version,
+            "columns added and filled"
+        );
         Ok(())
     }
 

@@ -142,10 +142,16 @@ fn add_columns() -> AddColumns {
 
 fn reembed(delay: Duration) -> ReEmbed {
     let model = TestEmbedding::new("test-16", NEW_DIMS).delay(delay);
-    ReEmbed::new("0003_reembed", "documents", "text", "vector", Arc::new(model))
-        .batch_size(200)
-        .concurrency(1)
-        .checkpoint_every(Duration::from_millis(200))
+    ReEmbed::new(
+        "0003_reembed",
+        "documents",
+        "text",
+        "vector",
+        Arc::new(model),
+    )
+    .batch_size(200)
+    .concurrency(1)
+    .checkpoint_every(Duration::from_millis(200))
 }
 
 /// The migrations a scenario runs (the same in every process).
@@ -262,10 +268,12 @@ fn rows_in(
                         };
                         Some(v.into_iter().map(Some))
                     });
-                    Arc::new(FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
-                        vectors,
-                        dims as i32,
-                    ))
+                    Arc::new(
+                        FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
+                            vectors,
+                            dims as i32,
+                        ),
+                    )
                 }
                 (_, t) => new_null_array(t, ids.clone().count()),
             }
@@ -310,7 +318,12 @@ impl Busy {
         let ack = tmp.path().join("acked.txt");
         let stop = tmp.path().join("stop");
         let app = Command::new(std::env::current_exe().unwrap())
-            .args(["nothing_lost::child_append", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "nothing_lost::child_append",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(DB_ENV, tmp.path())
             .env(ACK_ENV, &ack)
             .env(STOP_ENV, &stop)
@@ -330,7 +343,12 @@ impl Busy {
 
     fn migrate(&self, scenario: &str) -> Child {
         Command::new(std::env::current_exe().unwrap())
-            .args(["nothing_lost::child_migrate", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "nothing_lost::child_migrate",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(DB_ENV, self.tmp.path())
             .env(SCENARIO_ENV, scenario)
             .env("RUST_BACKTRACE", "0")
@@ -423,7 +441,9 @@ async fn id_counts(db: &Connection) -> HashMap<i64, usize> {
 /// No original or acknowledged row is missing or duplicated.
 async fn assert_nothing_lost(db: &Connection, acked: &[i64], rows: usize, what: &str) {
     let counts = id_counts(db).await;
-    let original = (0..rows as i64).filter(|id| counts.get(id) != Some(&1)).count();
+    let original = (0..rows as i64)
+        .filter(|id| counts.get(id) != Some(&1))
+        .count();
     assert_eq!(original, 0, "{what}: original rows missing or doubled");
     let lost: Vec<i64> = acked
         .iter()
@@ -456,7 +476,10 @@ async fn ledger_states(db: &Connection, scenario: &str) -> String {
 async fn wait_until_running(db: &Connection, scenario: &str, id: &str) {
     let started = Instant::now();
     loop {
-        let entries = migrator(db.clone(), scenario).ledger().await.unwrap_or_default();
+        let entries = migrator(db.clone(), scenario)
+            .ledger()
+            .await
+            .unwrap_or_default();
         if entries
             .iter()
             .any(|e| e.id == id && e.status == Status::Running)
@@ -480,9 +503,16 @@ async fn wait_until_running(db: &Connection, scenario: &str, id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_keeps_rows_the_application_appended() {
     let mut seen = BTreeMap::<String, usize>::new();
-    for (trial, scenario) in ["custom", "custom", "add_columns", "custom", "add_columns", "custom"]
-        .into_iter()
-        .enumerate()
+    for (trial, scenario) in [
+        "custom",
+        "custom",
+        "add_columns",
+        "custom",
+        "add_columns",
+        "custom",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut busy = Busy::new(200).await;
         busy.wait_for_acks(2);
@@ -516,12 +546,24 @@ async fn recovery_keeps_rows_the_application_appended() {
         let what = format!("trial {trial}, {scenario}, {state}");
         assert_nothing_lost(&db, &acked, ROWS, &what).await;
         let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
-        assert!(ledger.iter().all(|e| e.status == Status::Applied), "{ledger:?}");
+        assert!(
+            ledger.iter().all(|e| e.status == Status::Applied),
+            "{ledger:?}"
+        );
         let table = db.open_table("documents").execute().await.unwrap();
         let schema = table.schema().await.unwrap();
         assert!(schema.field_with_name("category").is_ok());
-        assert!(schema.field_with_name("shout").is_err(), "no leftover column");
-        assert!(migrator(db.clone(), scenario).run().await.unwrap().is_noop());
+        assert!(
+            schema.field_with_name("shout").is_err(),
+            "no leftover column"
+        );
+        assert!(
+            migrator(db.clone(), scenario)
+                .run()
+                .await
+                .unwrap()
+                .is_noop()
+        );
     }
     eprintln!("ledger states at the kills: {seen:?}");
     let inside: usize = seen
@@ -572,7 +614,10 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
             String::from_utf8_lossy(&out.stderr)
         );
         let after_takeover = ledger_states(&db, scenario).await;
-        assert!(!after_takeover.contains("Running"), "{what}: {after_takeover}");
+        assert!(
+            !after_takeover.contains("Running"),
+            "{what}: {after_takeover}"
+        );
 
         // The stalled holder wakes up: it must stop without writing.
         signal(&first, "-CONT");
@@ -593,7 +638,11 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
         assert_nothing_lost(&db, &acked, rows, &what).await;
         assert_like_a_clean_run(&db, scenario, &what).await;
         assert!(
-            migrator(db.clone(), scenario).run().await.unwrap().is_noop(),
+            migrator(db.clone(), scenario)
+                .run()
+                .await
+                .unwrap()
+                .is_noop(),
             "{what}"
         );
     }
@@ -645,14 +694,21 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
         .await
         .unwrap();
     for batch in &batches {
-        let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
         let texts = batch.column_by_name("text").unwrap().as_string::<i32>();
         let category = batch.column_by_name("category").unwrap().as_string::<i32>();
         let vectors = batch.column_by_name("vector").unwrap().as_fixed_size_list();
         for row in 0..batch.num_rows() {
             let id = ids.value(row);
             if id < APPENDED_FROM {
-                assert_eq!(category.value(row), "general", "{what}: default of row {id}");
+                assert_eq!(
+                    category.value(row),
+                    "general",
+                    "{what}: default of row {id}"
+                );
             }
             let v = vectors.value(row);
             let v = v.as_primitive::<Float32Type>().values();
@@ -662,13 +718,20 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
                 testing::document_vector(id, DIMS)
             };
             assert_eq!(v.len(), want.len(), "{what}: dimension of row {id}");
-            let off = v.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let off = v
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(off < 1e-5, "{what}: row {id}'s vector is off by {off}");
         }
     }
     if scenario == "reembed" {
         let field = schema.field_with_name("vector").unwrap();
-        assert_eq!(field.metadata().get(MODEL_KEY).map(String::as_str), Some("test-16"));
+        assert_eq!(
+            field.metadata().get(MODEL_KEY).map(String::as_str),
+            Some("test-16")
+        );
     }
 }
 
@@ -713,11 +776,17 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
     let app_db = tmp.connect().await.unwrap();
     let (ack2, stop2) = (ack.clone(), stop.clone());
     let app = tokio::spawn(async move {
-        append_until(&app_db, APPENDED_FROM, Duration::from_millis(20), &ack2, &stop2).await;
+        append_until(
+            &app_db,
+            APPENDED_FROM,
+            Duration::from_millis(20),
+            &ack2,
+            &stop2,
+        )
+        .await;
     });
-    let failing = Migrator::new(tmp.connect().await.unwrap()).add(SlowFailingVerify(reembed(
-        Duration::ZERO,
-    )));
+    let failing =
+        Migrator::new(tmp.connect().await.unwrap()).add(SlowFailingVerify(reembed(Duration::ZERO)));
     let err = failing.run().await.unwrap_err();
     std::fs::write(&stop, b"").unwrap();
     app.await.unwrap();
@@ -736,7 +805,10 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
         panic!("expected a refused rollback, got {rollback:?}: {err}");
     };
     assert!(reason.contains("vector"), "{reason}");
-    assert!(err.to_string().contains("left as the migration left it"), "{err}");
+    assert!(
+        err.to_string().contains("left as the migration left it"),
+        "{err}"
+    );
     let db = tmp.connect().await.unwrap();
     let counts = id_counts(&db).await;
     let lost = acked.iter().filter(|id| !counts.contains_key(id)).count();
@@ -744,7 +816,13 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
     assert_eq!(counts.len(), 500 + acked.len());
     let ledger = failing.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
-    assert!(ledger[0].error.as_deref().unwrap().contains("injected verify failure"));
+    assert!(
+        ledger[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("injected verify failure")
+    );
 
     // The next start applies the migration from the table as it was left.
     let report = Migrator::new(db.clone())
@@ -754,7 +832,11 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
         .unwrap();
     assert_eq!(report.applied().count(), 1);
     let counts = id_counts(&db).await;
-    assert_eq!(counts.len(), 500 + acked.len(), "nothing lost on the re-run");
+    assert_eq!(
+        counts.len(),
+        500 + acked.len(),
+        "nothing lost on the re-run"
+    );
 }
 
 /// A transform that panics after a commit: a typed error for its phase,
@@ -794,13 +876,20 @@ async fn a_panicking_transform_is_rolled_back_and_recorded() {
         matches!(cause, Error::Panicked { message } if message.contains("index out of range")),
         "{cause:?}"
     );
-    assert!(matches!(rollback, Rollback::Restored { .. }), "{rollback:?}");
+    assert!(
+        matches!(rollback, Rollback::Restored { .. }),
+        "{rollback:?}"
+    );
     table.checkout_latest().await.unwrap();
     assert_eq!(table.schema().await.unwrap(), before, "table restored");
     let ledger = migrator.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
     assert!(
-        ledger[0].error.as_deref().unwrap().contains("index out of range"),
+        ledger[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("index out of range"),
         "{:?}",
         ledger[0].error
     );
@@ -867,12 +956,21 @@ async fn a_panicking_embedder_is_an_embedding_error() {
         matches!(problem, EmbeddingProblem::Panicked { message } if message.contains("CUDA device lost")),
         "{problem:?}"
     );
-    assert!(matches!(rollback, Rollback::Restored { .. }), "{rollback:?}");
+    assert!(
+        matches!(rollback, Rollback::Restored { .. }),
+        "{rollback:?}"
+    );
     table.checkout_latest().await.unwrap();
     assert_eq!(table.schema().await.unwrap(), before, "table restored");
     let ledger = migrator.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
-    assert!(ledger[0].error.as_deref().unwrap().contains("CUDA device lost"));
+    assert!(
+        ledger[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("CUDA device lost")
+    );
 }
 
 /// A real full disk (a small tmpfs): the transform fails with "no space",
@@ -923,7 +1021,9 @@ async fn a_full_disk_is_recovered_by_the_next_run() {
     }
 
     let Some(disk) = SmallDisk::mount(64) else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+        );
         return;
     };
     let db = lancedb::connect(disk.path().to_str().unwrap())
