@@ -115,7 +115,7 @@ impl<'a> Apply<'a> {
 
     /// The migration's `expected_schema` for the table as it is, with a
     /// panic in it caught as an error.
-    fn expected(&self, ctx: &MigrationContext) -> Result<(), (Phase, Error)> {
+    fn expected(&self, ctx: &MigrationContext) -> Result<()> {
         let schema = ctx.schema_before();
         std::panic::catch_unwind(AssertUnwindSafe(|| self.migration.expected_schema(schema)))
             .unwrap_or_else(|payload| {
@@ -124,7 +124,6 @@ impl<'a> Apply<'a> {
                 })
             })
             .map(drop)
-            .map_err(|e| (Phase::Prepare, e))
     }
 
     /// Opens the table, recovers an interrupted attempt, takes the backup.
@@ -164,7 +163,7 @@ impl<'a> Apply<'a> {
             ctx.resume(entry.version_before, entry.rows_before, backup)
                 .await
                 .map_err(|e| (Phase::Prepare, e))?;
-            self.expected(&ctx)?;
+            self.expected(&ctx).map_err(|e| (Phase::Prepare, e))?;
             return Ok(ctx);
         }
         if let Some(interrupted) = interrupted {
@@ -174,7 +173,7 @@ impl<'a> Apply<'a> {
                 .map_err(|e| (Phase::Prepare, e))?;
         }
         // Bad input is refused here, before anything is written.
-        self.expected(&ctx)?;
+        self.expected(&ctx).map_err(|e| (Phase::Prepare, e))?;
         let copy_to = self.copy_to;
         let backup = async {
             let backup = m.backup(&ctx).await?;

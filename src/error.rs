@@ -88,10 +88,9 @@ pub enum Rollback {
     /// dimension) that restoring the backup would drop. The table is left as
     /// the migration left it, those rows included; the ledger records the
     /// migration `failed`, so the next run applies it again from there.
-    /// The backup tag still holds the version before the migration.
+    /// The backup tag (in the ledger row and the report) still holds the
+    /// version before the migration.
     Refused {
-        /// The backup that was not restored.
-        backup: String,
         /// Which rows could not go back, and why.
         reason: String,
     },
@@ -120,9 +119,9 @@ impl fmt::Display for Rollback {
                 "restoring backup `{backup}` failed ({reason}); the migration stays `running` in the ledger, \
                  so the next run restores the backup first, once the cause is fixed"
             ),
-            Self::Refused { backup, reason } => write!(
+            Self::Refused { reason } => write!(
                 f,
-                "the table was left as the migration left it, not restored from backup `{backup}`, \
+                "the table was left as the migration left it, not restored from its backup, \
                  because {reason}; the next run applies the migration again from there"
             ),
         }

@@ -66,10 +66,7 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
                 reason,
                 "rollback refused: appended rows do not fit the backup's schema"
             );
-            return Rollback::Refused {
-                backup: backup.tag().to_owned(),
-                reason,
-            };
+            return Rollback::Refused { reason };
         }
         Err(e) => {
             return failed(format!(

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use lance::Dataset;
-use lance::dataset::transaction::Operation;
+use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::Table;
 
 use crate::error::{Error, Result};
@@ -59,10 +59,7 @@ pub(crate) async fn append_commits(
 ) -> Result<Vec<(u64, u64)>> {
     let mut commits = Vec::new();
     for version in versions {
-        let transaction = dataset.read_transaction_by_version(version).await;
-        let read =
-            |e: lance::Error| Error::lance(format!("read commit {version} of `{name}`"))(e.into());
-        let Some(transaction) = transaction.map_err(read)? else {
+        let Some(transaction) = transaction(dataset, name, version).await? else {
             continue;
         };
         let ours = transaction
@@ -92,10 +89,7 @@ pub(crate) async fn first_reshaping_commit(
     versions: Range<u64>,
 ) -> Result<Option<(u64, String)>> {
     for version in versions {
-        let transaction = dataset.read_transaction_by_version(version).await;
-        let read =
-            |e: lance::Error| Error::lance(format!("read commit {version} of `{name}`"))(e.into());
-        let Some(transaction) = transaction.map_err(read)? else {
+        let Some(transaction) = transaction(dataset, name, version).await? else {
             continue;
         };
         match &transaction.operation {
@@ -109,4 +103,13 @@ pub(crate) async fn first_reshaping_commit(
         }
     }
     Ok(None)
+}
+
+/// The transaction of commit `version` of `dataset` (the table `name`), if
+/// Lance recorded one.
+async fn transaction(dataset: &Dataset, name: &str, version: u64) -> Result<Option<Transaction>> {
+    dataset
+        .read_transaction_by_version(version)
+        .await
+        .map_err(|e| Error::lance(format!("read commit {version} of `{name}`"))(e.into()))
 }

@@ -876,23 +876,7 @@ async fn a_panicking_transform_is_rolled_back_and_recorded() {
         matches!(cause, Error::Panicked { message } if message.contains("index out of range")),
         "{cause:?}"
     );
-    assert!(
-        matches!(rollback, Rollback::Restored { .. }),
-        "{rollback:?}"
-    );
-    table.checkout_latest().await.unwrap();
-    assert_eq!(table.schema().await.unwrap(), before, "table restored");
-    let ledger = migrator.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Failed);
-    assert!(
-        ledger[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("index out of range"),
-        "{:?}",
-        ledger[0].error
-    );
+    assert_restored_and_recorded(&table, &before, rollback, &migrator, "index out of range").await;
 
     // The lease was released: a fixed migration runs now, not after a TTL.
     let started = Instant::now();
@@ -956,21 +940,28 @@ async fn a_panicking_embedder_is_an_embedding_error() {
         matches!(problem, EmbeddingProblem::Panicked { message } if message.contains("CUDA device lost")),
         "{problem:?}"
     );
+    assert_restored_and_recorded(&table, &before, rollback, &migrator, "CUDA device lost").await;
+}
+
+/// The table has its schema from before, and the ledger says `failed`
+/// with `message` in its error.
+async fn assert_restored_and_recorded(
+    table: &lancedb::Table,
+    before: &Schema,
+    rollback: &Rollback,
+    migrator: &Migrator,
+    message: &str,
+) {
     assert!(
         matches!(rollback, Rollback::Restored { .. }),
         "{rollback:?}"
     );
     table.checkout_latest().await.unwrap();
-    assert_eq!(table.schema().await.unwrap(), before, "table restored");
+    assert_eq!(*table.schema().await.unwrap(), *before, "table restored");
     let ledger = migrator.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
-    assert!(
-        ledger[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("CUDA device lost")
-    );
+    let error = ledger[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains(message), "the ledger's error: {error}");
 }
 
 /// A real full disk (a small tmpfs): the transform fails with "no space",
