@@ -341,7 +341,8 @@ impl MigrationContext {
         let name = self.table_name();
         tables::latest_version(&self.table).await?;
         // Count and list the appends at one version, so that an append
-        // landing in between cannot make them disagree.
+        // landing in between cannot make them disagree; a quiet table (the
+        // count unchanged) needs no list.
         let (now, appended) = match tables::dataset(&self.table).await? {
             Some(dataset) => {
                 let rows = dataset
@@ -350,6 +351,9 @@ impl MigrationContext {
                     .map_err(crate::backfill::lance_err(format!(
                         "count the rows of `{name}`"
                     )))? as u64;
+                if rows == self.rows_before {
+                    return Ok(());
+                }
                 let versions = self.version_before + 1..dataset.version().version + 1;
                 let commits = tables::append_commits(&dataset, name, versions).await?;
                 (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())

@@ -537,7 +537,9 @@ async fn recovery_keeps_rows_the_application_appended() {
         let state = ledger_states(&db, scenario).await;
         *seen.entry(state.clone()).or_default() += 1;
 
-        busy.wait_for_acks(busy.acked().len() + 2);
+        // The application keeps going (its appends may fail until the
+        // recovery: a column can be left NOT NULL mid-`AddColumns`).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let report = migrator(db.clone(), scenario).run().await;
         report.unwrap_or_else(|e| panic!("trial {trial} ({state}): recovery failed: {e:?}"));
         busy.wait_for_acks(busy.acked().len() + 2);
@@ -1097,4 +1099,63 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
+}
+
+/// An interrupted attempt leaves a backup tag that the ledger stops naming
+/// once the retry records its own; with a retention policy it is pruned
+/// after the migration applies, and the applied migration's tag is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_tags_of_interrupted_attempts_are_pruned() {
+    #[derive(Debug)]
+    struct Hangs(bool);
+
+    #[async_trait]
+    impl Migration for Hangs {
+        fn id(&self) -> &str {
+            "0001_word_count"
+        }
+        fn table(&self) -> &str {
+            "documents"
+        }
+        fn definition(&self) -> String {
+            "word_count = length(text)".to_owned()
+        }
+        fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+            Ok(crate::support::with_word_count(before))
+        }
+        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+            crate::support::add_word_count(ctx.table()).await?;
+            if self.0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    let tmp = TempDb::new().await.unwrap();
+    let table = testing::documents_table(tmp.db(), "documents", 100, DIMS)
+        .await
+        .unwrap();
+    let migrator = |hangs| {
+        Migrator::new(tmp.db().clone())
+            .lease_ttl(Duration::from_millis(300))
+            .keep_backups(lancedb_migrate::Retention::Last(5))
+            .add(Hangs(hangs))
+    };
+    // The process "dies" mid-transform: the run is dropped there.
+    let died = tokio::time::timeout(Duration::from_secs(2), migrator(true).run()).await;
+    assert!(died.is_err());
+    let orphan = crate::support::tags(&table).await;
+    assert_eq!(orphan.len(), 1, "{orphan:?}");
+
+    let fixed = migrator(false);
+    fixed.run().await.unwrap();
+    let entry = &fixed.ledger().await.unwrap()[0];
+    let kept = entry.backup_tag.clone().unwrap();
+    let tags = crate::support::tags(&table).await;
+    assert_eq!(
+        tags.keys().collect::<Vec<_>>(),
+        [&kept],
+        "only the applied migration's own backup tag is left"
+    );
 }
