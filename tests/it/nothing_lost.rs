@@ -973,46 +973,6 @@ async fn assert_restored_and_recorded(
 /// intact. Skipped (with a message) where tmpfs cannot be mounted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_recovered_by_the_next_run() {
-    #[derive(Debug)]
-    struct FillsTheDisk {
-        balloon: PathBuf,
-        inflate: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    #[async_trait]
-    impl Migration for FillsTheDisk {
-        fn id(&self) -> &str {
-            "0001_word_count"
-        }
-        fn table(&self) -> &str {
-            "documents"
-        }
-        fn definition(&self) -> String {
-            "word_count = length(text)".to_owned()
-        }
-        fn expected_schema(&self, before: &Schema) -> Result<Schema> {
-            Ok(crate::support::with_word_count(before))
-        }
-        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-            crate::support::add_word_count(ctx.table()).await?;
-            if self.inflate.load(std::sync::atomic::Ordering::SeqCst) {
-                // Another program fills the disk now, after the first commit.
-                let mut file = std::fs::File::create(&self.balloon).unwrap();
-                let chunk = vec![0u8; 64 * 1024];
-                while file.write_all(&chunk).is_ok() {}
-                let _ = file.sync_all();
-                // The next write fails for want of space.
-                let sql = vec![("shout".to_owned(), "upper(text)".to_owned())];
-                ctx.table()
-                    .add_columns()
-                    .transform(NewColumnTransform::SqlExpressions(sql))
-                    .execute()
-                    .await?;
-            }
-            Ok(())
-        }
-    }
-
     let Some(disk) = SmallDisk::mount(64) else {
         eprintln!(
             "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
@@ -1028,9 +988,11 @@ async fn a_full_disk_is_recovered_by_the_next_run() {
         .unwrap();
     let inflate = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let balloon = disk.path().join("balloon");
-    let migration = || FillsTheDisk {
-        balloon: balloon.clone(),
-        inflate: inflate.clone(),
+    let migration = || WordCount {
+        then: Then::FillTheDisk {
+            balloon: balloon.clone(),
+            inflate: inflate.clone(),
+        },
     };
     let err = Migrator::new(db.clone())
         .lease_ttl(Duration::from_millis(500))
@@ -1106,32 +1068,6 @@ impl Drop for SmallDisk {
 /// after the migration applies, and the applied migration's tag is kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_tags_of_interrupted_attempts_are_pruned() {
-    #[derive(Debug)]
-    struct Hangs(bool);
-
-    #[async_trait]
-    impl Migration for Hangs {
-        fn id(&self) -> &str {
-            "0001_word_count"
-        }
-        fn table(&self) -> &str {
-            "documents"
-        }
-        fn definition(&self) -> String {
-            "word_count = length(text)".to_owned()
-        }
-        fn expected_schema(&self, before: &Schema) -> Result<Schema> {
-            Ok(crate::support::with_word_count(before))
-        }
-        async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-            crate::support::add_word_count(ctx.table()).await?;
-            if self.0 {
-                std::future::pending::<()>().await;
-            }
-            Ok(())
-        }
-    }
-
     let tmp = TempDb::new().await.unwrap();
     let table = testing::documents_table(tmp.db(), "documents", 100, DIMS)
         .await
@@ -1140,7 +1076,9 @@ async fn backup_tags_of_interrupted_attempts_are_pruned() {
         Migrator::new(tmp.db().clone())
             .lease_ttl(Duration::from_millis(300))
             .keep_backups(lancedb_migrate::Retention::Last(5))
-            .add(Hangs(hangs))
+            .add(WordCount {
+                then: if hangs { Then::Hang } else { Then::Finish },
+            })
     };
     // The process "dies" mid-transform: the run is dropped there.
     let died = tokio::time::timeout(Duration::from_secs(2), migrator(true).run()).await;
@@ -1158,4 +1096,61 @@ async fn backup_tags_of_interrupted_attempts_are_pruned() {
         [&kept],
         "only the applied migration's own backup tag is left"
     );
+}
+
+/// Adds `word_count`, then does what `then` says.
+#[derive(Debug)]
+struct WordCount {
+    then: Then,
+}
+
+#[derive(Debug)]
+enum Then {
+    Finish,
+    /// The process "dies" here: the test drops the run.
+    Hang,
+    /// Another program fills the disk (while `inflate` is set), then the
+    /// migration's next write fails for want of space.
+    FillTheDisk {
+        balloon: PathBuf,
+        inflate: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+#[async_trait]
+impl Migration for WordCount {
+    fn id(&self) -> &str {
+        "0001_word_count"
+    }
+    fn table(&self) -> &str {
+        "documents"
+    }
+    fn definition(&self) -> String {
+        "word_count = length(text)".to_owned()
+    }
+    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
+        Ok(crate::support::with_word_count(before))
+    }
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        crate::support::add_word_count(ctx.table()).await?;
+        match &self.then {
+            Then::Finish => {}
+            Then::Hang => std::future::pending::<()>().await,
+            Then::FillTheDisk { balloon, inflate } => {
+                if inflate.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut file = std::fs::File::create(balloon).unwrap();
+                    let chunk = vec![0u8; 64 * 1024];
+                    while file.write_all(&chunk).is_ok() {}
+                    let _ = file.sync_all();
+                    let sql = vec![("shout".to_owned(), "upper(text)".to_owned())];
+                    ctx.table()
+                        .add_columns()
+                        .transform(NewColumnTransform::SqlExpressions(sql))
+                        .execute()
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
