@@ -90,25 +90,52 @@ struct Checkpoint {
 impl Backfill<'_> {
     /// Fills every fragment that needs it, until a pass finds none.
     pub(crate) async fn run(&self) -> Result<u64> {
-        self.run_passes(usize::MAX).await
+        self.fill_passes(None).await
     }
 
     /// Fills what needs it in at most `passes` passes: the first over the
     /// table, each later one over what other writers appended during the
-    /// one before. On a table the application appends to faster than the
-    /// column can be computed, every pass finds new work; the bound lets
-    /// the caller move on and pick the rest up later.
+    /// one before, and a later one only while it converges (see
+    /// [`Self::converging`]). On a table the application appends to faster
+    /// than the column can be computed, every pass finds new work and takes
+    /// longer than the one before; the caller moves on and picks the rest up
+    /// later.
     pub(crate) async fn run_passes(&self, passes: usize) -> Result<u64> {
+        self.fill_passes(Some(passes)).await
+    }
+
+    /// A catch-up pass over `fragments` fragments is worth making before
+    /// moving on only if, at the previous pass's cost per fragment, it would
+    /// take at most half as long as that pass: then the passes shrink.
+    fn converging(previous: (Duration, usize), fragments: usize) -> bool {
+        let (took, done) = previous;
+        let predicted = took.mul_f64(fragments as f64 / done.max(1) as f64);
+        predicted <= took / 2
+    }
+
+    async fn fill_passes(&self, limit: Option<usize>) -> Result<u64> {
         let mut done_new = HashSet::new();
         let mut filled_rows = 0;
         let mut rate = None;
         let mut first_pass = true;
-        for _ in 0..passes {
+        let mut previous: Option<(Duration, usize)> = None;
+        for _ in 0..limit.unwrap_or(usize::MAX) {
             let dataset = self.latest().await?;
             let todo = self.todo(&dataset, &mut done_new).await?;
             if todo.is_empty() {
                 break;
             }
+            if let (Some(_), Some(prev)) = (limit, previous)
+                && !Self::converging(prev, todo.len())
+            {
+                debug!(
+                    fragments = todo.len(),
+                    "appends outpace the catch-up; leaving them for later"
+                );
+                break;
+            }
+            let pass_started = Instant::now();
+            let fragments = todo.len();
             let rows: u64 = todo
                 .iter()
                 .map(|f| f.metadata().num_rows().unwrap_or(0) as u64)
@@ -142,6 +169,7 @@ impl Backfill<'_> {
                 }
             }
             self.commit(pending, false).await?;
+            previous = Some((pass_started.elapsed(), fragments));
         }
         Ok(filled_rows)
     }
@@ -646,4 +674,24 @@ pub(crate) fn lance_err(what: impl Into<String>) -> impl Fn(lance::Error) -> Err
 /// A column name quoted for a Lance SQL filter.
 pub(crate) fn quote(column: &str) -> String {
     format!("`{}`", column.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catch-up passes continue only while they shrink.
+    #[test]
+    fn catching_up_stops_when_appends_outpace_it() {
+        let pass = (Duration::from_secs(30), 250);
+        assert!(
+            Backfill::converging(pass, 10),
+            "a small backlog is caught up"
+        );
+        assert!(Backfill::converging(pass, 125));
+        assert!(
+            !Backfill::converging(pass, 750),
+            "a backlog that would take longer than the pass is left for later"
+        );
+    }
 }

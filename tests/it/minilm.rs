@@ -15,7 +15,7 @@ use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::embeddings::EmbeddingFunction;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb_migrate::minilm::{
     MODEL_DIR_ENV as MODEL_ENV, ModelError, SentenceTransformer, default_model_dir,
 };
@@ -166,15 +166,7 @@ async fn reembed_with_the_real_model() {
         Some("all-MiniLM-L6-v2")
     );
 
-    let batches: Vec<RecordBatch> = table
-        .query()
-        .select(Select::columns(&["id", "text", "vector"]))
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = crate::support::rows(&table, &["id", "text", "vector"]).await;
     let mut rows = 0;
     for batch in &batches {
         let texts = batch.column(1).as_string::<i32>();

@@ -22,9 +22,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Schema};
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use lancedb::Connection;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
@@ -32,7 +30,7 @@ use lancedb_migrate::{
     NewColumn, Phase, ReEmbed, Result, Rollback, Status,
 };
 
-use crate::support::failure;
+use crate::support::{failure, rows};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_NL_DB";
 const SCENARIO_ENV: &str = "LANCEDB_MIGRATE_NL_SCENARIO";
@@ -420,15 +418,7 @@ fn signal(child: &Child, sig: &str) {
 /// Every id of the table with how often it occurs.
 async fn id_counts(db: &Connection) -> HashMap<i64, usize> {
     let table = db.open_table("documents").execute().await.unwrap();
-    let batches: Vec<RecordBatch> = table
-        .query()
-        .select(Select::columns(&["id"]))
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = rows(&table, &["id"]).await;
     let mut counts = HashMap::new();
     for batch in &batches {
         for id in batch.column(0).as_primitive::<Int64Type>().values() {
@@ -687,14 +677,7 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
     }
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, expected, "{what}: columns");
-    let batches: Vec<RecordBatch> = table
-        .query()
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = rows(&table, &[]).await;
     for batch in &batches {
         let ids = batch
             .column_by_name("id")

@@ -9,15 +9,13 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use futures::TryStreamExt;
 use lancedb::Table;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb_migrate::testing::{self, Snapshot, TempDb, TestEmbedding};
 use lancedb_migrate::{
     AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migrator, NewColumn, ReEmbed, Rollback, Value,
 };
 
-use crate::support::{failure, field_names, tags, version};
+use crate::support::{failure, field_names, rows, tags, version};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_DB";
 const LOG_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_LOG";
@@ -41,16 +39,7 @@ async fn table(db: &lancedb::Connection, fragments: i64, per_fragment: i64) -> T
 
 /// Every row's `vector` must be the 768-d test embedding of its text.
 async fn assert_reembedded(table: &Table, dims: usize) -> usize {
-    table.checkout_latest().await.unwrap();
-    let batches: Vec<RecordBatch> = table
-        .query()
-        .select(Select::columns(&["text", "vector"]))
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = rows(table, &["text", "vector"]).await;
     let mut rows = 0;
     for batch in &batches {
         let texts = batch.column(0).as_string::<i32>();
@@ -165,15 +154,7 @@ async fn same_dimension_model_swap_and_new_column() {
         field_names(&schema),
         ["id", "text", "vector", "vector_small"]
     );
-    let batches: Vec<RecordBatch> = table
-        .query()
-        .select(Select::columns(&["text", "vector_small"]))
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = rows(&table, &["text", "vector_small"]).await;
     for batch in &batches {
         let texts = batch.column(0).as_string::<i32>();
         let vectors = batch.column(1).as_fixed_size_list();
@@ -471,15 +452,7 @@ async fn killed_reembed_resumes_where_it_stopped() {
     );
     // The 16 rows `verify` re-embeds to compare are not redone work.
     assert!(redone - 16 <= 2 * 50, "{redone} rows were embedded twice");
-    let ids: Vec<RecordBatch> = table
-        .query()
-        .select(Select::columns(&["id"]))
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let ids = rows(&table, &["id"]).await;
     let mut seen: Vec<i64> = ids
         .iter()
         .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())

@@ -85,3 +85,16 @@ pub(crate) async fn add_test_indexes(
         .await
         .unwrap();
 }
+
+/// Every row of `table` at its latest version, `columns` only (all when
+/// empty), in LanceDB's scan order.
+pub(crate) async fn rows(table: &Table, columns: &[&str]) -> Vec<arrow_array::RecordBatch> {
+    use futures::TryStreamExt;
+    use lancedb::query::{ExecutableQuery, QueryBase, Select};
+    table.checkout_latest().await.unwrap();
+    let mut query = table.query();
+    if !columns.is_empty() {
+        query = query.select(Select::columns(columns));
+    }
+    query.execute().await.unwrap().try_collect().await.unwrap()
+}
