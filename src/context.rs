@@ -8,10 +8,9 @@ use lancedb::{Connection, Table};
 
 use crate::backup::Backup;
 use crate::error::{Error, Result, is_commit_conflict};
-use crate::indexes::{self, IndexSpec};
-use crate::lease::Fence;
+use crate::lance::indexes::{self, IndexSpec};
+use crate::ledger::lease::Fence;
 use crate::progress::Progress;
-use crate::tables;
 
 /// What a hook knows about the migration in progress.
 ///
@@ -102,7 +101,7 @@ impl MigrationContext {
             .map_err(read("version"))?;
         let schema = self.table.schema().await.map_err(read("schema"));
         let indexes = indexes::snapshot(&self.table).await;
-        crate::tables::latest_version(&self.table).await?;
+        crate::lance::latest_version(&self.table).await?;
         self.schema_before = schema?;
         self.indexes_before = indexes?;
         self.version_before = version_before;
@@ -339,35 +338,33 @@ impl MigrationContext {
     /// [`Error::Verification`] naming the counts when they differ.
     pub async fn check_row_count(&self) -> Result<()> {
         let name = self.table_name();
-        tables::latest_version(&self.table).await?;
+        crate::lance::latest_version(&self.table).await?;
         // Count and list the appends at one version, so that an append
         // landing in between cannot make them disagree; a quiet table (the
         // count unchanged) needs no list.
-        let (now, appended) = match tables::dataset(&self.table).await? {
-            Some(dataset) => {
-                let rows = dataset
-                    .count_rows(None)
-                    .await
-                    .map_err(crate::backfill::lance_err(format!(
-                        "count the rows of `{name}`"
-                    )))? as u64;
-                if rows == self.rows_before {
-                    return Ok(());
+        let (now, appended) =
+            match crate::lance::dataset(&self.table).await? {
+                Some(dataset) => {
+                    let rows = dataset.count_rows(None).await.map_err(
+                        crate::lance::backfill::lance_err(format!("count the rows of `{name}`")),
+                    )? as u64;
+                    if rows == self.rows_before {
+                        return Ok(());
+                    }
+                    let versions = self.version_before + 1..dataset.version().version + 1;
+                    let commits = crate::lance::append_commits(&dataset, name, versions).await?;
+                    (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())
                 }
-                let versions = self.version_before + 1..dataset.version().version + 1;
-                let commits = tables::append_commits(&dataset, name, versions).await?;
-                (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())
-            }
-            None => {
-                let rows = self
-                    .table
-                    .count_rows(None)
-                    .await
-                    .map_err(Error::lance(format!("count the rows of table `{name}`")))?
-                    as u64;
-                (rows, 0)
-            }
-        };
+                None => {
+                    let rows = self
+                        .table
+                        .count_rows(None)
+                        .await
+                        .map_err(Error::lance(format!("count the rows of table `{name}`")))?
+                        as u64;
+                    (rows, 0)
+                }
+            };
         if now == self.rows_before || now == self.rows_before + appended {
             return Ok(());
         }

@@ -78,26 +78,18 @@
 //!   all-MiniLM-L6-v2, loaded from local files and run in-process, as an
 //!   embedding function for [`ReEmbed`].
 
-mod apply;
-mod backfill;
 mod backup;
 mod builtin;
-mod content;
 mod context;
-mod copy;
 mod error;
 mod event;
-mod indexes;
-mod lease;
+mod lance;
 mod ledger;
 mod migration;
 mod migrator;
-mod ops;
 mod plan;
 mod progress;
 mod report;
-mod rollback;
-mod tables;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -106,18 +98,18 @@ pub mod testing;
 pub mod minilm;
 
 pub use backup::Backup;
+pub use backup::copy::{BackupCopy, WithBackupCopy};
 pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
 };
 pub use context::MigrationContext;
-pub use copy::{BackupCopy, WithBackupCopy};
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Phase, Result, Rollback};
 pub use event::Event;
-pub use indexes::IndexSpec;
+pub use lance::indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
+pub use migrator::ops::{LaterWrites, Retention, StatusTable};
 pub use migrator::{DEFAULT_LEDGER_TABLE, Migrator};
-pub use ops::{LaterWrites, Retention, StatusTable};
 pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
 pub use progress::Progress;
 pub use report::{MigrationReport, Outcome, PhaseTiming, Report};

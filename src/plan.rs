@@ -8,7 +8,7 @@ use arrow_schema::Schema;
 use lancedb::Connection;
 
 use crate::error::{Error, Result};
-use crate::indexes::{self, IndexSpec};
+use crate::lance::indexes::{self, IndexSpec};
 use crate::ledger::{LedgerEntry, Status};
 use crate::migration::Migration;
 

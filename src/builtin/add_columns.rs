@@ -12,14 +12,13 @@ use tracing::info;
 
 use arrow_array::ArrayRef;
 
-use crate::backfill::{Backfill, Compute, lance_err};
 use crate::builtin::ReEmbed;
 use crate::builtin::value::Value;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, is_commit_conflict};
+use crate::lance::backfill::{Backfill, Compute, lance_err};
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
-use crate::tables;
 
 /// One column for [`AddColumns`] to add.
 ///
@@ -311,7 +310,7 @@ impl AddColumns {
                     .execute()
             })
             .await?;
-        let at_add = tables::local_dataset(table)
+        let at_add = crate::lance::local_dataset(table)
             .await?
             .checkout_version(added.version)
             .await

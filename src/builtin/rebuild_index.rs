@@ -6,7 +6,7 @@ use lancedb::index::Index;
 
 use crate::context::MigrationContext;
 use crate::error::{Error, Result};
-use crate::indexes::{self, IndexSpec};
+use crate::lance::indexes::{self, IndexSpec};
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 

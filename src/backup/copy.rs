@@ -20,12 +20,12 @@ use serde_json::{Value as Json, json};
 use tracing::{info, warn};
 
 use crate::backup::Backup;
-use crate::content::{self, Content};
+use crate::backup::content::{self, Content};
 use crate::context::MigrationContext;
 use crate::error::{BoxError, CopyProblem, Error, Result};
+use crate::lance::local_dataset;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work};
-use crate::tables::local_dataset;
 
 /// The config key of a copy's completion record.
 const RECORD_KEY: &str = "lancedb_migrate.backup_copy";

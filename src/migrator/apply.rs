@@ -11,17 +11,16 @@ use lancedb::Connection;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::backup::Backup;
+use crate::backup::copy::BackupCopy;
 use crate::context::MigrationContext;
-use crate::copy::BackupCopy;
 use crate::error::{Error, Phase, Result, Rollback, panic_message};
 use crate::event::{Event, Events};
-use crate::lease::Lease;
+use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
+use crate::migrator::rollback::roll_back;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
-use crate::rollback::roll_back;
-use crate::tables;
 
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
@@ -247,7 +246,7 @@ impl<'a> Apply<'a> {
         self.phase(Phase::Rebuild, m.rebuild(ctx)).await?;
         let verify = async {
             m.verify(ctx).await?;
-            tables::latest_version(ctx.table()).await
+            crate::lance::latest_version(ctx.table()).await
         };
         self.phase(Phase::Verify, verify).await
     }
@@ -365,11 +364,12 @@ impl<'a> Apply<'a> {
     /// deletes and compaction by the application are expected.
     async fn confirm(&self, ctx: &MigrationContext, verified: u64) -> Result<(u64, u64)> {
         let table = ctx.table_name();
-        let version = tables::latest_version(ctx.table()).await?;
+        let version = crate::lance::latest_version(ctx.table()).await?;
         if version > verified
-            && let Some(dataset) = tables::dataset(ctx.table()).await?
+            && let Some(dataset) = crate::lance::dataset(ctx.table()).await?
             && let Some((at, op)) =
-                tables::first_reshaping_commit(&dataset, table, verified + 1..version + 1).await?
+                crate::lance::first_reshaping_commit(&dataset, table, verified + 1..version + 1)
+                    .await?
         {
             return Err(Error::verification(
                 table,

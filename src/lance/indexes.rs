@@ -24,7 +24,7 @@ use lancedb::table::{OptimizeAction, OptimizeOptions};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::lease::Fence;
+use crate::ledger::lease::Fence;
 
 /// An index of a table, as recorded before a migration.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ pub(crate) async fn snapshot(table: &Table) -> Result<Vec<IndexSpec>> {
         return Ok(Vec::new());
     }
     let mut lance_info: HashMap<String, (Option<i32>, Option<String>)> = HashMap::new();
-    if let Some(dataset) = crate::tables::dataset(table).await? {
+    if let Some(dataset) = crate::lance::dataset(table).await? {
         let described = dataset
             .describe_indices(None)
             .await
@@ -175,7 +175,7 @@ pub(crate) async fn snapshot(table: &Table) -> Result<Vec<IndexSpec>> {
 /// its current name, after a rename), else a column with the old name (the
 /// column was replaced, e.g. re-embedded). `None` when it was dropped.
 async fn current_column(table: &Table, spec: &IndexSpec) -> Result<Option<String>> {
-    if let (Some(id), Some(dataset)) = (spec.field_id, crate::tables::dataset(table).await?)
+    if let (Some(id), Some(dataset)) = (spec.field_id, crate::lance::dataset(table).await?)
         && let Some(field) = dataset.schema().field_by_id(id)
     {
         return Ok(Some(field.name.clone()));
@@ -199,7 +199,7 @@ fn dims_of(schema: &arrow_schema::Schema, column: &str) -> Option<usize> {
 
 /// The table's indexes at its latest version, by name: type and columns.
 async fn current(table: &Table) -> Result<HashMap<String, (IndexType, Vec<String>)>> {
-    crate::tables::latest_version(table).await?;
+    crate::lance::latest_version(table).await?;
     Ok(table
         .list_indices()
         .await

@@ -10,6 +10,8 @@
 //! schema metadata carries a format number; a ledger from a newer format is
 //! refused instead of being misread.
 
+pub(crate) mod lease;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,7 +33,6 @@ use lance::dataset::transaction::{Operation, Transaction};
 use lance::dataset::{CommitBuilder, Dataset, InsertBuilder, WriteMode, WriteParams};
 
 use crate::error::{Error, Result};
-use crate::tables;
 
 /// The ledger format this crate writes. A ledger with a larger number was
 /// written by a newer version of the crate and is not touched.
@@ -206,7 +207,7 @@ impl Ledger {
     /// while the ledger has no new version (the usual case when a run reads
     /// it again under the lease) does not read it again.
     pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        let version = tables::latest_version(&self.table).await?;
+        let version = crate::lance::latest_version(&self.table).await?;
         if let Some((seen, entries)) = &self.seen().entries
             && *seen == version
         {
@@ -334,7 +335,7 @@ impl Ledger {
     /// Notes the fragment an append of `id`'s row made (the newest one at
     /// `version`), so that [`record`](Self::record) need not search for it.
     async fn remember_insert(&self, id: &str, version: u64) {
-        let Ok(Some(dataset)) = tables::dataset(&self.table).await else {
+        let Ok(Some(dataset)) = crate::lance::dataset(&self.table).await else {
             return;
         };
         if dataset.version().version != version {
@@ -390,8 +391,8 @@ impl Ledger {
     /// `false` when the row shares its fragment (e.g. after compaction).
     async fn replace_own_fragment(&self, id: &str, batch: RecordBatch) -> Result<bool> {
         let lance = |e: lance::Error| Error::lance("replace a ledger row")(e.into());
-        let latest = tables::latest_version(&self.table).await?;
-        let dataset = tables::local_dataset(&self.table).await?;
+        let latest = crate::lance::latest_version(&self.table).await?;
+        let dataset = crate::lance::local_dataset(&self.table).await?;
         let fragment_id = match self.remembered_fragment(id, latest) {
             Some(fragment) => fragment,
             None => match Self::find_own_fragment(&dataset, id).await? {
@@ -427,7 +428,7 @@ impl Ledger {
             .execute(transaction)
             .await
             .map_err(lance)?;
-        tables::latest_version(&self.table).await?;
+        crate::lance::latest_version(&self.table).await?;
         Ok(true)
     }
 }
@@ -527,7 +528,7 @@ async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
     if created <= 1 {
         return Ok(());
     }
-    let Some(dataset) = tables::dataset(table).await? else {
+    let Some(dataset) = crate::lance::dataset(table).await? else {
         return Ok(());
     };
     let lance = |e: lance::Error| failed()(e.into());
@@ -554,7 +555,7 @@ async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
     let mut tries = 0;
     loop {
         // Matched against the latest rows, not the empty ones of this create.
-        tables::latest_version(table).await?;
+        crate::lance::latest_version(table).await?;
         let reader = RecordBatchIterator::new(lost.clone().into_iter().map(Ok), schema.clone());
         let mut merge = table.merge_insert(&["id"]);
         merge.when_not_matched_insert_all().use_index(false);

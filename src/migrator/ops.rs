@@ -14,11 +14,11 @@ use tracing::{info, warn};
 
 use crate::backup::Backup;
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lance::latest_version;
+use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migrator::{Migrator, by_id};
 use crate::plan::{self, Plan};
-use crate::tables::latest_version;
 
 /// What to keep of the backup tags that applied migrations leave on their
 /// tables ([`Migrator::keep_backups`]).

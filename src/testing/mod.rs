@@ -377,17 +377,13 @@ where
     let after = Snapshot::take(&table, key).await.expect("snapshot after");
     let untouched: Vec<&str> = unchanged_columns(&before, &after);
     after.assert_same_columns(&before, &untouched);
-    let version = crate::tables::latest_version(&table)
-        .await
-        .expect("version");
+    let version = crate::lance::latest_version(&table).await.expect("version");
     let again = migrator
         .run()
         .await
         .unwrap_or_else(|e| panic!("the second run fails: {e:?}"));
     assert!(again.is_noop(), "a second run applies nothing");
-    let version_again = crate::tables::latest_version(&table)
-        .await
-        .expect("version");
+    let version_again = crate::lance::latest_version(&table).await.expect("version");
     assert_eq!(
         version_again, version,
         "a second run creates no table version"

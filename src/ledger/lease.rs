@@ -46,7 +46,7 @@ use lancedb::table::TagContents;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result, is_ref_conflict};
-use crate::tables::latest_version;
+use crate::lance::latest_version;
 
 const PREFIX: &str = "lease-";
 
@@ -405,7 +405,7 @@ async fn list_tags(ledger: &Table) -> lancedb::Result<HashMap<String, TagContent
 }
 
 async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagContents>> {
-    let dataset = crate::tables::local_dataset(ledger).await?;
+    let dataset = crate::lance::local_dataset(ledger).await?;
     let lance_error = |e: lance::Error| Error::lance("read the ledger's tags")(e.into());
     let store = dataset.object_store(None).await.map_err(lance_error)?;
     let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);

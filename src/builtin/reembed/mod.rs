@@ -19,13 +19,12 @@ use lancedb::query::{ExecutableQuery, Select};
 use lancedb::table::{ColumnDefinition, ColumnKind, NewColumnTransform};
 use tracing::info;
 
-use crate::backfill::{Backfill, Compute, lance_err, quote};
 use crate::context::MigrationContext;
 use crate::error::is_lance_conflict;
 use crate::error::{EmbeddingProblem, Error, Result, panic_message};
+use crate::lance::backfill::{Backfill, Compute, lance_err, quote};
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
-use crate::tables;
 
 /// Field metadata key on the vector column: the name of the model that
 /// produced it (LanceDB's `lancedb:tag:<name>` convention).
@@ -488,7 +487,7 @@ impl Migration for ReEmbed {
             .await?;
             info!(table = self.table, staging, "staging column added");
         }
-        let dataset = tables::local_dataset(table).await?;
+        let dataset = crate::lance::local_dataset(table).await?;
         let column = if swapped { &self.target } else { &staging };
         let field_id = dataset
             .schema()
@@ -644,7 +643,7 @@ impl ReEmbed {
             }
             Err(e) => return Err(lance_err("swap the re-embedded column in")(e)),
         }
-        tables::latest_version(backfill.table).await?;
+        crate::lance::latest_version(backfill.table).await?;
         info!(
             table = self.table,
             column = self.target,
@@ -707,8 +706,8 @@ impl ReEmbed {
     /// vector again.
     async fn rows_without_vector(&self, ctx: &MigrationContext) -> Result<u64> {
         let name = ctx.table_name();
-        tables::latest_version(ctx.table()).await?;
-        let dataset = tables::local_dataset(ctx.table()).await?;
+        crate::lance::latest_version(ctx.table()).await?;
+        let dataset = crate::lance::local_dataset(ctx.table()).await?;
         let count = lance_err(format!("count rows without vectors in `{name}`"));
         let field_id = dataset.schema().field_id(&self.target).map_err(&count)?;
         let original: HashSet<usize> = dataset

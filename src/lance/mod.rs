@@ -1,5 +1,8 @@
 //! Small helpers over LanceDB table handles.
 
+pub(crate) mod backfill;
+pub(crate) mod indexes;
+
 use std::ops::Range;
 use std::sync::Arc;
 

@@ -7,12 +7,15 @@
 //! inside the table: dropping the table or deleting its files loses it. An
 //! independent [`BackupCopy`] can be added to it for that.
 
+pub(crate) mod content;
+pub(crate) mod copy;
+
 use lancedb::Table;
 use tracing::info;
 
-use crate::copy::BackupCopy;
+use crate::backup::copy::BackupCopy;
 use crate::error::{Error, Result};
-use crate::tables::latest_version;
+use crate::lance::latest_version;
 
 /// A restorable snapshot of a table, taken before a migration: a tag on its
 /// version, and optionally an independent [`BackupCopy`] of that version.

@@ -34,11 +34,11 @@ use lance::Dataset;
 use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use tracing::{info, warn};
 
-use crate::apply::chain;
-use crate::backfill::lance_err;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, Rollback};
-use crate::tables::{self, REAPPEND_KEY, latest_version};
+use crate::lance::backfill::lance_err;
+use crate::lance::{REAPPEND_KEY, latest_version};
+use crate::migrator::apply::chain;
 
 /// Restores the backup if the migration changed the table, then re-appends
 /// rows that other writers appended meanwhile. Writes nothing once the
@@ -117,12 +117,13 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
 /// Why the rows appended after `since` cannot all go back into the schema
 /// before the migration, or `None` when they can.
 async fn misfits(ctx: &MigrationContext, since: u64) -> Result<Option<String>> {
-    let Some(latest) = tables::dataset(ctx.table()).await? else {
+    let Some(latest) = crate::lance::dataset(ctx.table()).await? else {
         return Ok(None);
     };
     let versions = since + 1..latest.version().version + 1;
     let mut bad: HashMap<String, u64> = HashMap::new();
-    for (version, rows) in tables::append_commits(&latest, ctx.table_name(), versions).await? {
+    for (version, rows) in crate::lance::append_commits(&latest, ctx.table_name(), versions).await?
+    {
         let at = checkout(&latest, ctx.table_name(), version).await?;
         let schema = Schema::from(at.schema());
         if let Err(reason) = fits(&schema, ctx.schema_before()) {
@@ -173,13 +174,13 @@ async fn checkout(dataset: &Dataset, table: &str, version: u64) -> Result<Datase
 /// handle's version (the restore commit), read at the version that appended
 /// them and projected onto the schema before the migration.
 async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordBatch>> {
-    let Some(latest) = tables::dataset(ctx.table()).await? else {
+    let Some(latest) = crate::lance::dataset(ctx.table()).await? else {
         return Ok(Vec::new());
     };
     let name = ctx.table_name();
     let versions = since + 1..latest.version().version;
     let mut batches = Vec::new();
-    for (version, _) in tables::append_commits(&latest, name, versions).await? {
+    for (version, _) in crate::lance::append_commits(&latest, name, versions).await? {
         let now = checkout(&latest, name, version).await?;
         let before = checkout(&latest, name, version - 1).await?;
         let existing: HashSet<u64> = before.fragments().iter().map(|f| f.id).collect();
@@ -207,7 +208,7 @@ async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordB
 
 /// Appends `batches` in one commit marked with [`REAPPEND_KEY`].
 async fn reappend(ctx: &MigrationContext, batches: Vec<RecordBatch>) -> Result<()> {
-    let dataset = tables::local_dataset(ctx.table()).await?;
+    let dataset = crate::lance::local_dataset(ctx.table()).await?;
     let params = WriteParams {
         mode: WriteMode::Append,
         transaction_properties: Some(Arc::new(HashMap::from([(

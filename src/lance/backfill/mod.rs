@@ -39,9 +39,8 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result, is_lance_conflict};
-use crate::lease::Fence;
+use crate::ledger::lease::Fence;
 use crate::progress::Progress;
-use crate::tables;
 
 /// Computes the new column's values for a batch of source values (only live,
 /// non-null rows are passed). Must return an array of the same length.
@@ -182,8 +181,8 @@ impl Backfill<'_> {
     }
 
     pub(crate) async fn latest(&self) -> Result<Arc<Dataset>> {
-        tables::latest_version(self.table).await?;
-        tables::local_dataset(self.table).await
+        crate::lance::latest_version(self.table).await?;
+        crate::lance::local_dataset(self.table).await
     }
 
     fn column(&self, dataset: &Dataset) -> Result<String> {
@@ -602,7 +601,7 @@ impl Backfill<'_> {
                 }
             }
         }
-        tables::latest_version(self.table).await?;
+        crate::lance::latest_version(self.table).await?;
         if clear_checkpoint {
             self.set_config(None).await?;
         }

@@ -1,5 +1,9 @@
 //! The `Migrator`: composes migrations and applies the pending ones.
 
+pub(crate) mod apply;
+pub(crate) mod ops;
+pub(crate) mod rollback;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
@@ -7,13 +11,13 @@ use std::time::Duration;
 use lancedb::Connection;
 use tracing::{Instrument, info, info_span};
 
-use crate::apply::Apply;
 use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
-use crate::lease::{Lease, LeaseConfig};
+use crate::ledger::lease::{Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
-use crate::ops::{Retention, prune_backups};
+use crate::migrator::apply::Apply;
+use crate::migrator::ops::{Retention, prune_backups};
 use crate::report::{MigrationReport, Outcome, Report};
 
 /// The default name of the ledger table.
