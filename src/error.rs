@@ -1,132 +1,14 @@
 //! The crate's one error type.
 
-use std::fmt;
-
 use arrow_schema::DataType;
 
-use crate::report::Report;
+use crate::report::{Phase, Report, Rollback};
 
 /// A boxed error from code outside this crate, e.g. a downstream migration.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The result type of every fallible function in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The phases a migration goes through, in order.
-///
-/// Errors and reports name the phase that failed or was timed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Opening the table and checking the migration's input.
-    Prepare,
-    /// [`Migration::backup`](crate::Migration::backup).
-    Backup,
-    /// [`Migration::transform`](crate::Migration::transform).
-    Transform,
-    /// [`Migration::rebuild`](crate::Migration::rebuild).
-    Rebuild,
-    /// [`Migration::verify`](crate::Migration::verify).
-    Verify,
-    /// Recording the outcome in the ledger.
-    Record,
-}
-
-impl Phase {
-    /// The phase's name in lowercase, as written in logs and the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Prepare => "prepare",
-            Self::Backup => "backup",
-            Self::Transform => "transform",
-            Self::Rebuild => "rebuild",
-            Self::Verify => "verify",
-            Self::Record => "record",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What happened to the table after a migration failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rollback {
-    /// Nothing had been written, so nothing needed restoring.
-    NotNeeded,
-    /// The table was restored to the given version (its state before the
-    /// migration) in a new commit, and the rows other writers appended while
-    /// the migration ran were appended again.
-    Restored {
-        /// The version the table's contents were restored to.
-        version: u64,
-        /// Rows appended by other writers during the migration, kept by
-        /// appending them again after the restore.
-        reappended: u64,
-    },
-    /// Not attempted: this run lost its lease, so another process may be
-    /// working on the table. The process that holds the lease next finds the
-    /// migration interrupted and restores its backup.
-    Deferred,
-    /// Restoring the table failed (for example the disk is full); the table
-    /// may be left half-migrated. The ledger keeps the migration `running`,
-    /// so the next run restores the backup first (keeping rows appended
-    /// meanwhile) before it tries again; nothing needs doing by hand once
-    /// the cause is fixed.
-    Failed {
-        /// The backup that could not be restored.
-        backup: String,
-        /// Why the restore failed.
-        reason: String,
-    },
-    /// Not attempted, to keep rows that the old schema cannot hold: other
-    /// writers appended rows in the migrated schema (e.g. vectors of the new
-    /// dimension) that restoring the backup would drop. The table is left as
-    /// the migration left it, those rows included; the ledger records the
-    /// migration `failed`, so the next run applies it again from there.
-    /// The backup tag (in the ledger row and the report) still holds the
-    /// version before the migration.
-    Refused {
-        /// Which rows could not go back, and why.
-        reason: String,
-    },
-}
-
-impl fmt::Display for Rollback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotNeeded => f.write_str("the table was not changed"),
-            Self::Deferred => {
-                f.write_str("the lease was lost, so the next holder restores the table")
-            }
-            Self::Restored {
-                version,
-                reappended: 0,
-            } => write!(f, "the table was restored to version {version}"),
-            Self::Restored {
-                version,
-                reappended,
-            } => write!(
-                f,
-                "the table was restored to version {version} and {reappended} rows appended meanwhile were kept"
-            ),
-            Self::Failed { backup, reason } => write!(
-                f,
-                "restoring backup `{backup}` failed ({reason}); the migration stays `running` in the ledger, \
-                 so the next run restores the backup first, once the cause is fixed"
-            ),
-            Self::Refused { reason } => write!(
-                f,
-                "the table was left as the migration left it, not restored from its backup, \
-                 because {reason}; the next run applies the migration again from there"
-            ),
-        }
-    }
-}
 
 /// What was wrong with an embedding function's output, in
 /// [`Error::Embedding`].
@@ -559,6 +441,18 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// The message of a caught panic.

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Phase;
+use crate::report::Phase;
 
 /// Something that happened during a run.
 #[derive(Debug, Clone, PartialEq)]

@@ -97,13 +97,13 @@ pub mod testing;
 #[cfg(feature = "minilm")]
 pub mod minilm;
 
-pub use backup::Backup;
-pub use backup::copy::{BackupCopy, WithBackupCopy};
+pub use backup::{Backup, BackupCopy};
 pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
+    WithBackupCopy,
 };
 pub use context::MigrationContext;
-pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Phase, Result, Rollback};
+pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result};
 pub use event::Event;
 pub use lance::indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};
@@ -112,4 +112,4 @@ pub use migrator::ops::{LaterWrites, Retention, StatusTable};
 pub use migrator::{DEFAULT_LEDGER_TABLE, Migrator};
 pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
 pub use progress::Progress;
-pub use report::{MigrationReport, Outcome, PhaseTiming, Report};
+pub use report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};

@@ -1,16 +1,11 @@
 //! Dry runs: what each migration will do, estimated without changing
 //! anything, and where each stands in the ledger.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use arrow_schema::Schema;
-use lancedb::Connection;
 
-use crate::error::{Error, Result};
-use crate::lance::indexes::{self, IndexSpec};
-use crate::ledger::{LedgerEntry, Status};
-use crate::migration::Migration;
+use crate::lance::indexes::IndexSpec;
 
 /// What a plan knows of a table before a pending migration: its row count
 /// and indexes now, and its schema as the earlier pending migrations of the
@@ -201,6 +196,10 @@ pub struct Plan {
 }
 
 impl Plan {
+    pub(crate) fn new(steps: Vec<PlanStep>) -> Self {
+        Self { steps }
+    }
+
     /// Every migration, in order.
     pub fn steps(&self) -> &[PlanStep] {
         &self.steps
@@ -243,88 +242,4 @@ impl fmt::Display for Plan {
         }
         Ok(())
     }
-}
-
-/// Builds the plan of `migrations` against `db`, given the ledger's rows.
-pub(crate) async fn plan(
-    db: &Connection,
-    migrations: &[Box<dyn Migration>],
-    entries: &HashMap<String, LedgerEntry>,
-) -> Result<Plan> {
-    // Per table: its state as the plan's earlier pending migrations leave it.
-    let mut tables: HashMap<String, Option<TableInfo>> = HashMap::new();
-    let mut steps = Vec::new();
-    for m in migrations {
-        let entry = entries.get(m.id());
-        let mut state = match entry.map(|e| e.status) {
-            None => PlanState::Pending,
-            Some(Status::Applied) => {
-                let (applied, current) = (entry.unwrap().checksum.clone(), m.checksum());
-                if applied == current {
-                    PlanState::Applied
-                } else {
-                    PlanState::Drifted { applied, current }
-                }
-            }
-            Some(Status::Failed) => PlanState::Failed {
-                error: entry.and_then(|e| e.error.clone()).unwrap_or_default(),
-            },
-            Some(Status::Running) => PlanState::Interrupted,
-            Some(Status::RolledBack) => PlanState::RolledBack,
-        };
-        let mut work = None;
-        if state.will_run() {
-            if !tables.contains_key(m.table()) {
-                let info = table_info(db, m.table()).await?;
-                tables.insert(m.table().to_owned(), info);
-            }
-            match tables.get_mut(m.table()).expect("inserted above") {
-                None => {
-                    let missing = Error::TableNotFound {
-                        table: m.table().to_owned(),
-                    };
-                    state = PlanState::Refused {
-                        reason: missing.to_string(),
-                    };
-                }
-                Some(info) => match m.expected_schema(&info.schema) {
-                    Err(e) => {
-                        state = PlanState::Refused {
-                            reason: e.to_string(),
-                        }
-                    }
-                    Ok(after) => {
-                        work = Some(m.plan(info)?);
-                        info.schema = after;
-                    }
-                },
-            }
-        }
-        steps.push(PlanStep {
-            id: m.id().to_owned(),
-            table: m.table().to_owned(),
-            state,
-            work,
-        });
-    }
-    Ok(Plan { steps })
-}
-
-/// The table's rows, schema and indexes; `None` when it does not exist.
-async fn table_info(db: &Connection, name: &str) -> Result<Option<TableInfo>> {
-    let table = match db.open_table(name).execute().await {
-        Ok(table) => table,
-        Err(lancedb::Error::TableNotFound { .. }) => return Ok(None),
-        Err(e) => return Err(Error::lance(format!("open table `{name}`"))(e)),
-    };
-    let read = |what: &str| Error::lance(format!("read the {what} of `{name}`"));
-    let schema = table.schema().await.map_err(read("schema"))?;
-    let rows = table.count_rows(None).await.map_err(read("row count"))? as u64;
-    let indexes = indexes::snapshot(&table).await?;
-    Ok(Some(TableInfo {
-        name: name.to_owned(),
-        rows,
-        schema: schema.as_ref().clone(),
-        indexes,
-    }))
 }

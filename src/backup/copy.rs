@@ -9,8 +9,6 @@
 
 use std::time::Instant;
 
-use arrow_schema::Schema;
-use async_trait::async_trait;
 use futures::StreamExt;
 use lance::Dataset;
 use lance::index::DatasetIndexExt;
@@ -19,46 +17,15 @@ use lancedb::{Connection, Table};
 use serde_json::{Value as Json, json};
 use tracing::{info, warn};
 
-use crate::backup::Backup;
 use crate::backup::content::{self, Content};
-use crate::context::MigrationContext;
+use crate::backup::{Backup, BackupCopy};
 use crate::error::{BoxError, CopyProblem, Error, Result};
 use crate::lance::local_dataset;
-use crate::migration::Migration;
-use crate::plan::{TableInfo, Work};
 
 /// The config key of a copy's completion record.
 const RECORD_KEY: &str = "lancedb_migrate.backup_copy";
 /// The format of the completion record.
 const FORMAT: u64 = 1;
-
-/// An independent copy of a table version, made before a migration, that
-/// survives the table: dropping the table, pruning its versions or losing
-/// its volume does not touch it.
-///
-/// Made by [`Migrator::copy_backups_to`](crate::Migrator::copy_backups_to)
-/// or [`WithBackupCopy`](crate::WithBackupCopy) (found in
-/// [`Backup::copy`]), or found again with [`BackupCopy::open`] and
-/// [`BackupCopy::list`]. Each copy is a Lance dataset named
-/// `<table>__<backup tag>.lance` in the chosen location, so that location
-/// also opens as a LanceDB database listing the copies as tables.
-///
-/// Every copy carries a record of what it holds (table, version, row count,
-/// schema, a BLAKE3 checksum of its content, index names), written only
-/// once the copy is complete; [`restore`](Self::restore) checks the restored
-/// table against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupCopy {
-    uri: String,
-    table: String,
-    tag: String,
-    version: u64,
-    data_version: u64,
-    rows: u64,
-    schema: String,
-    checksum: String,
-    indexes: Vec<String>,
-}
 
 impl BackupCopy {
     /// Copies `backup`'s version of `table` to `location` (a directory path
@@ -302,42 +269,6 @@ impl BackupCopy {
         Ok(())
     }
 
-    /// Where the copy is: the URI of its Lance dataset.
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
-    /// The table it was taken from.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The backup tag of the version it copies.
-    pub fn tag(&self) -> &str {
-        &self.tag
-    }
-
-    /// The table version it copies.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Rows in the copied version.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// BLAKE3 (hex) of the copied version's content: every value of every
-    /// column in scan order, independent of how it is stored.
-    pub fn checksum(&self) -> &str {
-        &self.checksum
-    }
-
-    /// Names of the indexes the copy holds.
-    pub fn indexes(&self) -> &[String] {
-        &self.indexes
-    }
-
     fn to_json(&self) -> Json {
         json!({
             "format": FORMAT,
@@ -463,96 +394,4 @@ async fn remove(uri: &str) {
 /// `location` and `name` joined with one `/`.
 fn join(location: &str, name: &str) -> String {
     format!("{}/{name}", location.trim_end_matches('/'))
-}
-
-/// A migration whose backup also writes an independent [`BackupCopy`] to a
-/// location of your choice, before anything is changed.
-///
-/// Everything else, its checksum included, is the wrapped migration's: adding
-/// or moving the copy is not an edit of the migration. To copy before every
-/// migration of a run, use
-/// [`Migrator::copy_backups_to`](crate::Migrator::copy_backups_to) instead.
-///
-/// # Examples
-///
-/// ```no_run
-/// use arrow_schema::DataType;
-/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, WithBackupCopy};
-///
-/// # async fn run(db: lancedb::Connection) -> lancedb_migrate::Result<()> {
-/// let add = AddColumns::new("0001_add_category", "documents")
-///     .column(NewColumn::new("category", DataType::Utf8).default_value("general"));
-/// Migrator::new(db)
-///     .add(WithBackupCopy::new(add, "/var/backups/lancedb"))
-///     .run()
-///     .await?;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct WithBackupCopy<M> {
-    migration: M,
-    location: String,
-}
-
-impl<M: Migration> WithBackupCopy<M> {
-    /// Wraps `migration`, copying its backups to `location` (a directory path
-    /// or object-store URI).
-    pub fn new(migration: M, location: impl Into<String>) -> Self {
-        Self {
-            migration,
-            location: location.into(),
-        }
-    }
-
-    /// Where the copies go.
-    pub fn location(&self) -> &str {
-        &self.location
-    }
-
-    /// The wrapped migration.
-    pub fn into_inner(self) -> M {
-        self.migration
-    }
-}
-
-#[async_trait]
-impl<M: Migration> Migration for WithBackupCopy<M> {
-    fn id(&self) -> &str {
-        self.migration.id()
-    }
-    fn table(&self) -> &str {
-        self.migration.table()
-    }
-    fn definition(&self) -> String {
-        self.migration.definition()
-    }
-    fn checksum(&self) -> String {
-        self.migration.checksum()
-    }
-    fn expected_schema(&self, before: &Schema) -> Result<Schema> {
-        self.migration.expected_schema(before)
-    }
-    fn resumable(&self) -> bool {
-        self.migration.resumable()
-    }
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
-        let work = self.migration.plan(table)?;
-        let summary = format!("{}, after a backup copy to {}", work.summary, self.location);
-        Ok(Work { summary, ..work })
-    }
-    /// The wrapped migration's backup, plus a copy of its version.
-    async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
-        let backup = self.migration.backup(ctx).await?;
-        backup.copy_to(ctx.table(), &self.location).await
-    }
-    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        self.migration.transform(ctx).await
-    }
-    async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
-        self.migration.rebuild(ctx).await
-    }
-    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
-        self.migration.verify(ctx).await
-    }
 }

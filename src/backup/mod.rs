@@ -8,14 +8,8 @@
 //! independent [`BackupCopy`] can be added to it for that.
 
 pub(crate) mod content;
-pub(crate) mod copy;
-
-use lancedb::Table;
-use tracing::info;
-
-use crate::backup::copy::BackupCopy;
-use crate::error::{Error, Result};
-use crate::lance::latest_version;
+mod copy;
+mod tag;
 
 /// A restorable snapshot of a table, taken before a migration: a tag on its
 /// version, and optionally an independent [`BackupCopy`] of that version.
@@ -38,35 +32,6 @@ impl Backup {
         }
     }
 
-    /// Adds an independent copy of the backup's version, written to
-    /// `location` (a directory path or object-store URI) by
-    /// [`BackupCopy::create`]. Does nothing when the backup has a copy.
-    ///
-    /// # Errors
-    ///
-    /// As [`BackupCopy::create`].
-    ///
-    /// # Examples
-    ///
-    /// A [`Migration::backup`](crate::Migration::backup) hook that keeps a
-    /// copy besides the tag:
-    ///
-    /// ```no_run
-    /// # use lancedb_migrate::{Backup, MigrationContext, Result};
-    /// # async fn backup(ctx: &MigrationContext) -> Result<Backup> {
-    /// Backup::tag_current(ctx.table(), ctx.migration_id())
-    ///     .await?
-    ///     .copy_to(ctx.table(), "/var/backups/lancedb")
-    ///     .await
-    /// # }
-    /// ```
-    pub async fn copy_to(mut self, table: &Table, location: &str) -> Result<Self> {
-        if self.copy.is_none() {
-            self.copy = Some(BackupCopy::create(table, &self, location).await?);
-        }
-        Ok(self)
-    }
-
     /// The independent copy, when one was made.
     pub fn copy(&self) -> Option<&BackupCopy> {
         self.copy.as_ref()
@@ -75,44 +40,6 @@ impl Backup {
     pub(crate) fn with_copy(mut self, copy: Option<BackupCopy>) -> Self {
         self.copy = copy;
         self
-    }
-
-    /// Tags the table's current version for `migration` and returns it as a
-    /// backup.
-    ///
-    /// The tag is named by [`Backup::tag_name`]. If that tag already exists on
-    /// the same version (a retried migration), it is reused.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Lance`] when the tag cannot be created, or
-    /// [`Error::InvalidMigration`] when a tag of that name points at another
-    /// version.
-    pub async fn tag_current(table: &Table, migration: &str) -> Result<Self> {
-        let version = table
-            .version()
-            .await
-            .map_err(Error::lance("read the table version"))?;
-        let tag = Self::tag_name(migration, version);
-        let mut tags = table
-            .tags()
-            .await
-            .map_err(Error::lance("open the table's tags"))?;
-        match tags.get_version(&tag).await {
-            Ok(existing) if existing == version => {}
-            Ok(existing) => {
-                return Err(Error::InvalidMigration {
-                    migration: migration.to_owned(),
-                    reason: format!("backup tag `{tag}` already points at version {existing}"),
-                });
-            }
-            Err(_) => tags
-                .create(&tag, version)
-                .await
-                .map_err(Error::lance(format!("create backup tag `{tag}`")))?,
-        }
-        info!(table = table.name(), version, tag, "backup tagged");
-        Ok(Self::new(table.name(), version, tag))
     }
 
     /// The tag name used for `migration`'s backup of `version`.
@@ -155,35 +82,70 @@ impl Backup {
     pub fn tag(&self) -> &str {
         &self.tag
     }
+}
 
-    /// Restores `table` to this backup by committing a new version whose
-    /// contents (schema, rows, indexes) are the backup's.
-    ///
-    /// Does nothing when the table is already at the backup's version.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Lance`] when the tag cannot be checked out or restored.
-    pub async fn restore(&self, table: &Table) -> Result<()> {
-        if latest_version(table).await? == self.version {
-            return Ok(());
-        }
-        table
-            .checkout_tag(&self.tag)
-            .await
-            .map_err(Error::lance(format!("check out backup tag `{}`", self.tag)))?;
-        let restored = table.restore().await;
-        if restored.is_err() {
-            // Leave the handle usable for writes whatever happened.
-            let _ = table.checkout_latest().await;
-        }
-        restored.map_err(Error::lance(format!("restore backup tag `{}`", self.tag)))?;
-        info!(
-            table = table.name(),
-            version = self.version,
-            tag = self.tag,
-            "table restored from backup"
-        );
-        Ok(())
+/// An independent copy of a table version, made before a migration, that
+/// survives the table: dropping the table, pruning its versions or losing
+/// its volume does not touch it.
+///
+/// Made by [`Migrator::copy_backups_to`](crate::Migrator::copy_backups_to)
+/// or [`WithBackupCopy`](crate::WithBackupCopy) (found in
+/// [`Backup::copy`]), or found again with [`BackupCopy::open`] and
+/// [`BackupCopy::list`]. Each copy is a Lance dataset named
+/// `<table>__<backup tag>.lance` in the chosen location, so that location
+/// also opens as a LanceDB database listing the copies as tables.
+///
+/// Every copy carries a record of what it holds (table, version, row count,
+/// schema, a BLAKE3 checksum of its content, index names), written only
+/// once the copy is complete; [`restore`](Self::restore) checks the restored
+/// table against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupCopy {
+    uri: String,
+    table: String,
+    tag: String,
+    version: u64,
+    data_version: u64,
+    rows: u64,
+    schema: String,
+    checksum: String,
+    indexes: Vec<String>,
+}
+
+impl BackupCopy {
+    /// Where the copy is: the URI of its Lance dataset.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The table it was taken from.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The backup tag of the version it copies.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The table version it copies.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Rows in the copied version.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// BLAKE3 (hex) of the copied version's content: every value of every
+    /// column in scan order, independent of how it is stored.
+    pub fn checksum(&self) -> &str {
+        &self.checksum
+    }
+
+    /// Names of the indexes the copy holds.
+    pub fn indexes(&self) -> &[String] {
+        &self.indexes
     }
 }

@@ -11,16 +11,16 @@ use lancedb::Connection;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::backup::Backup;
-use crate::backup::copy::BackupCopy;
+use crate::backup::BackupCopy;
 use crate::context::MigrationContext;
-use crate::error::{Error, Phase, Result, Rollback, panic_message};
+use crate::error::{Error, Result, chain, panic_message};
 use crate::event::{Event, Events};
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::migrator::rollback::roll_back;
 use crate::progress::Progress;
-use crate::report::{MigrationReport, Outcome, PhaseTiming, Report};
+use crate::report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
 
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
@@ -442,16 +442,4 @@ impl<'a> Apply<'a> {
     fn emit(&self, event: Event) {
         self.events.emit(event);
     }
-}
-
-/// An error and its sources, joined with ": ".
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod apply;
 pub(crate) mod ops;
+mod plan;
 pub(crate) mod rollback;
 
 use std::collections::{HashMap, HashSet};

@@ -17,8 +17,9 @@ use crate::error::{Error, Result};
 use crate::lance::latest_version;
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::migrator::plan;
 use crate::migrator::{Migrator, by_id};
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 
 /// What to keep of the backup tags that applied migrations leave on their
 /// tables ([`Migrator::keep_backups`]).

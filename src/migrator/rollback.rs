@@ -35,10 +35,10 @@ use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use tracing::{info, warn};
 
 use crate::context::MigrationContext;
-use crate::error::{Error, Result, Rollback};
+use crate::error::{Error, Result, chain};
 use crate::lance::backfill::lance_err;
 use crate::lance::{REAPPEND_KEY, latest_version};
-use crate::migrator::apply::chain;
+use crate::report::Rollback;
 
 /// Restores the backup if the migration changed the table, then re-appends
 /// rows that other writers appended meanwhile. Writes nothing once the

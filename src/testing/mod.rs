@@ -394,7 +394,7 @@ where
     let m = migration();
     let table = open(&db, m.table()).await;
     let before = Snapshot::take(&table, key).await.expect("snapshot before");
-    let failing = crate::Migrator::new(db.clone()).add(FailVerify(m));
+    let failing = crate::Migrator::new(db.clone()).add(FailVerify { inner: m });
     let err = failing
         .run()
         .await
@@ -453,33 +453,21 @@ fn unchanged_columns<'a>(before: &'a Snapshot, after: &Snapshot) -> Vec<&'a str>
 
 /// Runs a migration and then fails its verification, to exercise rollback.
 #[derive(Debug)]
-struct FailVerify<M>(M);
+struct FailVerify<M> {
+    inner: M,
+}
 
-#[async_trait::async_trait]
-impl<M: crate::Migration> crate::Migration for FailVerify<M> {
-    fn id(&self) -> &str {
-        self.0.id()
-    }
-    fn table(&self) -> &str {
-        self.0.table()
-    }
-    fn expected_schema(&self, before: &arrow_schema::Schema) -> Result<arrow_schema::Schema> {
-        self.0.expected_schema(before)
-    }
-    async fn backup(&self, ctx: &crate::MigrationContext) -> Result<crate::Backup> {
-        self.0.backup(ctx).await
-    }
-    async fn transform(&self, ctx: &crate::MigrationContext) -> Result<()> {
-        self.0.transform(ctx).await
-    }
-    async fn rebuild(&self, ctx: &crate::MigrationContext) -> Result<()> {
-        self.0.rebuild(ctx).await
-    }
-    async fn verify(&self, ctx: &crate::MigrationContext) -> Result<()> {
-        self.0.verify(ctx).await?;
-        Err(Error::custom(
-            "verification failed on purpose (conformance check)",
-        ))
+crate::migration::forward_migration! {
+    impl[M: crate::Migration] FailVerify<M> => inner;
+    forward [id, table, definition, checksum, expected_schema, plan, resumable, backup, transform, rebuild];
+    {
+        async fn verify(&self, ctx: &crate::MigrationContext) -> Result<()> {
+            self.inner.verify(ctx).await?;
+            Err(Error::Verification {
+                table: ctx.table_name().to_owned(),
+                reason: "failed on purpose by `testing::conformance`, to check the rollback".to_owned(),
+            })
+        }
     }
 }
 

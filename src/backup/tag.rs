@@ -1,0 +1,109 @@
+//! The backup every migration gets by default: a LanceDB tag on the table's
+//! version before it, and the restore from that tag.
+
+use lancedb::Table;
+use tracing::info;
+
+use crate::backup::{Backup, BackupCopy};
+use crate::error::{Error, Result};
+use crate::lance::latest_version;
+
+impl Backup {
+    /// Tags the table's current version for `migration` and returns it as a
+    /// backup.
+    ///
+    /// The tag is named by [`Backup::tag_name`]. If that tag already exists on
+    /// the same version (a retried migration), it is reused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] when the tag cannot be created, or
+    /// [`Error::InvalidMigration`] when a tag of that name points at another
+    /// version.
+    pub async fn tag_current(table: &Table, migration: &str) -> Result<Self> {
+        let version = table
+            .version()
+            .await
+            .map_err(Error::lance("read the table version"))?;
+        let tag = Self::tag_name(migration, version);
+        let mut tags = table
+            .tags()
+            .await
+            .map_err(Error::lance("open the table's tags"))?;
+        match tags.get_version(&tag).await {
+            Ok(existing) if existing == version => {}
+            Ok(existing) => {
+                return Err(Error::InvalidMigration {
+                    migration: migration.to_owned(),
+                    reason: format!("backup tag `{tag}` already points at version {existing}"),
+                });
+            }
+            Err(_) => tags
+                .create(&tag, version)
+                .await
+                .map_err(Error::lance(format!("create backup tag `{tag}`")))?,
+        }
+        info!(table = table.name(), version, tag, "backup tagged");
+        Ok(Self::new(table.name(), version, tag))
+    }
+
+    /// Adds an independent copy of the backup's version, written to
+    /// `location` (a directory path or object-store URI) by
+    /// [`BackupCopy::create`]. Does nothing when the backup has a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`BackupCopy::create`].
+    ///
+    /// # Examples
+    ///
+    /// A [`Migration::backup`](crate::Migration::backup) hook that keeps a
+    /// copy besides the tag:
+    ///
+    /// ```no_run
+    /// # use lancedb_migrate::{Backup, MigrationContext, Result};
+    /// # async fn backup(ctx: &MigrationContext) -> Result<Backup> {
+    /// Backup::tag_current(ctx.table(), ctx.migration_id())
+    ///     .await?
+    ///     .copy_to(ctx.table(), "/var/backups/lancedb")
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn copy_to(mut self, table: &Table, location: &str) -> Result<Self> {
+        if self.copy.is_none() {
+            self.copy = Some(BackupCopy::create(table, &self, location).await?);
+        }
+        Ok(self)
+    }
+
+    /// Restores `table` to this backup by committing a new version whose
+    /// contents (schema, rows, indexes) are the backup's.
+    ///
+    /// Does nothing when the table is already at the backup's version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] when the tag cannot be checked out or restored.
+    pub async fn restore(&self, table: &Table) -> Result<()> {
+        if latest_version(table).await? == self.version {
+            return Ok(());
+        }
+        table
+            .checkout_tag(&self.tag)
+            .await
+            .map_err(Error::lance(format!("check out backup tag `{}`", self.tag)))?;
+        let restored = table.restore().await;
+        if restored.is_err() {
+            // Leave the handle usable for writes whatever happened.
+            let _ = table.checkout_latest().await;
+        }
+        restored.map_err(Error::lance(format!("restore backup tag `{}`", self.tag)))?;
+        info!(
+            table = table.name(),
+            version = self.version,
+            tag = self.tag,
+            "table restored from backup"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! [`Migrator::plan`](crate::Migrator::plan)'s work: each migration's state
+//! from the ledger, and what a pending one will do, from its
+//! [`Migration::plan`] against the table as the earlier pending migrations
+//! leave it.
+
+use std::collections::HashMap;
+
+use lancedb::Connection;
+
+use crate::error::{Error, Result};
+use crate::lance::indexes;
+use crate::ledger::{LedgerEntry, Status};
+use crate::migration::Migration;
+use crate::plan::{Plan, PlanState, PlanStep, TableInfo};
+
+/// Builds the plan of `migrations` against `db`, given the ledger's rows.
+pub(crate) async fn plan(
+    db: &Connection,
+    migrations: &[Box<dyn Migration>],
+    entries: &HashMap<String, LedgerEntry>,
+) -> Result<Plan> {
+    // Per table: its state as the plan's earlier pending migrations leave it.
+    let mut tables: HashMap<String, Option<TableInfo>> = HashMap::new();
+    let mut steps = Vec::new();
+    for m in migrations {
+        let entry = entries.get(m.id());
+        let mut state = match entry.map(|e| e.status) {
+            None => PlanState::Pending,
+            Some(Status::Applied) => {
+                let (applied, current) = (entry.unwrap().checksum.clone(), m.checksum());
+                if applied == current {
+                    PlanState::Applied
+                } else {
+                    PlanState::Drifted { applied, current }
+                }
+            }
+            Some(Status::Failed) => PlanState::Failed {
+                error: entry.and_then(|e| e.error.clone()).unwrap_or_default(),
+            },
+            Some(Status::Running) => PlanState::Interrupted,
+            Some(Status::RolledBack) => PlanState::RolledBack,
+        };
+        let mut work = None;
+        if state.will_run() {
+            if !tables.contains_key(m.table()) {
+                let info = table_info(db, m.table()).await?;
+                tables.insert(m.table().to_owned(), info);
+            }
+            match tables.get_mut(m.table()).expect("inserted above") {
+                None => {
+                    let missing = Error::TableNotFound {
+                        table: m.table().to_owned(),
+                    };
+                    state = PlanState::Refused {
+                        reason: missing.to_string(),
+                    };
+                }
+                Some(info) => match m.expected_schema(&info.schema) {
+                    Err(e) => {
+                        state = PlanState::Refused {
+                            reason: e.to_string(),
+                        }
+                    }
+                    Ok(after) => {
+                        work = Some(m.plan(info)?);
+                        info.schema = after;
+                    }
+                },
+            }
+        }
+        steps.push(PlanStep {
+            id: m.id().to_owned(),
+            table: m.table().to_owned(),
+            state,
+            work,
+        });
+    }
+    Ok(Plan::new(steps))
+}
+
+/// The table's rows, schema and indexes; `None` when it does not exist.
+async fn table_info(db: &Connection, name: &str) -> Result<Option<TableInfo>> {
+    let table = match db.open_table(name).execute().await {
+        Ok(table) => table,
+        Err(lancedb::Error::TableNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::lance(format!("open table `{name}`"))(e)),
+    };
+    let read = |what: &str| Error::lance(format!("read the {what} of `{name}`"));
+    let schema = table.schema().await.map_err(read("schema"))?;
+    let rows = table.count_rows(None).await.map_err(read("row count"))? as u64;
+    let indexes = indexes::snapshot(&table).await?;
+    Ok(Some(TableInfo {
+        name: name.to_owned(),
+        rows,
+        schema: schema.as_ref().clone(),
+        indexes,
+    }))
+}
