@@ -1,14 +1,16 @@
 //! The one argument every migration hook receives.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arrow_schema::{Schema, SchemaRef};
 use lancedb::{Connection, Table};
 
 use crate::backup::Backup;
-use crate::error::{Error, Result, is_commit_conflict};
+use crate::error::{Error, Result};
+use crate::lance::commits::append_commits;
 use crate::lance::indexes::{self, IndexSpec};
+use crate::lance::retry::{is_conflict, retry};
 use crate::ledger::lease::Fence;
 use crate::progress::Progress;
 
@@ -263,7 +265,7 @@ impl MigrationContext {
 
     /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)
     /// makes.
-    pub const CONFLICT_ATTEMPTS: u32 = 10;
+    pub const CONFLICT_ATTEMPTS: u32 = crate::lance::retry::ATTEMPTS;
 
     /// Runs one LanceDB write, retrying it from the table's latest version
     /// when it conflicts with a concurrent writer (for example the
@@ -290,27 +292,20 @@ impl MigrationContext {
         Fut: Future<Output = lancedb::Result<T>> + Send,
         T: Send,
     {
-        let mut attempt = 1;
-        loop {
-            self.check_lease()?;
-            match step().await {
-                Err(e) if is_commit_conflict(&e) && attempt < Self::CONFLICT_ATTEMPTS => {
-                    tracing::warn!(
-                        operation,
-                        attempt,
-                        "conflict with a concurrent writer; retrying"
-                    );
-                    let pause = Duration::from_millis(20 << attempt.min(6));
-                    tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
+        retry(operation, is_conflict, |_| {
+            let attempt = self.check_lease().map(|()| step());
+            async move {
+                let result = attempt?.await.map_err(Error::lance(operation));
+                if result.as_ref().is_err_and(is_conflict) {
                     self.table
                         .checkout_latest()
                         .await
                         .map_err(Error::lance("check out the latest version"))?;
-                    attempt += 1;
                 }
-                result => return result.map_err(Error::lance(operation)),
+                result
             }
-        }
+        })
+        .await
     }
 
     /// The table's current schema.
@@ -338,33 +333,15 @@ impl MigrationContext {
     /// [`Error::Verification`] naming the counts when they differ.
     pub async fn check_row_count(&self) -> Result<()> {
         let name = self.table_name();
-        crate::lance::latest_version(&self.table).await?;
-        // Count and list the appends at one version, so that an append
-        // landing in between cannot make them disagree; a quiet table (the
-        // count unchanged) needs no list.
-        let (now, appended) =
-            match crate::lance::dataset(&self.table).await? {
-                Some(dataset) => {
-                    let rows = dataset.count_rows(None).await.map_err(
-                        crate::lance::backfill::lance_err(format!("count the rows of `{name}`")),
-                    )? as u64;
-                    if rows == self.rows_before {
-                        return Ok(());
-                    }
-                    let versions = self.version_before + 1..dataset.version().version + 1;
-                    let commits = crate::lance::append_commits(&dataset, name, versions).await?;
-                    (rows, commits.iter().map(|(_, rows)| rows).sum::<u64>())
-                }
-                None => {
-                    let rows = self
-                        .table
-                        .count_rows(None)
-                        .await
-                        .map_err(Error::lance(format!("count the rows of table `{name}`")))?
-                        as u64;
-                    (rows, 0)
-                }
-            };
+        // Count at the version the appends are listed up to, so that an
+        // append landing in between cannot make them disagree; a quiet
+        // table (the count unchanged) needs no list.
+        let (version, now) = crate::lance::latest_row_count(&self.table).await?;
+        if now == self.rows_before {
+            return Ok(());
+        }
+        let commits = append_commits(&self.table, self.version_before + 1..version + 1).await?;
+        let appended: u64 = commits.iter().map(|c| c.rows).sum();
         if now == self.rows_before || now == self.rows_before + appended {
             return Ok(());
         }

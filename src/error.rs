@@ -261,6 +261,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another writer changed the table in a way the migration cannot work
+    /// around (e.g. it dropped the column being filled). The table is
+    /// restored like after any failure; the next run tries again.
+    #[error("table `{table}` was changed by another writer during the migration: {what}")]
+    ChangedConcurrently {
+        /// The table.
+        table: String,
+        /// What changed.
+        what: String,
+    },
+
     /// A verification check failed: the table is not what the migration
     /// promised.
     #[error("verification of table `{table}` failed: {reason}")]
@@ -423,9 +434,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn lance(operation: impl Into<String>) -> impl FnOnce(lancedb::Error) -> Self {
+    /// The crate's one mapping of LanceDB and Lance errors: `operation`
+    /// says what was being done, in words that complete "lancedb could not".
+    pub(crate) fn lance<E: Into<lancedb::Error>>(
+        operation: impl Into<String>,
+    ) -> impl Fn(E) -> Self {
         let operation = operation.into();
-        move |source| Self::Lance { operation, source }
+        move |source| Self::Lance {
+            operation: operation.clone(),
+            source: source.into(),
+        }
     }
 
     pub(crate) fn arrow(
@@ -464,32 +482,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic without a message".to_owned()
     }
-}
-
-/// Whether a LanceDB error says a tag (or other ref) already exists.
-pub(crate) fn is_ref_conflict(e: &lancedb::Error) -> bool {
-    matches!(
-        e,
-        lancedb::Error::Lance {
-            source: lance::Error::RefConflict { .. }
-        }
-    )
-}
-
-/// Whether a LanceDB error is a commit conflict with a concurrent writer,
-/// which LanceDB reports as worth retrying from the latest version.
-pub(crate) fn is_commit_conflict(e: &lancedb::Error) -> bool {
-    matches!(e, lancedb::Error::Lance { source } if is_lance_conflict(source))
-}
-
-/// [`is_commit_conflict`] for an error straight from Lance.
-pub(crate) fn is_lance_conflict(e: &lance::Error) -> bool {
-    matches!(
-        e,
-        lance::Error::RetryableCommitConflict { .. }
-            | lance::Error::CommitConflict { .. }
-            | lance::Error::TooMuchWriteContention { .. }
-    )
 }
 
 impl From<lancedb::Error> for Error {

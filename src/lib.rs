@@ -105,7 +105,7 @@ pub use builtin::{
 pub use context::MigrationContext;
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result};
 pub use event::Event;
-pub use lance::indexes::IndexSpec;
+pub use crate::lance::indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
 pub use migrator::ops::{LaterWrites, Retention, StatusTable};

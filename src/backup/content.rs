@@ -7,19 +7,14 @@
 //! only combined at the end, so the result depends on the rows and their
 //! order, never on batch boundaries.
 
-use std::sync::Arc;
-
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, SchemaRef};
 use futures::TryStreamExt;
-use lance::Dataset;
 
 use crate::error::{Error, Result};
-
-/// I/O buffer for the scan: bounds memory whatever the table's size.
-const SCAN_IO_BUFFER: u64 = 16 * 1024 * 1024;
+use crate::lance::files::Snapshot;
 
 /// What a scan of a table version found: its rows, schema and checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,27 +24,21 @@ pub(crate) struct Content {
     pub(crate) checksum: String,
 }
 
-/// Scans `dataset` (at its checked-out version) and checksums its content.
-/// Hashing runs on the blocking pool, one batch at a time.
-pub(crate) async fn scan(dataset: &Dataset, what: &str) -> Result<Content> {
-    let read = |e: lance::Error| Error::lance(format!("read {what}"))(e.into());
-    let schema: SchemaRef = Arc::new(dataset.schema().into());
-    let mut scan = dataset.scan();
-    // Small batches and little read-ahead: the hash, not the read, is the
-    // bottleneck, and this keeps peak memory flat (see BENCHMARKS.md).
-    scan.io_buffer_size(SCAN_IO_BUFFER);
-    scan.batch_size(1024);
-    scan.batch_readahead(1);
-    scan.fragment_readahead(1);
-    let mut stream = scan.try_into_stream().await.map_err(read)?;
+/// Reads every row of `snapshot` and checksums it. Hashing runs on the
+/// blocking pool, one batch at a time.
+pub(crate) async fn scan(snapshot: &Snapshot, what: &str) -> Result<Content> {
+    let schema = snapshot.schema();
+    let mut rows = snapshot.rows().await?;
     let mut hasher = ContentHasher::new(&schema);
-    while let Some(batch) = stream.try_next().await.map_err(read)? {
+    while let Some(batch) = rows.try_next().await? {
         hasher = tokio::task::spawn_blocking(move || {
             hasher.update(&batch);
             hasher
         })
         .await
-        .map_err(|e| Error::wrap(format!("checksum {what}"), e))?;
+        .map_err(|e| Error::Panicked {
+            message: format!("the checksum of {what}: {e}"),
+        })?;
     }
     Ok(Content {
         rows: hasher.rows,

@@ -9,10 +9,6 @@
 
 use std::time::Instant;
 
-use futures::StreamExt;
-use lance::Dataset;
-use lance::index::DatasetIndexExt;
-use lance::io::ObjectStore;
 use lancedb::{Connection, Table};
 use serde_json::{Value as Json, json};
 use tracing::{info, warn};
@@ -20,7 +16,7 @@ use tracing::{info, warn};
 use crate::backup::content::{self, Content};
 use crate::backup::{Backup, BackupCopy};
 use crate::error::{BoxError, CopyProblem, Error, Result};
-use crate::lance::local_dataset;
+use crate::lance::files::{self, Snapshot};
 
 /// The config key of a copy's completion record.
 const RECORD_KEY: &str = "lancedb_migrate.backup_copy";
@@ -73,8 +69,7 @@ impl BackupCopy {
             Found::Copy(_) | Found::Other => return Err(error(CopyProblem::Exists)),
         }
         let started = Instant::now();
-        let source = local_dataset(table).await?;
-        let copied = copy_version(&source, backup, &uri).await;
+        let copied = copy_version(table, backup, &uri).await;
         let (mut copy, content, indexes) = match copied {
             Ok(done) => done,
             Err(e) => {
@@ -87,18 +82,18 @@ impl BackupCopy {
             table: backup.table().to_owned(),
             tag: backup.tag().to_owned(),
             version: backup.version(),
-            data_version: copy.version().version,
+            data_version: copy.version(),
             rows: content.rows,
             schema: content.schema,
             checksum: content.checksum,
             indexes,
         };
         let finished = copy
-            .update_config([(RECORD_KEY, record.to_json().to_string().as_str())])
+            .set_config(RECORD_KEY, &record.to_json().to_string())
             .await;
         if let Err(e) = finished {
             remove(&uri).await;
-            return Err(error(CopyProblem::Write(e.into())));
+            return Err(error(CopyProblem::Write(e)));
         }
         info!(
             uri,
@@ -138,15 +133,11 @@ impl BackupCopy {
     /// [`Error::BackupCopy`] with [`CopyProblem::Read`] when the location
     /// cannot be listed.
     pub async fn list(location: &str) -> Result<Vec<Self>> {
-        let error = |e: lance::Error| Error::BackupCopy {
+        let names = files::list(location).await.map_err(|e| Error::BackupCopy {
             table: String::new(),
             location: location.to_owned(),
-            problem: CopyProblem::Read(e.into()),
-        };
-        // Listed through the object store, not a LanceDB connection, which
-        // would create a missing directory.
-        let (store, path) = ObjectStore::from_uri(location).await.map_err(error)?;
-        let names = store.read_dir(path).await.map_err(error)?;
+            problem: CopyProblem::Read(e),
+        })?;
         let mut copies = Vec::new();
         for name in names.iter().filter(|n| n.ends_with(".lance")) {
             let uri = join(location, name);
@@ -197,11 +188,12 @@ impl BackupCopy {
         let target = join(db.uri(), &format!("{name}.lance"));
         let started = Instant::now();
         let cloned = async {
-            let mut copy = Dataset::open(&self.uri).await?;
-            copy.deep_clone(&target, self.data_version, None).await
+            Snapshot::open_at(&self.uri, self.data_version)
+                .await?
+                .deep_clone(&target)
+                .await
         }
-        .await
-        .map_err(BoxError::from);
+        .await;
         if let Err(e) = cloned {
             remove(&target).await;
             return Err(error(CopyProblem::Write(e)));
@@ -232,8 +224,8 @@ impl BackupCopy {
         let read = |e: Error| CopyProblem::Mismatch {
             what: format!("the restored table cannot be read ({e})"),
         };
-        let dataset = local_dataset(table).await.map_err(read)?;
-        let found = content::scan(&dataset, "the restored table")
+        let restored = Snapshot::current(table).await.map_err(read)?;
+        let found = content::scan(&restored, "the restored table")
             .await
             .map_err(read)?;
         let expected = Content {
@@ -256,7 +248,8 @@ impl BackupCopy {
                 });
             }
         }
-        let indexes = index_names(&dataset)
+        let indexes = restored
+            .index_names()
             .await
             .map_err(|e| CopyProblem::Mismatch {
                 what: format!("the restored table's indexes cannot be read ({e})"),
@@ -325,68 +318,37 @@ enum Found {
 
 /// What is at `uri`.
 async fn found(uri: &str) -> Result<Found, BoxError> {
-    let (store, path) = ObjectStore::from_uri(uri).await?;
-    if store.list(Some(path)).next().await.transpose()?.is_none() {
+    if files::is_empty(uri).await? {
         return Ok(Found::Nothing);
     }
-    let Ok(dataset) = Dataset::open(uri).await else {
+    let Ok(dataset) = Snapshot::open(uri).await else {
         return Ok(Found::Other);
     };
-    Ok(match dataset.config().get(RECORD_KEY) {
+    Ok(match dataset.config(RECORD_KEY) {
         Some(record) => BackupCopy::from_json(uri, record).map_or(Found::Other, Found::Copy),
         None => Found::Unfinished,
     })
 }
 
-/// Deep-clones the backup's version to `uri` while checksumming it; also
-/// returns the version's index names.
+/// Deep-clones the backup's version of `table` to `uri` while checksumming
+/// it; also returns the version's index names.
 async fn copy_version(
-    source: &Dataset,
+    table: &Table,
     backup: &Backup,
     uri: &str,
-) -> Result<(Dataset, Content, Vec<String>), BoxError> {
-    let version = source.checkout_version(backup.version()).await?;
+) -> Result<(Snapshot, Content, Vec<String>), BoxError> {
+    let version = Snapshot::of(table, backup.version()).await?;
     let what = format!("version {} of `{}`", backup.version(), backup.table());
-    let mut cloner = version.clone();
-    let clone = async {
-        cloner
-            .deep_clone(uri, backup.version(), None)
-            .await
-            .map_err(BoxError::from)
-    };
+    let clone = version.deep_clone(uri);
     let checksum = async { content::scan(&version, &what).await.map_err(BoxError::from) };
     let (copy, content) = futures::try_join!(clone, checksum)?;
-    let indexes = index_names(&version).await?;
+    let indexes = version.index_names().await?;
     Ok((copy, content, indexes))
-}
-
-/// Names of the indexes of `dataset` at its checked-out version, sorted.
-async fn index_names(dataset: &Dataset) -> Result<Vec<String>, lance::Error> {
-    let mut names: Vec<String> = dataset
-        .load_indices()
-        .await?
-        .iter()
-        .filter(|i| !is_system_index(&i.name))
-        .map(|i| i.name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-/// Lance keeps bookkeeping indexes (e.g. the fragment reuse index) among the
-/// table's; they are not the table's own.
-fn is_system_index(name: &str) -> bool {
-    name.starts_with("__")
 }
 
 /// Removes whatever a failed copy or restore left at `uri`.
 async fn remove(uri: &str) {
-    let removed = async {
-        let (store, path) = ObjectStore::from_uri(uri).await?;
-        store.remove_dir_all(path).await
-    };
-    if let Err(e) = removed.await {
+    if let Err(e) = files::remove_all(uri).await {
         warn!(uri, error = %e, "could not remove a partial copy; it has no completion record and is never used");
     }
 }

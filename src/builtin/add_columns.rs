@@ -12,11 +12,11 @@ use tracing::info;
 
 use arrow_array::ArrayRef;
 
-use crate::builtin::ReEmbed;
 use crate::builtin::value::Value;
 use crate::context::MigrationContext;
-use crate::error::{Error, Result, is_commit_conflict};
-use crate::lance::backfill::{Backfill, Compute, lance_err};
+use crate::error::{Error, Result};
+use crate::lance::backfill::{Backfill, Compute};
+use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 
@@ -257,14 +257,14 @@ impl AddColumns {
                 version = result.version,
                 "columns added"
             ),
-            Err(e) if is_commit_conflict(&e) && valued.iter().all(|c| c.nullable) => {
+            Err(e) if is_lancedb_conflict(&e) && valued.iter().all(|c| c.nullable) => {
                 info!(
                     table = self.table,
                     "the table is busy; adding the columns metadata-only and filling them fragment by fragment"
                 );
                 return self.fill_while_busy(ctx, &valued).await;
             }
-            Err(e) if is_commit_conflict(&e) => {
+            Err(e) if is_lancedb_conflict(&e) => {
                 self.add(ctx, "defaulted", || {
                     NewColumnTransform::SqlExpressions(expressions.clone())
                 })
@@ -310,24 +310,7 @@ impl AddColumns {
                     .execute()
             })
             .await?;
-        let at_add = crate::lance::local_dataset(table)
-            .await?
-            .checkout_version(added.version)
-            .await
-            .map_err(lance_err(format!(
-                "read `{}` as the columns were added",
-                self.table
-            )))?;
-        let fragments: HashSet<u64> = at_add
-            .get_fragments()
-            .iter()
-            .map(|f| f.id() as u64)
-            .collect();
         for column in columns {
-            let field_id = at_add
-                .schema()
-                .field_id(&column.name)
-                .map_err(lance_err(format!("find column `{}`", column.name)))?;
             let value = column
                 .default
                 .clone()
@@ -346,18 +329,20 @@ impl AddColumns {
                         found,
                     })
             });
+            let key = format!("lancedb_migrate.checkpoint.{}.{}", self.id, column.name);
+            let fence = ctx.fence().clone();
             Backfill {
-                table,
-                source: None,
-                field_id,
-                compute,
                 batch_size: Self::FILL_BATCH,
-                concurrency: 1,
-                checkpoint_every: ReEmbed::DEFAULT_CHECKPOINT_EVERY,
-                original_fragments: fragments.clone(),
-                checkpoint_key: format!("lancedb_migrate.checkpoint.{}.{}", self.id, column.name),
-                progress: ctx.progress(),
-                fence: ctx.fence().clone(),
+                ..Backfill::new(
+                    table,
+                    &column.name,
+                    added.version,
+                    compute,
+                    key,
+                    ctx.progress(),
+                    fence,
+                )
+                .await?
             }
             .run()
             .await?;

@@ -1,13 +1,16 @@
 //! Small helpers over LanceDB table handles.
 
 pub(crate) mod backfill;
+pub(crate) mod commits;
+pub(crate) mod files;
+pub(crate) mod fragments;
 pub(crate) mod indexes;
+pub(crate) mod retry;
+pub(crate) mod tags;
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use lance::Dataset;
-use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::Table;
 
 use crate::error::{Error, Result};
@@ -23,6 +26,22 @@ pub(crate) async fn latest_version(table: &Table) -> Result<u64> {
         .version()
         .await
         .map_err(Error::lance(format!("read the version of `{name}`")))
+}
+
+/// Moves `table` to its latest version and counts its rows there, at that
+/// one version (a table handle following the latest version could count a
+/// newer one): returns the version and the count.
+pub(crate) async fn latest_row_count(table: &Table) -> Result<(u64, u64)> {
+    let version = latest_version(table).await?;
+    let count = format!("count the rows of `{}`", table.name());
+    let rows = match dataset(table).await? {
+        Some(dataset) => dataset
+            .count_rows(None)
+            .await
+            .map_err(Error::lance(count))?,
+        None => table.count_rows(None).await.map_err(Error::lance(count))?,
+    };
+    Ok((version, rows as u64))
 }
 
 /// The Lance dataset behind `table` at the handle's version; `None` for
@@ -44,75 +63,4 @@ pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
             table.name()
         ))
     })
-}
-
-/// The transaction property that marks the commits in which a rollback
-/// appended other writers' rows again (its value is the migration id), so
-/// that a later rollback of the same attempt does not count them twice.
-pub(crate) const REAPPEND_KEY: &str = "lancedb_migrate.reappend";
-
-/// The `Append` commits among `versions` of `dataset` (the table `name`),
-/// oldest first, each with the number of rows it added. A rollback's own
-/// re-appends ([`REAPPEND_KEY`]) are left out: they copy rows that earlier
-/// `Append` commits hold.
-pub(crate) async fn append_commits(
-    dataset: &Dataset,
-    name: &str,
-    versions: Range<u64>,
-) -> Result<Vec<(u64, u64)>> {
-    let mut commits = Vec::new();
-    for version in versions {
-        let Some(transaction) = transaction(dataset, name, version).await? else {
-            continue;
-        };
-        let ours = transaction
-            .transaction_properties
-            .as_ref()
-            .is_some_and(|p| p.contains_key(REAPPEND_KEY));
-        if let Operation::Append { fragments } = &transaction.operation
-            && !ours
-        {
-            let rows = fragments
-                .iter()
-                .filter_map(|f| f.physical_rows)
-                .sum::<usize>();
-            commits.push((version, rows as u64));
-        }
-    }
-    Ok(commits)
-}
-
-/// The first commit among `versions` of `dataset` that replaced the table's
-/// contents or schema (a restore, an overwrite, a schema change), with the
-/// name of its operation; `None` when every commit only added, removed or
-/// reorganised rows, or built indexes.
-pub(crate) async fn first_reshaping_commit(
-    dataset: &Dataset,
-    name: &str,
-    versions: Range<u64>,
-) -> Result<Option<(u64, String)>> {
-    for version in versions {
-        let Some(transaction) = transaction(dataset, name, version).await? else {
-            continue;
-        };
-        match &transaction.operation {
-            Operation::Append { .. }
-            | Operation::Delete { .. }
-            | Operation::Update { .. }
-            | Operation::Rewrite { .. }
-            | Operation::CreateIndex { .. }
-            | Operation::UpdateConfig { .. } => {}
-            other => return Ok(Some((version, other.name().to_owned()))),
-        }
-    }
-    Ok(None)
-}
-
-/// The transaction of commit `version` of `dataset` (the table `name`), if
-/// Lance recorded one.
-async fn transaction(dataset: &Dataset, name: &str, version: u64) -> Result<Option<Transaction>> {
-    dataset
-        .read_transaction_by_version(version)
-        .await
-        .map_err(|e| Error::lance(format!("read commit {version} of `{name}`"))(e.into()))
 }

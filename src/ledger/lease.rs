@@ -45,8 +45,9 @@ use lancedb::Table;
 use lancedb::table::TagContents;
 use tracing::{debug, info, warn};
 
-use crate::error::{Error, Result, is_ref_conflict};
-use crate::lance::latest_version;
+use crate::error::{Error, Result};
+use crate::lance::retry::retry;
+use crate::lance::tags::{self, refresh, try_create};
 
 const PREFIX: &str = "lease-";
 
@@ -336,16 +337,14 @@ impl State {
     /// deleting an old lease tag (the file is listed, then gone when read),
     /// so a failed listing is retried a few times.
     async fn read(ledger: &Table) -> Result<Self> {
-        let mut attempt: u64 = 1;
-        loop {
-            match list_tags(ledger).await {
-                Ok(tags) => return Ok(Self::from_tags(&tags)),
-                Err(e) if attempt >= 5 => return Err(Error::lance("list the ledger's tags")(e)),
-                Err(e) => debug!(error = %e, attempt, "listing the ledger's tags raced; retrying"),
-            }
-            attempt += 1;
-            tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
-        }
+        let operation = "list the ledger's tags";
+        retry(
+            operation,
+            |_| true,
+            |_| async { tags::list(ledger).await.map_err(Error::lance(operation)) },
+        )
+        .await
+        .map(|tags| Self::from_tags(&tags))
     }
 
     fn from_tags(tags: &HashMap<String, TagContents>) -> Self {
@@ -383,68 +382,6 @@ impl State {
     }
 }
 
-/// The ledger's tags. Lance's listing fails as a whole when one tag file
-/// cannot be parsed, and a heartbeat that failed half-way (Lance rewrites a
-/// tag in place; on a full disk the file is left empty) leaves exactly
-/// that: the lease would be stuck for good. So when the listing fails, the
-/// tags are read one by one, and one that cannot be read counts as written
-/// when its file was last modified (no earlier than the holder's last
-/// heartbeat that landed, so a waiter never takes over too soon).
-async fn list_tags(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
-    let listed = ledger.tags().await?.list().await;
-    let Err(error) = listed else {
-        return listed;
-    };
-    match read_tags_one_by_one(ledger).await {
-        Ok(tags) => {
-            debug!(error = %error, "a lease tag could not be read; read the others one by one");
-            Ok(tags)
-        }
-        Err(_) => Err(error),
-    }
-}
-
-async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagContents>> {
-    let dataset = crate::lance::local_dataset(ledger).await?;
-    let lance_error = |e: lance::Error| Error::lance("read the ledger's tags")(e.into());
-    let store = dataset.object_store(None).await.map_err(lance_error)?;
-    let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);
-    let mut tags = HashMap::new();
-    for file in store.read_dir(dir.clone()).await.map_err(lance_error)? {
-        let Some(name) = file.strip_suffix(".json") else {
-            continue;
-        };
-        let path = dir.clone().join(file.as_str());
-        let contents = match TagContents::from_path(&path, &store).await {
-            Ok(contents) => contents,
-            // Only a local file can be left half-written (an object store's
-            // put replaces an object whole).
-            Err(e) if !store.is_local() => return Err(lance_error(e)),
-            Err(_) => {
-                let local = std::path::Path::new(dataset.uri())
-                    .join("_refs/tags")
-                    .join(&file);
-                let modified = std::fs::metadata(&local).and_then(|m| m.modified());
-                let written =
-                    chrono::DateTime::<chrono::Utc>::from(modified.map_err(|e| Error::Ledger {
-                        ledger: ledger.name().to_owned(),
-                        reason: format!("lease tag `{name}` cannot be read: {e}"),
-                    })?);
-                TagContents {
-                    branch: None,
-                    version: 0,
-                    created_at: Some(written),
-                    updated_at: Some(written),
-                    manifest_size: 0,
-                    metadata: HashMap::new(),
-                }
-            }
-        };
-        tags.insert(name.to_owned(), contents);
-    }
-    Ok(tags)
-}
-
 fn tag(generation: u64) -> String {
     format!("{PREFIX}{generation:020}")
 }
@@ -458,20 +395,6 @@ fn parse(tag: &str) -> Option<u64> {
 /// The generation of any lease-related tag (`lease-<g>...`).
 fn parse_prefix(tag: &str) -> Option<u64> {
     tag.strip_prefix(PREFIX)?.get(..20)?.parse().ok()
-}
-
-/// Creates a tag on the ledger's current version; `false` if it exists.
-async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
-    let version = latest_version(ledger).await?;
-    let mut tags = ledger
-        .tags()
-        .await
-        .map_err(Error::lance("open the ledger's tags"))?;
-    match tags.create(name, version).await {
-        Ok(()) => Ok(true),
-        Err(e) if is_ref_conflict(&e) => Ok(false),
-        Err(e) => Err(Error::lance(format!("create lease tag `{name}`"))(e)),
-    }
 }
 
 /// Deletes the tags of generations older than the previous one.
@@ -523,16 +446,6 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
             return;
         }
     }
-}
-
-async fn refresh(ledger: &Table, name: &str) -> bool {
-    let Ok(mut tags) = ledger.tags().await else {
-        return false;
-    };
-    let Ok(version) = tags.get_version(name).await else {
-        return false;
-    };
-    tags.update(name, version).await.is_ok()
 }
 
 fn default_holder() -> String {
@@ -626,7 +539,7 @@ mod tests {
         }
         let holder = Lease::acquire(&ledger, &cfg).await.unwrap();
         assert_eq!(holder.generation, 3);
-        let names = list_tags(&ledger).await.unwrap();
+        let names = tags::list(&ledger).await.unwrap();
         assert!(
             !names.contains_key(&tag(1)),
             "the cleanup deleted generation 1's tag, so its name can be created again: {:?}",

@@ -29,10 +29,11 @@ use lancedb::table::{CompactionOptions, NewColumnTransform, OptimizeAction};
 use lancedb::{Connection, Table};
 use tracing::{debug, warn};
 
-use lance::dataset::transaction::{Operation, Transaction};
-use lance::dataset::{CommitBuilder, Dataset, InsertBuilder, WriteMode, WriteParams};
-
 use crate::error::{Error, Result};
+use crate::lance::commits::rows_at;
+use crate::lance::fragments;
+use crate::lance::latest_version;
+use crate::lance::retry::{is_conflict_or_overwritten, is_lancedb_conflict, retry};
 
 /// The ledger format this crate writes. A ledger with a larger number was
 /// written by a newer version of the crate and is not touched.
@@ -291,21 +292,26 @@ impl Ledger {
     /// few times.
     pub(crate) async fn insert(&self, entry: &LedgerEntry) -> Result<()> {
         let batch = encode(std::slice::from_ref(entry))?;
-        let mut tries = 0;
-        loop {
-            match self.table.add(batch.clone()).execute().await {
-                Ok(added) => {
-                    self.remember_insert(&entry.id, added.version).await;
-                    return Ok(());
+        let added = retry(
+            "append a ledger row",
+            is_conflict_or_overwritten,
+            |attempt| {
+                let batch = batch.clone();
+                async move {
+                    if attempt > 1 {
+                        latest_version(&self.table).await?;
+                    }
+                    self.table
+                        .add(batch)
+                        .execute()
+                        .await
+                        .map_err(recording(entry))
                 }
-                Err(e) if tries < 3 && is_racing_create(&e) => {
-                    tries += 1;
-                    debug!(error = %e, "ledger append raced a late create; retrying");
-                    let _ = self.table.checkout_latest().await;
-                }
-                Err(e) => return Err(recording(entry)(e)),
-            }
-        }
+            },
+        )
+        .await?;
+        self.remember_insert(&entry.id, added.version).await;
+        Ok(())
     }
 
     /// Writes `entry`, replacing any row with the same id, in one commit.
@@ -335,15 +341,8 @@ impl Ledger {
     /// Notes the fragment an append of `id`'s row made (the newest one at
     /// `version`), so that [`record`](Self::record) need not search for it.
     async fn remember_insert(&self, id: &str, version: u64) {
-        let Ok(Some(dataset)) = crate::lance::dataset(&self.table).await else {
-            return;
-        };
-        if dataset.version().version != version {
-            return;
-        }
-        let newest = dataset.get_fragments().into_iter().max_by_key(|f| f.id());
-        if let Some(fragment) = newest.filter(|f| f.metadata().physical_rows == Some(1)) {
-            self.seen().inserted = Some((id.to_owned(), fragment.id() as u64, version));
+        if let Some(fragment) = fragments::newest_if_single_row(&self.table, version).await {
+            self.seen().inserted = Some((id.to_owned(), fragment, version));
         }
     }
 
@@ -358,91 +357,22 @@ impl Ledger {
         }
     }
 
-    /// The fragment holding `id`'s row, when that row is alone in it.
-    async fn find_own_fragment(dataset: &Dataset, id: &str) -> Result<Option<u64>> {
-        let lance = |e: lance::Error| Error::lance("find a ledger row")(e.into());
-        let mut scan = dataset.scan();
-        scan.project(&["id"]).map_err(lance)?;
-        scan.with_row_address();
-        let rows = scan.try_into_batch().await.map_err(lance)?;
-        let ids = rows
-            .column_by_name("id")
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| Error::custom("ledger scan lacks `id`"))?;
-        let addresses = rows
-            .column_by_name("_rowaddr")
-            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
-            .ok_or_else(|| Error::custom("ledger scan lacks row addresses"))?;
-        let mut found = (0..rows.num_rows()).filter(|&i| ids.value(i) == id);
-        let (Some(row), None) = (found.next(), found.next()) else {
-            return Ok(None);
-        };
-        let fragment_id = addresses.value(row) >> 32;
-        let alone = dataset.get_fragment(fragment_id as usize).is_some_and(|f| {
-            f.metadata().physical_rows == Some(1) && f.metadata().deletion_file.is_none()
-        });
-        Ok(alone.then_some(fragment_id))
-    }
-
     /// The cheap path of [`record`](Self::record): when the row for `id` is
     /// alone in its fragment (as [`insert`](Self::insert) leaves it), one
     /// Lance `Update` commit swaps that fragment for a new one holding
     /// `batch`, with none of `merge_insert`'s query planning. Returns
     /// `false` when the row shares its fragment (e.g. after compaction).
     async fn replace_own_fragment(&self, id: &str, batch: RecordBatch) -> Result<bool> {
-        let lance = |e: lance::Error| Error::lance("replace a ledger row")(e.into());
         let latest = crate::lance::latest_version(&self.table).await?;
-        let dataset = crate::lance::local_dataset(&self.table).await?;
-        let fragment_id = match self.remembered_fragment(id, latest) {
-            Some(fragment) => fragment,
-            None => match Self::find_own_fragment(&dataset, id).await? {
-                Some(fragment) => fragment,
-                None => return Ok(false),
-            },
+        let fragment = match self.remembered_fragment(id, latest) {
+            Some(fragment) => Some(fragment),
+            None => fragments::alone_with(&self.table, "id", id).await?,
         };
-        let params = WriteParams {
-            mode: WriteMode::Append,
-            ..Default::default()
-        };
-        let written = InsertBuilder::new(dataset.clone())
-            .with_params(&params)
-            .execute_uncommitted(vec![batch])
-            .await
-            .map_err(lance)?;
-        let Operation::Append { fragments } = written.operation else {
-            return Ok(false);
-        };
-        let update = Operation::Update {
-            removed_fragment_ids: vec![fragment_id],
-            updated_fragments: Vec::new(),
-            new_fragments: fragments,
-            fields_modified: Vec::new(),
-            compacted_sstables: Vec::new(),
-            fields_for_preserving_frag_bitmap: Vec::new(),
-            update_mode: None,
-            inserted_rows_filter: None,
-            updated_fragment_offsets: None,
-        };
-        let transaction = Transaction::new(dataset.version().version, update, None);
-        CommitBuilder::new(dataset)
-            .execute(transaction)
-            .await
-            .map_err(lance)?;
-        crate::lance::latest_version(&self.table).await?;
-        Ok(true)
+        match fragment {
+            Some(fragment) => fragments::replace(&self.table, fragment, batch).await,
+            None => Ok(false),
+        }
     }
-}
-
-/// A commit that lost to a concurrent one that can be retried on top of it
-/// (including the overwrite a late ledger create commits).
-fn is_racing_create(e: &lancedb::Error) -> bool {
-    crate::error::is_commit_conflict(e)
-        || matches!(
-            e,
-            lancedb::Error::Lance {
-                source: lance::Error::IncompatibleTransaction { .. }
-            }
-        )
 }
 
 /// One row per id. A row restored after a racing create (see
@@ -503,7 +433,7 @@ async fn create(db: &Connection, name: &str) -> Result<Table> {
         // creates fail either way: "already exists" or a commit conflict).
         Err(e)
             if matches!(e, lancedb::Error::TableAlreadyExists { .. })
-                || crate::error::is_commit_conflict(&e) =>
+                || is_lancedb_conflict(&e) =>
         {
             db.open_table(name)
                 .execute()
@@ -528,19 +458,7 @@ async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
     if created <= 1 {
         return Ok(());
     }
-    let Some(dataset) = crate::lance::dataset(table).await? else {
-        return Ok(());
-    };
-    let lance = |e: lance::Error| failed()(e.into());
-    let before = dataset.checkout_version(created - 1).await.map_err(lance)?;
-    let lost: Vec<RecordBatch> = before
-        .scan()
-        .try_into_stream()
-        .await
-        .map_err(lance)?
-        .try_collect()
-        .await
-        .map_err(lance)?;
+    let lost = rows_at(table, created - 1).await?;
     let rows: usize = lost.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Ok(());
@@ -552,19 +470,24 @@ async fn restore_overwritten_rows(name: &str, table: &Table) -> Result<()> {
         "this process created the ledger after another one did; restoring the rows its create overwrote"
     );
     let schema = lost[0].schema();
-    let mut tries = 0;
-    loop {
-        // Matched against the latest rows, not the empty ones of this create.
-        crate::lance::latest_version(table).await?;
-        let reader = RecordBatchIterator::new(lost.clone().into_iter().map(Ok), schema.clone());
-        let mut merge = table.merge_insert(&["id"]);
-        merge.when_not_matched_insert_all().use_index(false);
-        match merge.execute(Box::new(reader)).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tries < 3 && is_racing_create(&e) => tries += 1,
-            Err(e) => return Err(failed()(e)),
-        }
-    }
+    retry(
+        "restore the ledger after a racing create",
+        is_conflict_or_overwritten,
+        |_| {
+            let lost = lost.clone();
+            let schema = schema.clone();
+            async move {
+                // Matched against the latest rows, not the empty ones of this create.
+                latest_version(table).await?;
+                let reader = RecordBatchIterator::new(lost.into_iter().map(Ok), schema);
+                let mut merge = table.merge_insert(&["id"]);
+                merge.when_not_matched_insert_all().use_index(false);
+                merge.execute(Box::new(reader)).await.map_err(failed())?;
+                Ok(())
+            }
+        },
+    )
+    .await
 }
 
 async fn check_schema(name: &str, table: &Table) -> Result<()> {

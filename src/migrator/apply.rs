@@ -15,6 +15,7 @@ use crate::backup::BackupCopy;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, chain, panic_message};
 use crate::event::{Event, Events};
+use crate::lance::commits::first_reshaping_commit;
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
@@ -366,10 +367,8 @@ impl<'a> Apply<'a> {
         let table = ctx.table_name();
         let version = crate::lance::latest_version(ctx.table()).await?;
         if version > verified
-            && let Some(dataset) = crate::lance::dataset(ctx.table()).await?
             && let Some((at, op)) =
-                crate::lance::first_reshaping_commit(&dataset, table, verified + 1..version + 1)
-                    .await?
+                first_reshaping_commit(ctx.table(), verified + 1..version + 1).await?
         {
             return Err(Error::verification(
                 table,

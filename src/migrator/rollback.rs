@@ -24,20 +24,16 @@
 //!
 //! The same path undoes a failed attempt and recovers an interrupted one.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
-use futures::TryStreamExt;
-use lance::Dataset;
-use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use tracing::{info, warn};
 
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, chain};
-use crate::lance::backfill::lance_err;
-use crate::lance::{REAPPEND_KEY, latest_version};
+use crate::lance::commits::{self, append_commits};
+use crate::lance::latest_version;
 use crate::report::Rollback;
 
 /// Restores the backup if the migration changed the table, then re-appends
@@ -96,7 +92,7 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
         if ctx.check_lease().is_err() {
             return Rollback::Deferred;
         }
-        if let Err(e) = reappend(ctx, appended).await {
+        if let Err(e) = commits::reappend(ctx.table(), ctx.migration_id(), appended).await {
             warn!(rows = reappended, error = %chain(&e), "restored, but could not re-append rows");
             return failed(format!(
                 "restored, but {reappended} rows appended during the migration could not be re-appended: {}",
@@ -117,17 +113,11 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
 /// Why the rows appended after `since` cannot all go back into the schema
 /// before the migration, or `None` when they can.
 async fn misfits(ctx: &MigrationContext, since: u64) -> Result<Option<String>> {
-    let Some(latest) = crate::lance::dataset(ctx.table()).await? else {
-        return Ok(None);
-    };
-    let versions = since + 1..latest.version().version + 1;
+    let latest = latest_version(ctx.table()).await?;
     let mut bad: HashMap<String, u64> = HashMap::new();
-    for (version, rows) in crate::lance::append_commits(&latest, ctx.table_name(), versions).await?
-    {
-        let at = checkout(&latest, ctx.table_name(), version).await?;
-        let schema = Schema::from(at.schema());
-        if let Err(reason) = fits(&schema, ctx.schema_before()) {
-            *bad.entry(reason).or_default() += rows;
+    for appended in append_commits(ctx.table(), since + 1..latest + 1).await? {
+        if let Err(reason) = fits(&appended.schema, ctx.schema_before()) {
+            *bad.entry(reason).or_default() += appended.rows;
         }
     }
     Ok(bad
@@ -161,72 +151,23 @@ fn fits(schema: &Schema, target: &Schema) -> std::result::Result<(), String> {
     Ok(())
 }
 
-async fn checkout(dataset: &Dataset, table: &str, version: u64) -> Result<Dataset> {
-    dataset
-        .checkout_version(version)
-        .await
-        .map_err(lance_err(format!(
-            "check out version {version} of `{table}`"
-        )))
-}
-
 /// The rows added by `Append` commits after `since` and before the table
 /// handle's version (the restore commit), read at the version that appended
 /// them and projected onto the schema before the migration.
 async fn appended_rows(ctx: &MigrationContext, since: u64) -> Result<Vec<RecordBatch>> {
-    let Some(latest) = crate::lance::dataset(ctx.table()).await? else {
-        return Ok(Vec::new());
-    };
     let name = ctx.table_name();
-    let versions = since + 1..latest.version().version;
+    let restored = ctx
+        .table()
+        .version()
+        .await
+        .map_err(Error::lance(format!("read the version of `{name}`")))?;
     let mut batches = Vec::new();
-    for (version, _) in crate::lance::append_commits(&latest, name, versions).await? {
-        let now = checkout(&latest, name, version).await?;
-        let before = checkout(&latest, name, version - 1).await?;
-        let existing: HashSet<u64> = before.fragments().iter().map(|f| f.id).collect();
-        let added = now
-            .fragments()
-            .iter()
-            .filter(|f| !existing.contains(&f.id))
-            .cloned();
-        let mut scan = now.scan();
-        scan.with_fragments(added.collect());
-        let stream = scan
-            .try_into_stream()
-            .await
-            .map_err(lance_err(format!("scan rows appended to `{name}`")))?;
-        let read: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(lance_err(format!("read rows appended to `{name}`")))?;
-        for batch in read {
+    for appended in append_commits(ctx.table(), since + 1..restored).await? {
+        for batch in commits::appended_rows(ctx.table(), appended.version).await? {
             batches.push(project(&batch, ctx.schema_before(), name)?);
         }
     }
     Ok(batches)
-}
-
-/// Appends `batches` in one commit marked with [`REAPPEND_KEY`].
-async fn reappend(ctx: &MigrationContext, batches: Vec<RecordBatch>) -> Result<()> {
-    let dataset = crate::lance::local_dataset(ctx.table()).await?;
-    let params = WriteParams {
-        mode: WriteMode::Append,
-        transaction_properties: Some(Arc::new(HashMap::from([(
-            REAPPEND_KEY.to_owned(),
-            ctx.migration_id().to_owned(),
-        )]))),
-        ..Default::default()
-    };
-    InsertBuilder::new(dataset)
-        .with_params(&params)
-        .execute(batches)
-        .await
-        .map_err(lance_err(format!(
-            "re-append rows to `{}`",
-            ctx.table_name()
-        )))?;
-    latest_version(ctx.table()).await?;
-    Ok(())
 }
 
 /// `batch`'s columns in the order of `schema`; columns it lacks become

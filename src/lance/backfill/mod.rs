@@ -21,26 +21,27 @@
 //! rewritten by compaction) is done once none of its rows has the column
 //! NULL while the source is set.
 
+mod checkpoint;
+mod compute;
+mod fill;
+mod swap;
+
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_schema::Schema as ArrowSchema;
-use futures::future::{self, BoxFuture};
-use futures::stream::{self, BoxStream};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use arrow_array::ArrayRef;
 use lance::Dataset;
 use lance::dataset::fragment::FileFragment;
-use lance::dataset::transaction::{DataReplacementGroup, Operation, Transaction};
-use lance::dataset::{CommitBuilder, DataFilePart, DataFileTarget};
 use lancedb::Table;
-use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::error::{Error, Result, is_lance_conflict};
+use crate::error::{Error, Result};
+use crate::lance::{latest_version, local_dataset};
 use crate::ledger::lease::Fence;
 use crate::progress::Progress;
+
+use checkpoint::Filled;
 
 /// Computes the new column's values for a batch of source values (only live,
 /// non-null rows are passed). Must return an array of the same length.
@@ -69,24 +70,102 @@ pub(crate) struct Backfill<'a> {
     pub(crate) fence: Fence,
 }
 
-/// What one fragment's work produced, waiting for a commit.
-struct Filled {
-    group: DataReplacementGroup,
-    rows: u64,
-    /// Set when the file was assembled from parts: they are removed after
-    /// the commit.
-    target: Option<DataFileTarget>,
-}
+impl<'a> Backfill<'a> {
+    /// Default rows per `compute` call.
+    pub(crate) const DEFAULT_BATCH: u32 = 256;
+    /// Default time between commits (and checkpoints).
+    pub(crate) const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
-/// A saved, in-progress fragment.
-struct Checkpoint {
-    fragment: u64,
-    physical_rows: u64,
-    target: DataFileTarget,
-    parts: Vec<DataFilePart>,
-}
+    /// A backfill of `column` (which must exist) in `table`, counting the
+    /// fragments of version `original` as the table's own (every other
+    /// fragment is an append). It computes from nothing (see
+    /// [`source`](Self::source)) one batch at a time, committing every 30 s,
+    /// under `key` in the table's config; change the public fields to tune
+    /// it.
+    pub(crate) async fn new(
+        table: &'a Table,
+        column: &str,
+        original: u64,
+        compute: Compute,
+        key: String,
+        progress: &'a Progress,
+        fence: Fence,
+    ) -> Result<Self> {
+        latest_version(table).await?;
+        let dataset = local_dataset(table).await?;
+        let field_id = dataset
+            .schema()
+            .field_id(column)
+            .map_err(Error::lance(format!(
+                "find column `{column}` of `{}`",
+                table.name()
+            )))?;
+        let original_fragments = dataset
+            .checkout_version(original)
+            .await
+            .map_err(Error::lance(format!(
+                "read version {original} of `{}`",
+                table.name()
+            )))?
+            .get_fragments()
+            .iter()
+            .map(|f| f.id() as u64)
+            .collect();
+        Ok(Self {
+            table,
+            source: None,
+            field_id,
+            compute,
+            batch_size: Self::DEFAULT_BATCH,
+            concurrency: 1,
+            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
+            original_fragments,
+            checkpoint_key: key,
+            progress,
+            fence,
+        })
+    }
 
-impl Backfill<'_> {
+    /// Rows the fill has not covered: in a fragment of the table's own
+    /// without a data file for the column (a metadata check), or, in any
+    /// other fragment, rows with the column NULL and the source set. Every
+    /// value the fill wrote was checked as it was computed, so this does
+    /// not read the column's values again. Needs a source.
+    pub(crate) async fn missing_rows(&self) -> Result<u64> {
+        let dataset = self.latest().await?;
+        let column = self.column(&dataset)?;
+        let Some(source) = &self.source else {
+            return Ok(0);
+        };
+        let filter = format!(
+            "{} IS NULL AND {} IS NOT NULL",
+            quote(&column),
+            quote(source)
+        );
+        let count = Error::lance(format!("count unfilled rows of `{}`", self.table.name()));
+        let mut missing = 0;
+        for fragment in dataset.get_fragments() {
+            let id = fragment.id() as u64;
+            if self.original_fragments.contains(&id) && self.covers(&fragment) {
+                continue;
+            }
+            missing += fragment
+                .count_rows(Some(filter.clone()))
+                .await
+                .map_err(&count)? as u64;
+        }
+        Ok(missing)
+    }
+
+    /// Whether `fragment` has a data file for the column.
+    fn covers(&self, fragment: &FileFragment) -> bool {
+        fragment
+            .metadata()
+            .files
+            .iter()
+            .any(|f| f.fields.contains(&self.field_id))
+    }
+
     /// Fills every fragment that needs it, until a pass finds none.
     pub(crate) async fn run(&self) -> Result<u64> {
         self.fill_passes(None).await
@@ -174,15 +253,15 @@ impl Backfill<'_> {
     }
 
     fn gone(&self) -> Error {
-        Error::custom(format!(
-            "the column being filled in `{}` was dropped by another writer",
-            self.table.name()
-        ))
+        Error::ChangedConcurrently {
+            table: self.table.name().to_owned(),
+            what: "the column being filled was dropped".to_owned(),
+        }
     }
 
     pub(crate) async fn latest(&self) -> Result<Arc<Dataset>> {
-        crate::lance::latest_version(self.table).await?;
-        crate::lance::local_dataset(self.table).await
+        latest_version(self.table).await?;
+        local_dataset(self.table).await
     }
 
     fn column(&self, dataset: &Dataset) -> Result<String> {
@@ -203,11 +282,7 @@ impl Backfill<'_> {
         let mut todo = Vec::new();
         for fragment in dataset.get_fragments() {
             let id = fragment.id() as u64;
-            let covered = fragment
-                .metadata()
-                .files
-                .iter()
-                .any(|f| f.fields.contains(&self.field_id));
+            let covered = self.covers(&fragment);
             let original = self.original_fragments.contains(&id);
             if !covered {
                 if original || self.source.is_some() {
@@ -229,7 +304,7 @@ impl Backfill<'_> {
             let missing = fragment
                 .count_rows(Some(filter))
                 .await
-                .map_err(lance_err(format!(
+                .map_err(Error::lance(format!(
                     "count unfilled rows of `{}`",
                     self.table.name()
                 )))?;
@@ -241,433 +316,6 @@ impl Backfill<'_> {
         }
         Ok(todo)
     }
-
-    /// Computes and writes one fragment's column file (not committed).
-    async fn fill(
-        &self,
-        dataset: &Arc<Dataset>,
-        fragment: &FileFragment,
-        resume: Option<Checkpoint>,
-        rate: &mut Option<f64>,
-    ) -> Result<Filled> {
-        let name = self.table.name();
-        let read = lance_err(format!("read fragment {} of `{name}`", fragment.id()));
-        let physical = fragment.physical_rows().await.map_err(&read)? as u64;
-        let live = fragment.metadata().num_rows().unwrap_or(physical as usize) as u64;
-        let column = self.column(dataset)?;
-        let field_schema = dataset
-            .schema()
-            .project(&[column.as_str()])
-            .map_err(lance_err(format!("project column `{column}`")))?;
-        let failure = Arc::new(Mutex::new(None));
-        let started = Instant::now();
-
-        let resume = resume.filter(|c| {
-            let ok = c.physical_rows == physical;
-            if !ok {
-                warn!(
-                    fragment = c.fragment,
-                    "fragment changed since its checkpoint; starting it over"
-                );
-            }
-            ok
-        });
-        let (mut target, mut parts, mut offset) = match resume {
-            Some(c) => {
-                let offset = c.parts.iter().map(DataFilePart::num_rows).sum::<u64>();
-                info!(
-                    fragment = c.fragment,
-                    parts = c.parts.len(),
-                    rows = offset,
-                    "resuming fragment from its checkpoint"
-                );
-                self.progress.advance(offset.min(live));
-                (Some(c.target), c.parts, offset)
-            }
-            None => (None, Vec::new(), 0),
-        };
-
-        // Probe: the first `concurrency` batches (computed at once, so the
-        // probe does not leave cores idle) tell how fast the work goes,
-        // which decides whether the fragment is written in one go or in
-        // parts.
-        let probe = u64::from(self.batch_size) * self.concurrency.max(1) as u64;
-        let head_end = (offset + probe).min(physical);
-        let head: Vec<RecordBatch> = self
-            .counted(self.values(fragment, offset..head_end, &failure).await?)
-            .try_collect()
-            .await
-            .map_err(|e| take_failure(&failure, e, &read))?;
-        let probe_secs = started.elapsed().as_secs_f64().max(1e-6);
-        let measured = (head_end - offset) as f64 / probe_secs;
-        let rows_per_sec = rate.map_or(measured, |r| r.min(measured).max(r / 4.0));
-        let part_rows = self.part_rows(rows_per_sec);
-        if target.is_none() && physical - offset <= part_rows {
-            let rest = self.values(fragment, head_end..physical, &failure).await?;
-            let data = stream::iter(head.into_iter().map(Ok)).chain(self.counted(rest));
-            let group = fragment
-                .write_columns(data, &field_schema)
-                .await
-                .map_err(|e| take_failure(&failure, e, &read))?;
-            *rate = Some(physical as f64 / started.elapsed().as_secs_f64().max(1e-6));
-            return Ok(Filled {
-                group,
-                rows: live,
-                target: None,
-            });
-        }
-
-        // In parts, each saved as a checkpoint.
-        let target = match target.take() {
-            Some(t) => t,
-            None => DataFileTarget::new(
-                None,
-                Arc::new(field_schema),
-                dataset.manifest().data_storage_format.lance_file_format(),
-            )
-            .map_err(lance_err("prepare a data file"))?,
-        };
-        let mut head = Some(head);
-        while offset < physical {
-            let end = (offset + part_rows).min(physical);
-            let head_rows = head
-                .as_ref()
-                .map_or(0, |h| h.iter().map(|b| b.num_rows() as u64).sum::<u64>());
-            let rest = self
-                .values(fragment, offset + head_rows..end, &failure)
-                .await?;
-            let data = stream::iter(head.take().unwrap_or_default().into_iter().map(Ok))
-                .chain(self.counted(rest));
-            let part = dataset
-                .write_data_file_part(&target, None, data)
-                .await
-                .map_err(|e| take_failure(&failure, e, &read))?;
-            parts.push(part);
-            offset = end;
-            if offset < physical {
-                self.save_checkpoint(fragment.id() as u64, physical, &target, &parts)
-                    .await?;
-            }
-        }
-        let file = dataset
-            .concat_data_file_parts(&target, &parts)
-            .await
-            .map_err(lance_err(format!(
-                "assemble the parts of fragment {}",
-                fragment.id()
-            )))?;
-        *rate = Some(rows_per_sec);
-        Ok(Filled {
-            group: DataReplacementGroup(fragment.id() as u64, file),
-            rows: live,
-            target: Some(target),
-        })
-    }
-
-    /// Rows per part: about `checkpoint_every` of work, at least the batches
-    /// in flight at once.
-    fn part_rows(&self, rows_per_sec: f64) -> u64 {
-        let batch = u64::from(self.batch_size);
-        let floor = batch * self.concurrency as u64;
-        let want = (rows_per_sec * self.checkpoint_every.as_secs_f64()) as u64;
-        want.max(floor).div_ceil(batch) * batch
-    }
-
-    /// The new column's values for physical rows `rows` of `fragment`, in
-    /// batches, computed `concurrency` batches at a time off the async
-    /// executor, each with the number of rows computed. Deleted rows and
-    /// rows whose source is NULL get NULL.
-    async fn values(
-        &self,
-        fragment: &FileFragment,
-        rows: std::ops::Range<u64>,
-        failure: &Arc<Mutex<Option<Error>>>,
-    ) -> Result<BoxStream<'static, lance::Result<(RecordBatch, u64)>>> {
-        if rows.is_empty() {
-            return Ok(stream::empty().boxed());
-        }
-        let name = self.table.name();
-        let read = lance_err(format!("read fragment {} of `{name}`", fragment.id()));
-        let dataset = fragment.dataset();
-        let column = self.column(dataset)?;
-        let out_schema = Arc::new(ArrowSchema::from(
-            &dataset
-                .schema()
-                .project(&[column.as_str()])
-                .map_err(&read)?,
-        ));
-        let deleted = fragment.get_deletion_vector().await.map_err(&read)?;
-        let batches = self.inputs(fragment, rows.clone()).await.map_err(&read)?;
-        let every_row = self.source.is_none();
-        let compute = self.compute.clone();
-        let failure = failure.clone();
-        let batch_size = u64::from(self.batch_size);
-        let stream = batches
-            .enumerate()
-            .map(move |(i, batch)| {
-                let first = rows.start + i as u64 * batch_size;
-                let compute = compute.clone();
-                let deleted = deleted.clone();
-                let out_schema = out_schema.clone();
-                let failure = failure.clone();
-                async move {
-                    let batch = batch.await?;
-                    let source = batch.column(0).clone();
-                    let live: Vec<Option<u32>> = (0..batch.num_rows())
-                        .map(|i| {
-                            let row = (first + i as u64) as u32;
-                            let deleted = deleted.as_ref().is_some_and(|d| d.contains(row));
-                            (!deleted && (every_row || source.is_valid(i))).then_some(i as u32)
-                        })
-                        .collect();
-                    let work = tokio::task::spawn_blocking(move || {
-                        compute_batch(&compute, &source, &live, out_schema)
-                    });
-                    let out = work.await.unwrap_or_else(|e| {
-                        Err(Error::Panicked {
-                            message: format!("the task computing the column failed: {e}"),
-                        })
-                    });
-                    out.map_err(|e| {
-                        let message = e.to_string();
-                        failure
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert(e);
-                        lance::Error::invalid_input(message)
-                    })
-                }
-            })
-            .buffered(self.concurrency.max(1));
-        Ok(stream.boxed())
-    }
-
-    /// The input batches for physical rows `rows` of `fragment`: the
-    /// source column, or (without one) a column of NULLs that only gives
-    /// each batch its length.
-    async fn inputs(
-        &self,
-        fragment: &FileFragment,
-        rows: std::ops::Range<u64>,
-    ) -> lance::Result<BoxStream<'static, BoxFuture<'static, lance::Result<RecordBatch>>>> {
-        let Some(source) = &self.source else {
-            let schema = Arc::new(ArrowSchema::new(vec![arrow_schema::Field::new(
-                "rows",
-                arrow_schema::DataType::Null,
-                true,
-            )]));
-            let size = u64::from(self.batch_size);
-            let batches = (rows.start..rows.end)
-                .step_by(size as usize)
-                .map(move |start| {
-                    let n = ((start + size).min(rows.end) - start) as usize;
-                    let column = arrow_array::new_null_array(&arrow_schema::DataType::Null, n);
-                    let batch = RecordBatch::try_new(schema.clone(), vec![column]);
-                    future::ready(batch.map_err(lance::Error::from)).boxed()
-                });
-            return Ok(stream::iter(batches).boxed());
-        };
-        let schema = fragment.dataset().schema().project(&[source.as_str()])?;
-        let batches = fragment
-            .read_physical_slice(rows, &schema, self.batch_size)
-            .await?;
-        Ok(batches.map(FutureExt::boxed).boxed())
-    }
-
-    /// `values` with progress counted as batches are consumed.
-    fn counted<'s>(
-        &'s self,
-        values: BoxStream<'static, lance::Result<(RecordBatch, u64)>>,
-    ) -> impl futures::Stream<Item = lance::Result<RecordBatch>> + Send + 's {
-        values.map_ok(move |(batch, rows)| {
-            self.progress.advance(rows);
-            batch
-        })
-    }
-
-    async fn save_checkpoint(
-        &self,
-        fragment: u64,
-        physical_rows: u64,
-        target: &DataFileTarget,
-        parts: &[DataFilePart],
-    ) -> Result<()> {
-        let value = json!({
-            "fragment": fragment,
-            "physical_rows": physical_rows,
-            "target": target,
-            "parts": parts,
-        })
-        .to_string();
-        self.set_config(Some(value)).await?;
-        debug!(fragment, parts = parts.len(), "checkpoint saved");
-        Ok(())
-    }
-
-    async fn set_config(&self, value: Option<String>) -> Result<()> {
-        let key = self.checkpoint_key.as_str();
-        for attempt in 1.. {
-            self.fence.check()?;
-            let mut dataset = (*self.latest().await?).clone();
-            let entry: (&str, Option<&str>) = (key, value.as_deref());
-            match dataset.update_config([entry]).await {
-                Ok(_) => break,
-                Err(e) if is_lance_conflict(&e) && attempt < 10 => continue,
-                Err(e) => return Err(lance_err("save a checkpoint in the table config")(e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn load_checkpoint(&self, dataset: &Dataset) -> Result<Option<Checkpoint>> {
-        let Some(raw) = dataset.config().get(&self.checkpoint_key) else {
-            return Ok(None);
-        };
-        let parsed = (|| {
-            let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-            Some(Checkpoint {
-                fragment: v.get("fragment")?.as_u64()?,
-                physical_rows: v.get("physical_rows")?.as_u64()?,
-                target: serde_json::from_value(v.get("target")?.clone()).ok()?,
-                parts: serde_json::from_value(v.get("parts")?.clone()).ok()?,
-            })
-        })();
-        if parsed.is_none() {
-            warn!(
-                key = self.checkpoint_key,
-                "ignoring an unreadable checkpoint"
-            );
-        }
-        Ok(parsed)
-    }
-
-    /// Commits the filled fragments in one `DataReplacement`, rebasing on
-    /// concurrent commits. A fragment that another writer removed meanwhile
-    /// (compaction, a delete of all its rows) is dropped from the commit: its
-    /// rows, where they still exist, live in new fragments that the next
-    /// pass fills.
-    async fn commit(&self, filled: Vec<Filled>, clear_checkpoint: bool) -> Result<()> {
-        if filled.is_empty() {
-            return Ok(());
-        }
-        let name = self.table.name();
-        let mut attempt = 1;
-        loop {
-            self.fence.check()?;
-            let dataset = self.latest().await?;
-            let present: HashSet<u64> = dataset
-                .get_fragments()
-                .iter()
-                .map(|f| f.id() as u64)
-                .collect();
-            let groups: Vec<DataReplacementGroup> = filled
-                .iter()
-                .filter(|f| present.contains(&f.group.0))
-                .map(|f| f.group.clone())
-                .collect();
-            if groups.len() < filled.len() {
-                warn!(
-                    dropped = filled.len() - groups.len(),
-                    "fragments were rewritten by another writer meanwhile; they are filled again"
-                );
-            }
-            if groups.is_empty() {
-                break;
-            }
-            let read_version = dataset.version().version;
-            let transaction = Transaction::new(
-                read_version,
-                Operation::DataReplacement {
-                    replacements: groups,
-                },
-                None,
-            );
-            match CommitBuilder::new(dataset.clone())
-                .execute(transaction)
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if is_lance_conflict(&e) && attempt < 10 => {
-                    warn!(
-                        attempt,
-                        "commit conflict while filling the column; retrying"
-                    );
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(lance_err(format!("commit the filled column of `{name}`"))(
-                        e,
-                    ));
-                }
-            }
-        }
-        crate::lance::latest_version(self.table).await?;
-        if clear_checkpoint {
-            self.set_config(None).await?;
-        }
-        let dataset = self.latest().await?;
-        for target in filled.iter().filter_map(|f| f.target.as_ref()) {
-            if let Err(e) = target.finish(&dataset).await {
-                warn!(error = %e, "could not remove the parts of an assembled file");
-            }
-        }
-        let rows: u64 = filled.iter().map(|f| f.rows).sum();
-        debug!(fragments = filled.len(), rows, "filled fragments committed");
-        Ok(())
-    }
-}
-
-/// Runs `compute` on the live rows of `source` and scatters the results
-/// back, NULL elsewhere. Returns the batch and how many rows were computed.
-fn compute_batch(
-    compute: &Compute,
-    source: &ArrayRef,
-    live: &[Option<u32>],
-    schema: Arc<ArrowSchema>,
-) -> Result<(RecordBatch, u64)> {
-    let indices: UInt32Array = live.iter().flatten().copied().collect();
-    let computed = indices.len();
-    let input = arrow_select::take::take(source.as_ref(), &indices, None)
-        .map_err(Error::arrow("select the rows to compute"))?;
-    let values = if computed == 0 {
-        arrow_array::new_null_array(schema.field(0).data_type(), 0)
-    } else {
-        compute(input)?
-    };
-    // Position of each row's value in `values`, or NULL.
-    let mut next = 0u32;
-    let positions: UInt32Array = live
-        .iter()
-        .map(|row| {
-            row.map(|_| {
-                next += 1;
-                next - 1
-            })
-        })
-        .collect();
-    let column = arrow_select::take::take(values.as_ref(), &positions, None)
-        .map_err(Error::arrow("place the computed values"))?;
-    let batch = RecordBatch::try_new(schema, vec![column])
-        .map_err(Error::arrow("build a batch of computed values"))?;
-    Ok((batch, computed as u64))
-}
-
-/// The typed error a compute step stashed, or `e` mapped by `read`.
-fn take_failure(
-    failure: &Mutex<Option<Error>>,
-    e: lance::Error,
-    read: &impl Fn(lance::Error) -> Error,
-) -> Error {
-    failure
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-        .unwrap_or_else(|| read(e))
-}
-
-pub(crate) fn lance_err(what: impl Into<String>) -> impl Fn(lance::Error) -> Error {
-    let what = what.into();
-    move |e| Error::lance(what.clone())(e.into())
 }
 
 /// A column name quoted for a Lance SQL filter.

@@ -1,0 +1,104 @@
+//! The end of a backfill into a staging column: one metadata-only commit
+//! that gives the staging column the target's name and position and drops
+//! the column it replaces.
+
+use std::collections::HashMap;
+
+use lance::dataset::CommitBuilder;
+use lance::dataset::transaction::{Operation, Transaction};
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::lance::backfill::Backfill;
+use crate::lance::retry::{is_conflict, retry};
+
+/// Rewrites a table's schema metadata for a new field order: given the
+/// column names before and after the swap, in order, and the metadata.
+pub(crate) type RewriteMetadata<'m> =
+    &'m (dyn Fn(&[&str], &[&str], &HashMap<String, String>) -> HashMap<String, String> + Sync);
+
+impl Backfill<'_> {
+    /// Swaps the filled (staging) column in as `target`: it takes `target`'s
+    /// name and position (or keeps its own position when there is no
+    /// `target` yet), gains `field_metadata`, and the schema metadata is
+    /// rewritten by `rewrite`. Retried on conflicts with concurrent commits.
+    ///
+    /// The commit conflicts with appends committed concurrently
+    /// (`preserves_nullability: false`): an application instance still
+    /// writing rows in the old column cannot have them rebased past the
+    /// swap (they would read as NULL); it gets an error instead. Does
+    /// nothing when the swap is already done (an earlier attempt).
+    pub(crate) async fn swap_into(
+        &self,
+        target: &str,
+        field_metadata: &HashMap<String, String>,
+        rewrite: RewriteMetadata<'_>,
+    ) -> Result<()> {
+        let operation = format!("swap the filled column in as `{target}`");
+        retry(&operation, is_conflict, |_| async {
+            let dataset = self.latest().await?;
+            let old = dataset.schema().clone();
+            let mut staged =
+                old.field_by_id(self.field_id)
+                    .cloned()
+                    .ok_or_else(|| Error::ColumnNotFound {
+                        table: self.table.name().to_owned(),
+                        column: format!("(staging column for `{target}`)"),
+                    })?;
+            if staged.name == target {
+                // Already swapped: swapping again would drop the column.
+                return Ok(());
+            }
+            staged.name = target.to_owned();
+            staged
+                .metadata
+                .extend(field_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let replaces = old.fields.iter().any(|f| f.name == target);
+            let mut schema = old.clone();
+            schema.fields = old
+                .fields
+                .iter()
+                .filter(|f| !(f.id == self.field_id && replaces))
+                .map(|f| {
+                    if f.id == self.field_id || f.name == target {
+                        staged.clone()
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect();
+            let names = |s: &lance::datatypes::Schema| -> Vec<String> {
+                s.fields.iter().map(|f| f.name.clone()).collect()
+            };
+            let (before, after) = (names(&old), names(&schema));
+            let before: Vec<&str> = before.iter().map(String::as_str).collect();
+            let after: Vec<&str> = after.iter().map(String::as_str).collect();
+            schema.metadata = rewrite(&before, &after, &old.metadata);
+            schema
+                .validate()
+                .map_err(Error::lance("build the swapped schema"))?;
+            self.fence.check()?;
+            let transaction = Transaction::new(
+                dataset.version().version,
+                Operation::Project {
+                    schema,
+                    preserves_nullability: false,
+                },
+                None,
+            );
+            CommitBuilder::new(dataset.clone())
+                .execute(transaction)
+                .await
+                .map_err(Error::lance(operation.as_str()))?;
+            info!(
+                table = self.table.name(),
+                column = target,
+                "filled column swapped in"
+            );
+            Ok(())
+        })
+        .await?;
+        crate::lance::latest_version(self.table).await?;
+        Ok(())
+    }
+}
