@@ -97,6 +97,7 @@ pub mod testing;
 #[cfg(feature = "minilm")]
 pub mod minilm;
 
+pub use crate::lance::indexes::IndexSpec;
 pub use backup::{Backup, BackupCopy};
 pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
@@ -105,11 +106,9 @@ pub use builtin::{
 pub use context::MigrationContext;
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result};
 pub use event::Event;
-pub use crate::lance::indexes::IndexSpec;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
-pub use migrator::ops::{LaterWrites, Retention, StatusTable};
-pub use migrator::{DEFAULT_LEDGER_TABLE, Migrator};
+pub use migrator::{DEFAULT_LEDGER_TABLE, LaterWrites, Migrator, Retention, StatusTable};
 pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
 pub use progress::Progress;
 pub use report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};

@@ -287,26 +287,20 @@ impl<'a> Apply<'a> {
     }
 
     fn running_entry(&self, ctx: &MigrationContext) -> LedgerEntry {
+        let backup = ctx.backup();
         LedgerEntry {
-            id: self.id().to_owned(),
-            seq: self.seq,
-            table: ctx.table_name().to_owned(),
-            checksum: self.migration.checksum(),
-            status: Status::Running,
-            version_before: ctx.version_before(),
-            version_after: None,
-            backup_tag: ctx.backup().map(|b| b.tag().to_owned()),
-            backup_copy: ctx
-                .backup()
-                .and_then(Backup::copy)
-                .map(|c| c.uri().to_owned()),
             started_at: ctx.started_at(),
-            finished_at: None,
-            rows_before: ctx.rows_before(),
-            rows_after: None,
-            error: None,
-            crate_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backup_tag: backup.map(|b| b.tag().to_owned()),
+            backup_copy: backup.and_then(Backup::copy).map(|c| c.uri().to_owned()),
             details: ctx.details(),
+            ..LedgerEntry::running(
+                self.id(),
+                self.seq,
+                ctx.table_name(),
+                self.migration.checksum(),
+                ctx.version_before(),
+                ctx.rows_before(),
+            )
         }
     }
 
@@ -315,7 +309,7 @@ impl<'a> Apply<'a> {
     async fn finish(
         &mut self,
         ctx: MigrationContext,
-        mut entry: LedgerEntry,
+        entry: LedgerEntry,
         verified: u64,
         started: Instant,
         report: &Report,
@@ -324,11 +318,10 @@ impl<'a> Apply<'a> {
             Ok(v) => v,
             Err(e) => return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await),
         };
-        entry.status = Status::Applied;
-        entry.details = ctx.details();
-        entry.version_after = Some(version);
-        entry.rows_after = Some(rows);
-        entry.finished_at = Some(SystemTime::now());
+        let entry = LedgerEntry {
+            details: ctx.details(),
+            ..entry.applied(version, rows)
+        };
         if let Err(e) = self.write(|l| l.record(&entry)).await {
             return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await);
         }
@@ -345,17 +338,10 @@ impl<'a> Apply<'a> {
             duration,
         });
         Ok(MigrationReport {
-            id: entry.id,
-            table: entry.table,
-            outcome: Outcome::Applied,
-            version_before: entry.version_before,
-            version_after: Some(version),
-            rows_before: entry.rows_before,
-            rows_after: Some(rows),
             backup: ctx.backup().cloned(),
             phases: std::mem::take(&mut self.phases),
-            details: entry.details,
             duration,
+            ..MigrationReport::of(&entry, Outcome::Applied)
         })
     }
 

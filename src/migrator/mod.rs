@@ -1,9 +1,11 @@
 //! The `Migrator`: composes migrations and applies the pending ones.
 
-pub(crate) mod apply;
-pub(crate) mod ops;
+mod apply;
+mod ops;
 mod plan;
-pub(crate) mod rollback;
+mod retention;
+mod rollback;
+mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -18,8 +20,12 @@ use crate::ledger::lease::{Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::migrator::apply::Apply;
-use crate::migrator::ops::{Retention, prune_backups};
+use retention::prune_backups;
+
 use crate::report::{MigrationReport, Outcome, Report};
+pub use ops::LaterWrites;
+pub use retention::Retention;
+pub use status::StatusTable;
 
 /// The default name of the ledger table.
 pub const DEFAULT_LEDGER_TABLE: &str = "_lancedb_migrations";
@@ -373,17 +379,5 @@ pub(crate) fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
 }
 
 fn skipped(entry: &LedgerEntry) -> MigrationReport {
-    MigrationReport {
-        id: entry.id.clone(),
-        table: entry.table.clone(),
-        outcome: Outcome::Skipped,
-        version_before: entry.version_before,
-        version_after: entry.version_after,
-        rows_before: entry.rows_before,
-        rows_after: entry.rows_after,
-        backup: None,
-        phases: Vec::new(),
-        details: entry.details.clone(),
-        duration: entry.duration().unwrap_or_default(),
-    }
+    MigrationReport::of(entry, Outcome::Skipped)
 }

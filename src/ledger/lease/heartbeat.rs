@@ -1,0 +1,94 @@
+//! The holder's heartbeat: the lease tag refreshed every `ttl / 4` from a
+//! thread of its own, extending the fence each time a refresh lands.
+
+use std::time::{Duration, Instant};
+
+use lancedb::Table;
+use tracing::{debug, warn};
+
+use crate::lance::tags::refresh;
+use crate::ledger::lease::fence::Fence;
+use crate::ledger::lease::state::{State, tag};
+
+/// The heartbeat's own thread, with a runtime of its own: a caller whose
+/// runtime is busy (a single-threaded runtime running a long CPU-bound step,
+/// such as training an index) still keeps its lease. Only stopping the whole
+/// process (SIGSTOP, a VM pause) stops it, and then the fence lapses.
+#[derive(Debug)]
+pub(super) struct Heartbeat {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Heartbeat {
+    pub(super) fn start(ledger: Table, generation: u64, ttl: Duration, fence: Fence) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let run = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    warn!(error = %e, "could not start the lease heartbeat; the lease will lapse");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = beat(ledger, generation, ttl, fence) => {}
+                    _ = stopped => {}
+                }
+            });
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("lease-heartbeat-{generation}"))
+            .spawn(run);
+        if let Err(e) = spawned {
+            warn!(error = %e, "could not start the lease heartbeat; the lease will lapse");
+        }
+        Self { stop: Some(stop) }
+    }
+
+    pub(super) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Refreshes the lease every `ttl / 4`. A refresh that fails is tried
+/// again at the next beat while the proof lasts; a newer generation, or a
+/// proof that lapsed, loses the lease for good.
+async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
+    let name = tag(generation);
+    loop {
+        tokio::time::sleep(ttl / 4).await;
+        if fence.check().is_err() {
+            return;
+        }
+        let issued = Instant::now();
+        let state = State::read(&ledger).await;
+        if let Ok(state) = &state
+            && (state.generation != generation || state.released)
+        {
+            warn!(
+                generation,
+                newest = state.generation,
+                "migration lease lost to a newer generation"
+            );
+            fence.lose();
+            return;
+        }
+        if state.is_err() || !refresh(&ledger, &name).await {
+            debug!(generation, "a lease heartbeat failed; trying again");
+            continue;
+        }
+        if !fence.extend(issued) {
+            warn!(
+                generation,
+                "a lease heartbeat landed after the lease lapsed; not reviving it"
+            );
+            return;
+        }
+    }
+}

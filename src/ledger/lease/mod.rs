@@ -1,0 +1,222 @@
+//! The migration lease: mutual exclusion between processes (and tasks) that
+//! migrate the same database.
+//!
+//! Built on LanceDB tags on the ledger table, because creating a tag is
+//! put-if-absent: of several racers creating the same tag exactly one
+//! succeeds, on a local directory and on object stores alike (it is the
+//! primitive Lance's own refs rely on).
+//!
+//! - Generation `g` of the lease is the tag `lease-<g>`; acquiring means
+//!   creating `lease-<g+1>` when generation `g` is free. Names are never
+//!   reused, so a stale holder can never mistake a newer lease for its own.
+//! - `lease-<g>-by-<holder>` says who holds it (informational).
+//! - The holder refreshes `lease-<g>`'s `updated_at` every `ttl / 3`
+//!   (heartbeat). A lease not refreshed for `ttl` is expired.
+//! - Release creates `lease-<g>-released`.
+//! - Generation `g` is free when it is released or expired; then every
+//!   waiter races to create `lease-<g+1>` and exactly one wins.
+//!
+//! Expiry compares the holder's clock (in `updated_at`) with the waiter's:
+//! clocks must agree to within a fifth of `ttl`.
+//!
+//! **Fencing.** A holder may write only while it can prove the lease is
+//! still its own: until `ttl - ttl/5` after it *issued* the last write
+//! (create or heartbeat) that a waiter would read, measured on its own
+//! monotonic clock. A waiter takes over only when that write's `updated_at`
+//! is more than `ttl` old on its clock, which is later, so the two never
+//! overlap. A heartbeat that lands after the proof ran out does not revive
+//! it: once lapsed, the lease is lost for good ([`Fence::check`]). A holder
+//! stopped (SIGSTOP, a long pause) past its proof finds it lapsed when it
+//! resumes and writes nothing more. What remains is a stall *inside* one
+//! commit, after its check: see DESIGN.md ("The window left").
+//!
+//! Old generations' tags are deleted, so a racer that read the state,
+//! stalled, and then created `lease-<g>` might re-create a name deleted
+//! long ago. Every creator therefore reads the tags again after its create
+//! and holds the lease only if its generation is the newest; the newest
+//! generation's tag is never deleted, so a stale creator always sees it.
+
+mod fence;
+mod heartbeat;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use lancedb::Table;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::lance::tags::try_create;
+use heartbeat::Heartbeat;
+use state::{State, clean_up, tag};
+
+pub(crate) use fence::Fence;
+
+/// How the lease is waited for and kept.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseConfig {
+    pub(crate) ttl: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) holder: String,
+}
+
+impl LeaseConfig {
+    pub(crate) fn new() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            wait: Duration::from_secs(600),
+            holder: default_holder(),
+        }
+    }
+
+    pub(super) fn poll(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    /// How long after issuing a lease write the holder may rely on it:
+    /// `ttl` less a fifth for clocks that disagree.
+    pub(super) fn proof(&self) -> Duration {
+        self.ttl - self.ttl / 5
+    }
+}
+
+/// A held lease. Dropping it without [`Lease::release`] leaves it to expire.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    table: Table,
+    generation: u64,
+    fence: Fence,
+    heartbeat: Heartbeat,
+}
+
+impl Lease {
+    /// Waits until the lease is free and takes it.
+    pub(crate) async fn acquire(ledger: &Table, config: &LeaseConfig) -> Result<Self> {
+        let started = Instant::now();
+        loop {
+            let state = State::read(ledger).await?;
+            if state.is_free(config.ttl) {
+                if let Some(lease) = Self::try_take(ledger, config, &state).await? {
+                    return Ok(lease);
+                }
+                continue;
+            }
+            if started.elapsed() >= config.wait {
+                return Err(Error::LeaseTimeout {
+                    holder: state
+                        .holder
+                        .unwrap_or_else(|| "an unknown holder".to_owned()),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(config.poll()).await;
+        }
+    }
+
+    /// Creates the generation after the one `seen` shows free, and holds it
+    /// if that generation is then the newest. `None` when another process
+    /// won the race, or when `seen` was so old that the name had been used
+    /// and cleaned up since (this process stalled between its read and its
+    /// create).
+    async fn try_take(ledger: &Table, config: &LeaseConfig, seen: &State) -> Result<Option<Self>> {
+        let next = seen.generation + 1;
+        let issued = Instant::now();
+        if !try_create(ledger, &tag(next)).await? {
+            debug!(generation = next, "another process took the lease first");
+            return Ok(None);
+        }
+        let now = State::read(ledger).await?;
+        if now.generation != next {
+            warn!(
+                generation = next,
+                newest = now.generation,
+                "created a lease generation that was used and cleaned up long ago (this process stalled); not holding it"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Self::held(ledger, next, issued, config, seen).await))
+    }
+
+    async fn held(
+        ledger: &Table,
+        generation: u64,
+        issued: Instant,
+        config: &LeaseConfig,
+        seen: &State,
+    ) -> Self {
+        let holder_tag = format!("{}-by-{}", tag(generation), sanitize(&config.holder));
+        let _ = try_create(ledger, &holder_tag).await;
+        if seen.generation > 0 && !seen.released {
+            warn!(generation = seen.generation, holder = ?seen.holder, "took over an expired lease");
+        }
+        info!(
+            generation,
+            holder = config.holder,
+            "migration lease acquired"
+        );
+        clean_up(ledger, generation, seen).await;
+        let fence = Fence::held(generation, issued, config.proof());
+        let heartbeat = Heartbeat::start(ledger.clone(), generation, config.ttl, fence.clone());
+        Self {
+            table: ledger.clone(),
+            generation,
+            fence,
+            heartbeat,
+        }
+    }
+
+    /// Fails if the lease was lost or can no longer be proven: the caller
+    /// must stop writing.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.fence.check()
+    }
+
+    /// The fence to check before each commit made under this lease.
+    pub(crate) fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    /// Gives the lease up so the next waiter gets it at once. A lease that
+    /// was lost is left alone: its generation is no longer the newest.
+    pub(crate) async fn release(mut self) {
+        self.heartbeat.stop();
+        if self.fence.check().is_err() {
+            return;
+        }
+        let released = format!("{}-released", tag(self.generation));
+        if let Err(e) = try_create(&self.table, &released).await {
+            warn!(error = %e, "could not release the migration lease; it will expire");
+        }
+        info!(generation = self.generation, "migration lease released");
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.heartbeat.stop();
+    }
+}
+
+fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+    let nonce = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{host}-pid{}-{nonce:08x}", std::process::id())
+}
+
+fn sanitize(holder: &str) -> String {
+    holder
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,205 @@
+//! The lease's unit tests.
+
+use std::collections::HashMap;
+
+use lancedb::table::TagContents;
+
+use super::*;
+use crate::lance::tags::{self, refresh};
+
+fn contents(updated: SystemTime) -> TagContents {
+    TagContents {
+        branch: None,
+        version: 1,
+        created_at: Some(updated.into()),
+        updated_at: Some(updated.into()),
+        manifest_size: 0,
+        metadata: HashMap::new(),
+    }
+}
+
+#[test]
+fn newest_generation_and_holder_are_read_from_tags() {
+    let now = SystemTime::now();
+    let tags: HashMap<_, _> = [
+        (tag(1), contents(now)),
+        (format!("{}-released", tag(1)), contents(now)),
+        (tag(2), contents(now)),
+        (format!("{}-by-web-1", tag(2)), contents(now)),
+        ("lancedb-migrate_x_v1".to_owned(), contents(now)),
+    ]
+    .into();
+    let state = State::from_tags(&tags);
+    assert_eq!(state.generation, 2);
+    assert_eq!(state.holder.as_deref(), Some("web-1"));
+    assert!(!state.released);
+    assert!(!state.is_free(Duration::from_secs(30)));
+    assert_eq!(state.old.len(), 2);
+}
+
+async fn ledger_table(dir: &tempfile::TempDir) -> Table {
+    let db = lancedb::connect(dir.path().to_str().unwrap())
+        .execute()
+        .await
+        .unwrap();
+    let ledger = crate::ledger::Ledger::open_or_create(&db, "ledger")
+        .await
+        .unwrap();
+    ledger.table().clone()
+}
+
+fn config(ttl: Duration, holder: &str) -> LeaseConfig {
+    LeaseConfig {
+        ttl,
+        wait: Duration::from_secs(10),
+        holder: holder.to_owned(),
+    }
+}
+
+/// A racer reads the tags (generation 0 free), stalls while three
+/// generations come and go (the cleanup deletes `lease-1`'s tags), then
+/// creates `lease-1` again: it must not believe it holds the lease while
+/// generation 3's holder does.
+#[tokio::test]
+async fn a_racer_stalled_before_its_create_never_overlaps_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let cfg = config(Duration::from_secs(30), "racer");
+    let stale = State::read(&ledger).await.unwrap();
+    assert_eq!(stale.generation, 0);
+    for _ in 0..2 {
+        Lease::acquire(&ledger, &cfg).await.unwrap().release().await;
+    }
+    let holder = Lease::acquire(&ledger, &cfg).await.unwrap();
+    assert_eq!(holder.generation, 3);
+    let names = tags::list(&ledger).await.unwrap();
+    assert!(
+        !names.contains_key(&tag(1)),
+        "the cleanup deleted generation 1's tag, so its name can be created again: {:?}",
+        names.keys()
+    );
+
+    let taken = Lease::try_take(&ledger, &cfg, &stale).await.unwrap();
+    assert!(
+        taken.is_none(),
+        "the stalled racer re-created `lease-1` and believed it held the lease"
+    );
+    holder.check().unwrap();
+    holder.release().await;
+    let next = Lease::acquire(&ledger, &cfg).await.unwrap();
+    assert_eq!(next.generation, 4, "generation names keep increasing");
+    next.release().await;
+}
+
+/// A holder whose heartbeat cannot land in time (as under SIGSTOP, or
+/// a store that stops answering) finds the lease lapsed and does not
+/// get it back, even though no one took it over and a later heartbeat
+/// would succeed.
+#[tokio::test]
+async fn a_lapsed_lease_is_never_revived() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let ttl = Duration::from_millis(300);
+    let mut lease = Lease::acquire(&ledger, &config(ttl, "stalled"))
+        .await
+        .unwrap();
+    lease.check().unwrap();
+    // No heartbeat lands (stopped, as when the process is stopped).
+    lease.heartbeat.stop();
+    tokio::time::sleep(ttl).await;
+    let err = lease.check().unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { generation: 1 }), "{err:?}");
+    // A heartbeat that lands now must not revive it.
+    assert!(refresh(&ledger, &tag(1)).await);
+    assert!(!lease.fence.extend(Instant::now()));
+    assert!(lease.check().is_err(), "a lapsed lease came back");
+    // A waiter takes it once it has expired on the tags' clock.
+    let waiter = Lease::acquire(&ledger, &config(ttl, "waiter"))
+        .await
+        .unwrap();
+    assert_eq!(waiter.generation, 2);
+    waiter.check().unwrap();
+    lease.release().await;
+    let state = State::read(&ledger).await.unwrap();
+    assert!(
+        !state.released && state.generation == 2,
+        "the lost holder's release touched nothing"
+    );
+    waiter.release().await;
+}
+
+/// A heartbeat that failed half-way on a full disk leaves its tag file
+/// empty, which Lance's listing cannot parse: the lease must neither
+/// get stuck nor be taken over before the file is `ttl` old.
+#[tokio::test]
+async fn a_truncated_lease_tag_does_not_block_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let ttl = Duration::from_millis(300);
+    let mut lease = Lease::acquire(&ledger, &config(ttl, "full-disk"))
+        .await
+        .unwrap();
+    lease.heartbeat.stop();
+    let file = dir
+        .path()
+        .join("ledger.lance/_refs/tags")
+        .join(format!("{}.json", tag(1)));
+    std::fs::write(&file, b"").unwrap();
+    assert!(
+        list_tags_strict(&ledger).await.is_err(),
+        "Lance's listing fails"
+    );
+    let state = State::read(&ledger).await.unwrap();
+    assert_eq!(state.generation, 1);
+    assert!(
+        !state.is_free(ttl),
+        "taken over before the file was ttl old"
+    );
+    drop(lease);
+    let next = Lease::acquire(&ledger, &config(ttl, "next")).await.unwrap();
+    assert_eq!(next.generation, 2);
+    next.release().await;
+}
+
+async fn list_tags_strict(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
+    ledger.tags().await?.list().await
+}
+
+/// A caller's runtime that is blocked (one thread, busy with CPU work
+/// such as training an index) does not cost it the lease.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_runtime_keeps_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let ttl = Duration::from_millis(400);
+    let lease = Lease::acquire(&ledger, &config(ttl, "busy")).await.unwrap();
+    std::thread::sleep(ttl * 3);
+    lease.check().unwrap();
+    lease.release().await;
+}
+
+/// A holder that keeps beating keeps its lease well past the TTL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_beating_holder_keeps_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let ttl = Duration::from_millis(400);
+    let lease = Lease::acquire(&ledger, &config(ttl, "a")).await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(ttl / 4).await;
+        lease.check().unwrap();
+    }
+    lease.release().await;
+}
+
+#[test]
+fn a_stale_lease_is_free() {
+    let old = SystemTime::now() - Duration::from_secs(60);
+    let state = State::from_tags(&[(tag(5), contents(old))].into());
+    assert!(state.is_free(Duration::from_secs(30)));
+    assert!(!state.is_free(Duration::from_secs(120)));
+    assert!(
+        State::default().is_free(Duration::from_secs(1)),
+        "no lease yet"
+    );
+}

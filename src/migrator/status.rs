@@ -1,0 +1,129 @@
+//! What operators read: the plan of the next run, and the ledger as a
+//! status table.
+
+use std::fmt;
+
+use crate::error::Result;
+use crate::ledger::LedgerEntry;
+use crate::migrator::{Migrator, by_id, plan};
+use crate::plan::Plan;
+
+/// The ledger as a table, from [`Migrator::status`]: one row per migration
+/// ever recorded, in order. Displays as a text table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusTable {
+    entries: Vec<LedgerEntry>,
+    known: Vec<String>,
+}
+
+impl StatusTable {
+    /// The ledger's rows, in migration order.
+    pub fn entries(&self) -> &[LedgerEntry] {
+        &self.entries
+    }
+
+    /// Ids in the ledger that the migrator does not list (removed from the
+    /// application's code, or recorded by another application).
+    pub fn unknown(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .filter(|id| !self.known.iter().any(|k| k == id))
+    }
+}
+
+impl fmt::Display for StatusTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.entries.is_empty() {
+            return f.write_str("the ledger is empty: no migration has run\n");
+        }
+        let rows: Vec<[String; 7]> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let versions = match e.version_after {
+                    Some(after) => format!("{} -> {after}", e.version_before),
+                    None => format!("{} -> ?", e.version_before),
+                };
+                let unknown = if self.known.contains(&e.id) {
+                    ""
+                } else {
+                    " (unknown)"
+                };
+                let status = format!("{}{unknown}", e.status);
+                [
+                    e.id.clone(),
+                    e.table.clone(),
+                    status,
+                    versions,
+                    e.rows_after.unwrap_or(e.rows_before).to_string(),
+                    e.backup_copy
+                        .clone()
+                        .or_else(|| e.backup_tag.clone())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    e.duration()
+                        .map(|d| format!("{d:.1?}"))
+                        .unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect();
+        let header = ["id", "table", "status", "version", "rows", "backup", "took"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                if i + 1 == cells.len() {
+                    writeln!(f, "{cell}")?;
+                } else {
+                    write!(f, "{cell:<w$}  ")?;
+                }
+            }
+            Ok(())
+        };
+        line(f, &header)?;
+        for row in &rows {
+            line(f, &row.each_ref().map(String::as_str))?;
+        }
+        for e in self.entries.iter().filter(|e| e.error.is_some()) {
+            writeln!(f, "{}: {}", e.id, e.error.as_deref().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+impl Migrator {
+    /// What the next [`run`](Self::run) would do, without changing anything
+    /// (not even creating the ledger): every migration's state (applied,
+    /// drifted, failed, pending, ...) and, for those it would apply, the
+    /// work each will do ([`Migration::plan`](crate::Migration::plan)): rows
+    /// written, columns touched, data or metadata only, indexes rebuilt.
+    /// Bad input the run would refuse shows as [`PlanState::Refused`](crate::PlanState::Refused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateId`] or [`Error::InvalidMigration`] for the list
+    /// itself, [`Error::Ledger`] or [`Error::Lance`] when the ledger or a
+    /// table cannot be read.
+    pub async fn plan(&self) -> Result<Plan> {
+        self.validate()?;
+        let entries = by_id(self.ledger().await?);
+        plan::plan(&self.db, &self.migrations, &entries).await
+    }
+
+    /// The ledger as a table: every recorded migration with its status,
+    /// versions, rows, backup and duration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    pub async fn status(&self) -> Result<StatusTable> {
+        Ok(StatusTable {
+            entries: self.ledger().await?,
+            known: self.migrations.iter().map(|m| m.id().to_owned()).collect(),
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The conformance check every migration should pass: applies once, reruns
+//! are no-ops, and a failure rolls the table back exactly.
+
+use lancedb::{Connection, Table};
+
+use crate::error::{Error, Result};
+use crate::testing::{Snapshot, memory_db};
+
+/// Checks that a downstream migration behaves as the migrator expects, on a
+/// real table: it applies, verifies, and leaves the other columns intact; a
+/// second run is a no-op that creates no version; and when verification
+/// fails after it ran, the rollback leaves the table exactly as it was.
+///
+/// `setup` creates the table the migration expects in a fresh database; it
+/// is called twice (once per check). `key` is a column that orders rows.
+///
+/// # Panics
+///
+/// With a message naming the property that does not hold.
+///
+/// # Examples
+///
+/// ```
+/// use arrow_schema::DataType;
+/// use lancedb_migrate::testing;
+/// use lancedb_migrate::{AddColumns, NewColumn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let migration = || {
+///     AddColumns::new("0001", "documents")
+///         .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+/// };
+/// testing::conformance(migration, "id", async |db| {
+///     testing::documents_table(db, "documents", 100, 8).await.unwrap();
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn conformance<M, F>(migration: impl Fn() -> M, key: &str, setup: F)
+where
+    M: crate::Migration + 'static,
+    F: AsyncFn(&Connection),
+{
+    let db = memory_db().await.expect("in-memory database");
+    setup(&db).await;
+    let m = migration();
+    let table = open(&db, m.table()).await;
+    let before = Snapshot::take(&table, key).await.expect("snapshot before");
+    let migrator = crate::Migrator::new(db.clone()).add(m);
+    let report = migrator
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("the migration fails: {e:?}"));
+    assert_eq!(report.applied().count(), 1, "the migration is applied");
+    let after = Snapshot::take(&table, key).await.expect("snapshot after");
+    let untouched: Vec<&str> = unchanged_columns(&before, &after);
+    after.assert_same_columns(&before, &untouched);
+    let version = crate::lance::latest_version(&table).await.expect("version");
+    let again = migrator
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("the second run fails: {e:?}"));
+    assert!(again.is_noop(), "a second run applies nothing");
+    let version_again = crate::lance::latest_version(&table).await.expect("version");
+    assert_eq!(
+        version_again, version,
+        "a second run creates no table version"
+    );
+
+    let db = memory_db().await.expect("in-memory database");
+    setup(&db).await;
+    let m = migration();
+    let table = open(&db, m.table()).await;
+    let before = Snapshot::take(&table, key).await.expect("snapshot before");
+    let failing = crate::Migrator::new(db.clone()).add(FailVerify { inner: m });
+    let err = failing
+        .run()
+        .await
+        .expect_err("verification was made to fail");
+    assert!(
+        matches!(
+            &err,
+            crate::Error::MigrationFailed {
+                phase: crate::Phase::Verify,
+                ..
+            }
+        ),
+        "the run fails in verify: {err:?}"
+    );
+    let restored = Snapshot::take(&table, key)
+        .await
+        .expect("snapshot after rollback");
+    assert_eq!(
+        restored.schema(),
+        before.schema(),
+        "rollback restores the schema"
+    );
+    let all: Vec<String> = before
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    restored.assert_same_columns(&before, &all);
+}
+
+async fn open(db: &Connection, name: &str) -> Table {
+    db.open_table(name)
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("setup must create table `{name}`: {e}"))
+}
+
+/// Columns present with the same type in both snapshots.
+fn unchanged_columns<'a>(before: &'a Snapshot, after: &Snapshot) -> Vec<&'a str> {
+    before
+        .batch()
+        .schema_ref()
+        .fields()
+        .iter()
+        .filter(|f| {
+            after
+                .schema()
+                .field_with_name(f.name())
+                .is_ok_and(|g| g.data_type() == f.data_type())
+        })
+        .map(|f| f.name().as_str())
+        .collect()
+}
+
+/// Runs a migration and then fails its verification, to exercise rollback.
+#[derive(Debug)]
+struct FailVerify<M> {
+    inner: M,
+}
+
+crate::migration::forward_migration! {
+    impl[M: crate::Migration] FailVerify<M> => inner;
+    forward [id, table, definition, checksum, expected_schema, plan, resumable, backup, transform, rebuild];
+    {
+        async fn verify(&self, ctx: &crate::MigrationContext) -> Result<()> {
+            self.inner.verify(ctx).await?;
+            Err(Error::Verification {
+                table: ctx.table_name().to_owned(),
+                reason: "failed on purpose by `testing::conformance`, to check the rollback".to_owned(),
+            })
+        }
+    }
+}
