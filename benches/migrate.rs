@@ -361,7 +361,7 @@ fn reembed(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)]) {
         group.bench_with_input(BenchmarkId::new("migrator", rows), fixture, |b, f| {
             b.to_async(rt).iter_custom(|iters| {
                 timed(f, iters, "bench_ledger", async || {
-                    let m = ReEmbed::new("0002", TABLE, "text", "vector", Arc::new(model.clone()));
+                    let m = ReEmbed::new("0002", TABLE, Arc::new(model.clone()));
                     let migrator = Migrator::new(f.db().clone()).ledger_table("bench_ledger");
                     let report = migrator.add(m).run().await.unwrap();
                     assert_eq!(report.applied().count(), 1);
@@ -575,7 +575,7 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
     group.bench_function(BenchmarkId::new("migrator", rows), |b| {
         b.to_async(rt).iter_custom(|iters| {
             timed(&fixture, iters, "bench_ledger", async || {
-                let m = ReEmbed::new("0002", TABLE, "text", "vector", model.clone());
+                let m = ReEmbed::new("0002", TABLE, model.clone());
                 let migrator = Migrator::new(fixture.db().clone()).ledger_table("bench_ledger");
                 let report = migrator.add(m).run().await.unwrap();
                 assert_eq!(report.applied().count(), 1);

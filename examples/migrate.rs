@@ -38,7 +38,7 @@ fn migrator(db: lancedb::Connection) -> Migrator {
                 .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
                 .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime)),
         )
-        .add(ReEmbed::new("0002_reembed_768", TABLE, "text", "vector", model).batch_size(512))
+        .add(ReEmbed::new("0002_reembed_768", TABLE, model).batch_size(512))
         .add(
             AddColumns::new("0003_metadata", TABLE)
                 .column(NewColumn::new("metadata", DataType::Utf8)),

@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Q: {QUESTION}\n   placeholder vectors find: {before:?}\n");
 
     let report = Migrator::new(db.clone())
-        .add(ReEmbed::new("0002_minilm", "articles", "text", "vector", model.clone()).batch_size(8))
+        .add(ReEmbed::new("0002_minilm", "articles", model.clone()).batch_size(8))
         .on_event(|event| match event {
             Event::Progress {
                 migration,

@@ -98,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "reembed" => {
             let model = std::sync::Arc::new(TestEmbedding::new("test-768", 768));
-            let migration = ReEmbed::new("0002_reembed", TABLE, "text", "vector", model);
+            let migration = ReEmbed::new("0002_reembed", TABLE, model);
             let report = Migrator::new(db)
                 .on_event(|e| {
                     if std::env::var("HWM").is_ok() {

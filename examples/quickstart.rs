@@ -58,13 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
                 .column(NewColumn::new("metadata", DataType::Utf8)),
         )
-        .add(ReEmbed::new(
-            "0003_reembed_768",
-            "documents",
-            "text",
-            "vector",
-            model,
-        ))
+        .add(ReEmbed::new("0003_reembed_768", "documents", model))
         .add(
             AddColumns::new("0004_embedding_model", "documents")
                 .column(

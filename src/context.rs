@@ -1,6 +1,7 @@
 //! The one argument every migration hook receives.
 
 use std::future::Future;
+use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use arrow_schema::{Schema, SchemaRef};
@@ -286,23 +287,27 @@ impl MigrationContext {
     /// [`Error::Lance`] naming `operation`: the last conflict, or the first
     /// error that is not a conflict. [`Error::LeaseLost`] when the lease is
     /// gone before an attempt.
-    pub async fn retry_on_conflict<T, F, Fut>(&self, operation: &str, mut step: F) -> Result<T>
+    pub async fn retry_on_conflict<T, F, Fut>(&self, operation: &str, step: F) -> Result<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = lancedb::Result<T>> + Send,
         T: Send,
     {
-        retry(operation, is_conflict, |_| {
-            let attempt = self.check_lease().map(|()| step());
+        // Each attempt starts from the latest version: a retry made on a
+        // handle that went stale while it paused would lose again.
+        let step = std::sync::Mutex::new(step);
+        retry(operation, is_conflict, |attempt| {
+            let step = &step;
             async move {
-                let result = attempt?.await.map_err(Error::lance(operation));
-                if result.as_ref().is_err_and(is_conflict) {
+                self.check_lease()?;
+                if attempt > 1 {
                     self.table
                         .checkout_latest()
                         .await
                         .map_err(Error::lance("check out the latest version"))?;
                 }
-                result
+                let write = (step.lock().unwrap_or_else(PoisonError::into_inner))();
+                write.await.map_err(Error::lance(operation))
             }
         })
         .await

@@ -15,8 +15,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmbeddingProblem {
-    /// The function returned an error.
-    #[error("failed; fix the model or its inputs and run again")]
+    /// The function returned an error (its text is in the error's
+    /// [`source`](std::error::Error::source) chain, and in the ledger).
+    #[error("returned an error; fix the model or its inputs and run again")]
     Failed(#[source] lancedb::Error),
     /// It returned vectors of another dimension than it declared.
     #[error("returned vectors of dimension {actual}, but declares {expected}")]
@@ -163,12 +164,15 @@ pub enum Error {
     },
 
     /// The embedding function failed or returned something unusable. The
-    /// table is restored to its version before the migration.
-    #[error("embedding model `{model}` {problem}")]
+    /// table is restored to its version before the migration. `problem`
+    /// is the error's [`source`](std::error::Error::source); when the model
+    /// itself failed, its error follows in the chain.
+    #[error("embedding model `{model}` gave no usable vectors")]
     Embedding {
         /// The model's name.
         model: String,
         /// What went wrong.
+        #[source]
         problem: EmbeddingProblem,
     },
 
@@ -358,6 +362,28 @@ pub enum Error {
         source: Box<Self>,
     },
 
+    /// The table is not a local Lance dataset (e.g. a LanceDB Cloud table),
+    /// and the operation needs direct access to its files.
+    #[error(
+        "table `{table}` is not a local Lance dataset; {operation} needs direct access to its files"
+    )]
+    NotLocal {
+        /// The table.
+        table: String,
+        /// What needed the files.
+        operation: String,
+    },
+
+    /// A file-system operation failed.
+    #[error("could not {operation}")]
+    Io {
+        /// What was being done.
+        operation: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A LanceDB operation failed.
     #[error("lancedb could not {operation}")]
     Lance {
@@ -432,6 +458,55 @@ impl Error {
             Self::MigrationFailed { report, .. } => Some(report),
             _ => None,
         }
+    }
+
+    /// The phase a migration failed in, for a [`Error::MigrationFailed`].
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Self::MigrationFailed { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    /// What was done to the table after the failure, for a
+    /// [`Error::MigrationFailed`] or an [`Error::Interrupted`].
+    pub fn rollback(&self) -> Option<&Rollback> {
+        match self {
+            Self::MigrationFailed { rollback, .. } | Self::Interrupted { rollback, .. } => {
+                Some(rollback)
+            }
+            _ => None,
+        }
+    }
+
+    /// The error the migration failed on: the `source` of a
+    /// [`Error::MigrationFailed`]; the error itself otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lancedb_migrate::Error;
+    ///
+    /// let err = Error::TableNotFound { table: "docs".into() };
+    /// assert!(matches!(err.cause(), Error::TableNotFound { .. }));
+    /// ```
+    pub fn cause(&self) -> &Self {
+        match self {
+            Self::MigrationFailed { source, .. } => source,
+            other => other,
+        }
+    }
+
+    /// The last error of the [`source`](std::error::Error::source) chain:
+    /// where the failure started (e.g. the I/O error under a LanceDB
+    /// error, or an embedding model's own error); the error itself when it
+    /// has no source.
+    pub fn root_cause(&self) -> &(dyn std::error::Error + 'static) {
+        let mut current: &(dyn std::error::Error + 'static) = self;
+        while let Some(next) = current.source() {
+            current = next;
+        }
+        current
     }
 
     /// The crate's one mapping of LanceDB and Lance errors: `operation`

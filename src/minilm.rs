@@ -31,7 +31,7 @@
 //! # async fn run(db: lancedb::Connection) -> Result<(), Box<dyn std::error::Error>> {
 //! let model = Arc::new(SentenceTransformer::from_dir("models/all-MiniLM-L6-v2")?);
 //! Migrator::new(db)
-//!     .add(ReEmbed::new("0004_minilm", "docs", "text", "vector", model))
+//!     .add(ReEmbed::new("0004_minilm", "docs", model))
 //!     .run()
 //!     .await?;
 //! # Ok(())

@@ -57,10 +57,8 @@ pub(crate) async fn dataset(table: &Table) -> Result<Option<Arc<Dataset>>> {
 /// The Lance dataset behind `table` at the handle's version, for work that
 /// needs direct access to its files; an error for remote tables.
 pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
-    dataset(table).await?.ok_or_else(|| {
-        Error::custom(format!(
-            "table `{}` is not a local Lance dataset; this migration needs direct access to its files",
-            table.name()
-        ))
+    dataset(table).await?.ok_or_else(|| Error::NotLocal {
+        table: table.name().to_owned(),
+        operation: "this migration".to_owned(),
     })
 }

@@ -149,3 +149,41 @@ crate::migration::forward_migration! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testing::{TestEmbedding, documents_schema};
+    use crate::{Migration, ReEmbed, TableInfo};
+
+    /// The failing wrapper is the wrapped migration in everything but its
+    /// verify: a resumable migration stays resumable, its checksum and plan
+    /// are its own.
+    #[test]
+    fn the_failing_wrapper_forwards_every_method_but_verify() {
+        let inner = ReEmbed::new("0002", "docs", Arc::new(TestEmbedding::new("m", 16)));
+        let wrapped = FailVerify {
+            inner: inner.clone(),
+        };
+        assert_eq!(wrapped.id(), inner.id());
+        assert_eq!(wrapped.table(), inner.table());
+        assert_eq!(wrapped.definition(), inner.definition());
+        assert_eq!(wrapped.checksum(), inner.checksum());
+        assert!(inner.resumable());
+        assert_eq!(wrapped.resumable(), inner.resumable());
+        let before = documents_schema(8);
+        assert_eq!(
+            wrapped.expected_schema(&before).unwrap(),
+            inner.expected_schema(&before).unwrap()
+        );
+        let info = TableInfo {
+            name: "docs".to_owned(),
+            rows: 10,
+            schema: before.as_ref().clone(),
+            indexes: Vec::new(),
+        };
+        assert_eq!(wrapped.plan(&info).unwrap(), inner.plan(&info).unwrap());
+    }
+}

@@ -90,8 +90,10 @@ impl TempDb {
     /// [`Error::Custom`] if the directory cannot be created, [`Error::Lance`]
     /// if LanceDB cannot open it.
     pub async fn new() -> Result<Self> {
-        let dir =
-            tempfile::tempdir().map_err(|e| Error::wrap("create a temporary directory", e))?;
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            operation: "create a temporary directory".to_owned(),
+            source,
+        })?;
         let db = connect(&dir.path().to_string_lossy()).await?;
         Ok(Self { dir, db })
     }

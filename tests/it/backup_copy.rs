@@ -461,3 +461,27 @@ async fn running_out_of_space_midway_leaves_no_copy() {
         .unwrap();
     assert_eq!(copy.rows(), 4000);
 }
+
+/// `WithBackupCopy` is the wrapped migration in everything but its backup
+/// and its plan's summary: id, table, definition, checksum (so wrapping is
+/// not an edit), resumability and expected schema are the wrapped one's.
+#[test]
+fn the_wrapper_is_the_wrapped_migration_but_for_its_backup() {
+    use std::sync::Arc;
+
+    use lancedb_migrate::testing::TestEmbedding;
+    use lancedb_migrate::{Migration, ReEmbed};
+
+    let inner = ReEmbed::new("0002", "docs", Arc::new(TestEmbedding::new("m", 16)));
+    let wrapped = WithBackupCopy::new(inner.clone(), "/var/backups/lancedb");
+    assert_eq!(wrapped.id(), inner.id());
+    assert_eq!(wrapped.table(), inner.table());
+    assert_eq!(wrapped.definition(), inner.definition());
+    assert_eq!(wrapped.checksum(), inner.checksum());
+    assert!(wrapped.resumable() && inner.resumable());
+    let before = testing::documents_schema(8);
+    assert_eq!(
+        wrapped.expected_schema(&before).unwrap(),
+        inner.expected_schema(&before).unwrap()
+    );
+}

@@ -110,8 +110,6 @@ async fn indexes_survive_add_columns_rename_and_reembed() {
         .add(ReEmbed::new(
             "0002_reembed",
             "docs",
-            "text",
-            "vector",
             Arc::new(TestEmbedding::new("test-768", 768)),
         ))
         .add(Rename {

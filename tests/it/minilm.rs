@@ -148,7 +148,7 @@ async fn reembed_with_the_real_model() {
 
     let report = Migrator::new(db.clone())
         .add(
-            ReEmbed::new("0002_minilm", "docs", "text", "vector", model.clone())
+            ReEmbed::new("0002_minilm", "docs", model.clone())
                 .batch_size(5)
                 .verify_sample(SENTENCES.len()),
         )

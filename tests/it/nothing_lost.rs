@@ -140,16 +140,10 @@ fn add_columns() -> AddColumns {
 
 fn reembed(delay: Duration) -> ReEmbed {
     let model = TestEmbedding::new("test-16", NEW_DIMS).delay(delay);
-    ReEmbed::new(
-        "0003_reembed",
-        "documents",
-        "text",
-        "vector",
-        Arc::new(model),
-    )
-    .batch_size(200)
-    .concurrency(1)
-    .checkpoint_every(Duration::from_millis(200))
+    ReEmbed::new("0003_reembed", "documents", Arc::new(model))
+        .batch_size(200)
+        .concurrency(1)
+        .checkpoint_every(Duration::from_millis(200))
 }
 
 /// The migrations a scenario runs (the same in every process).
@@ -910,8 +904,6 @@ async fn a_panicking_embedder_is_an_embedding_error() {
     let migrator = Migrator::new(tmp.connect().await.unwrap()).add(ReEmbed::new(
         "0001_reembed",
         "documents",
-        "text",
-        "vector",
         Arc::new(PanickingModel),
     ));
     let err = migrator.run().await.unwrap_err();

@@ -61,13 +61,7 @@ async fn plan_shows_the_work_and_the_problems_without_changing_anything() {
         Migrator::new(tmp.db().clone())
             .add(category("0001_category"))
             .add(flag("0002_flag"))
-            .add(ReEmbed::new(
-                "0003_reembed",
-                "docs",
-                "text",
-                "vector",
-                model.clone(),
-            ))
+            .add(ReEmbed::new("0003_reembed", "docs", model.clone()))
             .add(RebuildIndex::new(
                 "0004_id_index",
                 "docs",

@@ -58,16 +58,10 @@ async fn assert_reembedded(table: &Table, dims: usize) -> usize {
 }
 
 fn reembed(model: &TestEmbedding) -> ReEmbed {
-    ReEmbed::new(
-        "0002_reembed",
-        "docs",
-        "text",
-        "vector",
-        Arc::new(model.clone()),
-    )
-    .verify_sample(16)
-    .batch_size(64)
-    .concurrency(2)
+    ReEmbed::new("0002_reembed", "docs", Arc::new(model.clone()))
+        .verify_sample(16)
+        .batch_size(64)
+        .concurrency(2)
 }
 
 #[tokio::test]
@@ -138,13 +132,14 @@ async fn same_dimension_model_swap_and_new_column() {
     let model = TestEmbedding::new("other-384", 384);
     Migrator::new(db.clone())
         .add(reembed(&model))
-        .add(ReEmbed::new(
-            "0003_second_vector",
-            "docs",
-            "text",
-            "vector_small",
-            Arc::new(TestEmbedding::new("small", 16)),
-        ))
+        .add(
+            ReEmbed::new(
+                "0003_second_vector",
+                "docs",
+                Arc::new(TestEmbedding::new("small", 16)),
+            )
+            .target_column("vector_small"),
+        )
         .run()
         .await
         .unwrap();
@@ -237,18 +232,18 @@ async fn bad_columns_are_refused_before_anything_is_written() {
         async move { Migrator::new(db).add(m).run().await.unwrap_err() }
     };
 
-    let err = run(ReEmbed::new("a", "docs", "body", "vector", model.clone())).await;
+    let err = run(ReEmbed::new("a", "docs", model.clone()).source_column("body")).await;
     assert!(matches!(failure(&err).0, Error::ColumnNotFound { column, .. } if column == "body"));
 
-    let err = run(ReEmbed::new("b", "docs", "id", "vector", model.clone())).await;
+    let err = run(ReEmbed::new("b", "docs", model.clone()).source_column("id")).await;
     assert!(
         matches!(failure(&err).0, Error::ColumnType { column, found: DataType::Int64, .. } if column == "id")
     );
 
-    let err = run(ReEmbed::new("c", "docs", "text", "id", model.clone())).await;
+    let err = run(ReEmbed::new("c", "docs", model.clone()).target_column("id")).await;
     assert!(matches!(failure(&err).0, Error::ColumnType { column, .. } if column == "id"));
 
-    let err = run(ReEmbed::new("d", "nope", "text", "vector", model.clone())).await;
+    let err = run(ReEmbed::new("d", "nope", model.clone())).await;
     assert!(matches!(failure(&err).0, Error::TableNotFound { .. }));
 
     assert_eq!(version(&table).await, v, "nothing was written");
@@ -317,7 +312,7 @@ async fn child() {
 /// The migration the kill test's child and the resuming run both apply:
 /// small batches, a checkpoint after every part.
 fn logged_reembed(model: LoggingEmbedding) -> ReEmbed {
-    ReEmbed::new("0002_reembed", "docs", "text", "vector", Arc::new(model))
+    ReEmbed::new("0002_reembed", "docs", Arc::new(model))
         .model("test-768")
         .batch_size(50)
         .concurrency(2)
@@ -504,7 +499,7 @@ async fn embedding_definition_points_at_the_new_model() {
     let events = testing::EventLog::default();
     Migrator::new(db.clone())
         .on_event(events.observer())
-        .add(ReEmbed::new("0002", "docs", "text", "vector", new))
+        .add(ReEmbed::new("0002", "docs", new))
         .run()
         .await
         .unwrap();
@@ -590,4 +585,49 @@ async fn empty_table_gets_the_new_column_type() {
         &testing::vector_type(768)
     );
     assert_eq!(model.embedded(), 0);
+}
+
+/// A model that fails: its own error text is in the error's `source` chain
+/// (and is the root cause), in the ledger's `error` column, and the table is
+/// restored.
+#[tokio::test]
+async fn the_models_own_error_reaches_the_ledger() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 2, 100).await;
+    let before = Snapshot::take(&table, "id").await.unwrap();
+    let model = TestEmbedding::new("flaky-768", 768).fail_after(150);
+    let migrator = Migrator::new(db.clone()).add(reembed(&model));
+    let err = migrator.run().await.unwrap_err();
+
+    let cause = err.cause();
+    assert!(
+        matches!(cause, Error::Embedding { model, problem: EmbeddingProblem::Failed(_) } if model == "flaky-768"),
+        "{cause:?}"
+    );
+    let model_said = "test embedding told to fail after 150 rows";
+    assert!(
+        err.root_cause().to_string().contains(model_said),
+        "root cause: {}",
+        err.root_cause()
+    );
+    let mut chain = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = next {
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    assert!(
+        chain.iter().any(|m| m.contains("flaky-768"))
+            && chain.iter().any(|m| m.contains(model_said)),
+        "{chain:#?}"
+    );
+    let ledger = migrator.ledger().await.unwrap();
+    let recorded = ledger[0].error.as_deref().unwrap_or_default();
+    assert!(
+        recorded.contains("flaky-768") && recorded.contains(model_said),
+        "the ledger's error: {recorded}"
+    );
+    table.checkout_latest().await.unwrap();
+    let after = Snapshot::take(&table, "id").await.unwrap();
+    after.assert_same_columns(&before, &["id", "text", "vector"]);
 }

@@ -7,14 +7,9 @@ use lancedb_migrate::{Error, Phase, Rollback};
 
 /// The underlying cause of a `MigrationFailed`, with its phase and rollback.
 pub(crate) fn failure(err: &Error) -> (&Error, Phase, &Rollback) {
-    match err {
-        Error::MigrationFailed {
-            source,
-            phase,
-            rollback,
-            ..
-        } => (source.as_ref(), *phase, rollback),
-        other => panic!("expected MigrationFailed, got {other:?}"),
+    match (err.phase(), err.rollback()) {
+        (Some(phase), Some(rollback)) => (err.cause(), phase, rollback),
+        _ => panic!("expected MigrationFailed, got {err:?}"),
     }
 }
 

@@ -95,7 +95,7 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 ///
 /// let model = Arc::new(TestEmbedding::new("test-model-768", 768));
 /// Migrator::new(db.clone())
-///     .add(ReEmbed::new("0002_reembed_768", "docs", "text", "vector", model))
+///     .add(ReEmbed::new("0002_reembed_768", "docs", model))
 ///     .add(
 ///         AddColumns::new("0003_embedding_model", "docs")
 ///             .column(NewColumn::new("embedding_model", DataType::Utf8)
@@ -155,23 +155,30 @@ impl ReEmbed {
     /// stored vector and a fresh embedding of its text.
     pub const DEFAULT_TOLERANCE: f32 = 1e-4;
 
-    /// Re-embeds `target` (a vector column, replaced; or a new column) of
-    /// `table` from its text column `source` with `embedder`. The model is
-    /// recorded under the embedder's [`name`](EmbeddingFunction::name);
-    /// change it with [`model`](Self::model).
+    /// The text column re-embedded from, unless
+    /// [`source_column`](Self::source_column) names another.
+    pub const DEFAULT_SOURCE_COLUMN: &'static str = "text";
+    /// The vector column written, unless
+    /// [`target_column`](Self::target_column) names another.
+    pub const DEFAULT_TARGET_COLUMN: &'static str = "vector";
+
+    /// Re-embeds the vector column of `table` from its text column with
+    /// `embedder`: by default the column `vector` from the column `text`
+    /// (name them with [`source_column`](Self::source_column) and
+    /// [`target_column`](Self::target_column)). The model is recorded under
+    /// the embedder's [`name`](EmbeddingFunction::name); change it with
+    /// [`model`](Self::model).
     pub fn new(
         id: impl Into<String>,
         table: impl Into<String>,
-        source: impl Into<String>,
-        target: impl Into<String>,
         embedder: Arc<dyn EmbeddingFunction>,
     ) -> Self {
         let model = embedder.name().to_owned();
         Self {
             id: id.into(),
             table: table.into(),
-            source: source.into(),
-            target: target.into(),
+            source: Self::DEFAULT_SOURCE_COLUMN.to_owned(),
+            target: Self::DEFAULT_TARGET_COLUMN.to_owned(),
             embedder,
             model,
             batch_size: Self::DEFAULT_BATCH_SIZE,
@@ -180,6 +187,21 @@ impl ReEmbed {
             sample: Self::DEFAULT_SAMPLE,
             tolerance: Self::DEFAULT_TOLERANCE,
         }
+    }
+
+    /// The text column the vectors are computed from (Utf8). Default
+    /// [`DEFAULT_SOURCE_COLUMN`](Self::DEFAULT_SOURCE_COLUMN).
+    pub fn source_column(mut self, column: impl Into<String>) -> Self {
+        self.source = column.into();
+        self
+    }
+
+    /// The vector column written: an existing one (a fixed-size list) is
+    /// replaced, in place, by the new vectors; a missing one is added.
+    /// Default [`DEFAULT_TARGET_COLUMN`](Self::DEFAULT_TARGET_COLUMN).
+    pub fn target_column(mut self, column: impl Into<String>) -> Self {
+        self.target = column.into();
+        self
     }
 
     /// The model name recorded on the column, in the ledger, and in the
