@@ -123,7 +123,7 @@ pub enum PlanState {
     /// Applied, and unchanged since.
     Applied,
     /// Applied, but its definition changed since: the next run fails with
-    /// [`Error::Drift`].
+    /// [`Error::Drift`](crate::Error::Drift).
     Drifted {
         /// The checksum recorded when it was applied.
         applied: String,

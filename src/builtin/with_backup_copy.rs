@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work};
 
-/// A migration whose backup also writes an independent [`BackupCopy`] to a
+/// A migration whose backup also writes an independent [`BackupCopy`](crate::BackupCopy) to a
 /// location of your choice, before anything is changed.
 ///
 /// Everything else, its checksum included, is the wrapped migration's: adding

@@ -23,6 +23,17 @@ use crate::migrator::rollback::roll_back;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
 
+/// An error, with the phase it happened in.
+struct PhaseError {
+    phase: Phase,
+    error: Error,
+}
+
+/// Tags an error with the phase it happened in.
+fn during(phase: Phase) -> impl FnOnce(Error) -> PhaseError {
+    move |error| PhaseError { phase, error }
+}
+
 /// One migration being applied.
 pub(crate) struct Apply<'a> {
     db: &'a Connection,
@@ -77,10 +88,13 @@ impl<'a> Apply<'a> {
             });
             let ctx = match self.prepare(previous).await {
                 Ok(ctx) => ctx,
-                Err((phase, Error::Interrupted { rollback, source })) => {
-                    return Err(self.failed(phase, rollback, *source, report));
+                Err(PhaseError {
+                    phase,
+                    error: Error::Interrupted { rollback, source },
+                }) => return Err(self.failed(phase, rollback, *source, report)),
+                Err(PhaseError { phase, error }) => {
+                    return Err(self.failed(phase, Rollback::NotNeeded, error, report));
                 }
-                Err((phase, e)) => return Err(self.failed(phase, Rollback::NotNeeded, e, report)),
             };
             let entry = self.running_entry(&ctx);
             let first = match previous {
@@ -92,7 +106,9 @@ impl<'a> Apply<'a> {
             }
             match self.change(&ctx).await {
                 Ok(verified) => self.finish(ctx, entry, verified, started, report).await,
-                Err((phase, e)) => Err(self.roll_back(&ctx, entry, phase, e, report).await),
+                Err(PhaseError { phase, error }) => {
+                    Err(self.roll_back(&ctx, entry, phase, error, report).await)
+                }
             }
         }
         .instrument(span)
@@ -130,7 +146,7 @@ impl<'a> Apply<'a> {
     async fn prepare(
         &mut self,
         previous: Option<&LedgerEntry>,
-    ) -> Result<MigrationContext, (Phase, Error)> {
+    ) -> Result<MigrationContext, PhaseError> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
         let open = MigrationContext::open(db, m.table(), m.id(), progress, self.lease.fence());
@@ -140,40 +156,19 @@ impl<'a> Apply<'a> {
             && let Some(tag) = entry.backup_tag.clone()
             && m.resumable()
         {
-            warn!(
-                migration = self.id(),
-                tag, "an earlier attempt was interrupted; continuing it"
-            );
-            let copy = match &entry.backup_copy {
-                Some(uri) => match BackupCopy::open(uri).await {
-                    Ok(copy) => Some(copy),
-                    Err(e) => {
-                        let error = chain(&e);
-                        warn!(
-                            migration = self.id(),
-                            error,
-                            "the first attempt's backup copy is unusable; continuing with the tag only"
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
-            let backup = Backup::new(ctx.table_name(), entry.version_before, tag).with_copy(copy);
-            ctx.resume(entry.version_before, entry.rows_before, backup)
+            self.resume(&mut ctx, entry, tag)
                 .await
-                .map_err(|e| (Phase::Prepare, e))?;
-            self.expected(&ctx).map_err(|e| (Phase::Prepare, e))?;
+                .map_err(during(Phase::Prepare))?;
             return Ok(ctx);
         }
         if let Some(interrupted) = interrupted {
             ctx = self
                 .recover(ctx, interrupted)
                 .await
-                .map_err(|e| (Phase::Prepare, e))?;
+                .map_err(during(Phase::Prepare))?;
         }
         // Bad input is refused here, before anything is written.
-        self.expected(&ctx).map_err(|e| (Phase::Prepare, e))?;
+        self.expected(&ctx).map_err(during(Phase::Prepare))?;
         let copy_to = self.copy_to;
         let backup = async {
             let backup = m.backup(&ctx).await?;
@@ -185,6 +180,39 @@ impl<'a> Apply<'a> {
         let backup = self.phase(Phase::Backup, backup).await?;
         ctx.set_backup(backup);
         Ok(ctx)
+    }
+
+    /// A resumable migration's earlier attempt was interrupted: continue
+    /// it with its backup (and backup copy, if still usable).
+    async fn resume(
+        &self,
+        ctx: &mut MigrationContext,
+        entry: &LedgerEntry,
+        tag: String,
+    ) -> Result<()> {
+        warn!(
+            migration = self.id(),
+            tag, "an earlier attempt was interrupted; continuing it"
+        );
+        let copy = match &entry.backup_copy {
+            Some(uri) => match BackupCopy::open(uri).await {
+                Ok(copy) => Some(copy),
+                Err(e) => {
+                    let error = chain(&e);
+                    warn!(
+                        migration = self.id(),
+                        error,
+                        "the first attempt's backup copy is unusable; continuing with the tag only"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let backup = Backup::new(ctx.table_name(), entry.version_before, tag).with_copy(copy);
+        ctx.resume(entry.version_before, entry.rows_before, backup)
+            .await?;
+        self.expected(ctx)
     }
 
     /// A previous attempt died mid-migration: undo it exactly as a failed
@@ -241,7 +269,7 @@ impl<'a> Apply<'a> {
     }
 
     /// Transform, rebuild, verify; returns the table version verify saw.
-    async fn change(&mut self, ctx: &MigrationContext) -> Result<u64, (Phase, Error)> {
+    async fn change(&mut self, ctx: &MigrationContext) -> Result<u64, PhaseError> {
         let m = self.migration;
         self.phase(Phase::Transform, m.transform(ctx)).await?;
         self.phase(Phase::Rebuild, m.rebuild(ctx)).await?;
@@ -259,8 +287,8 @@ impl<'a> Apply<'a> {
         &mut self,
         phase: Phase,
         work: impl Future<Output = Result<T>>,
-    ) -> Result<T, (Phase, Error)> {
-        self.lease.check().map_err(|e| (phase, e))?;
+    ) -> Result<T, PhaseError> {
+        self.lease.check().map_err(during(phase))?;
         self.emit(Event::PhaseStarted {
             migration: self.id().to_owned(),
             phase,
@@ -274,7 +302,7 @@ impl<'a> Apply<'a> {
                     message: panic_message(payload.as_ref()),
                 })
             })
-            .map_err(|e| (phase, e))?;
+            .map_err(during(phase))?;
         let duration = start.elapsed();
         info!(migration = self.id(), %phase, ?duration, "phase finished");
         self.phases.push(PhaseTiming { phase, duration });

@@ -51,7 +51,7 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Refused`], with nothing changed, when `id` is not applied,
-    /// its backup tag is gone (see [`Retention`]), or, with
+    /// its backup tag is gone (see [`Retention`](crate::Retention)), or, with
     /// [`LaterWrites::Refuse`], the table has commits made after the last
     /// migration on it (the application's writes, which the restore would
     /// lose). [`Error::LeaseTimeout`] when a run holds the lease.

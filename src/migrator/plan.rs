@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, Status};
 use crate::migration::Migration;
-use crate::plan::{Plan, PlanState, PlanStep, TableInfo};
+use crate::plan::{Plan, PlanState, PlanStep, TableInfo, Work};
 
 /// Builds the plan of `migrations` against `db`, given the ledger's rows.
 pub(crate) async fn plan(
@@ -23,49 +23,17 @@ pub(crate) async fn plan(
     let mut tables: HashMap<String, Option<TableInfo>> = HashMap::new();
     let mut steps = Vec::new();
     for m in migrations {
-        let entry = entries.get(m.id());
-        let mut state = match entry.map(|e| e.status) {
-            None => PlanState::Pending,
-            Some(Status::Applied) => {
-                let (applied, current) = (entry.unwrap().checksum.clone(), m.checksum());
-                if applied == current {
-                    PlanState::Applied
-                } else {
-                    PlanState::Drifted { applied, current }
-                }
-            }
-            Some(Status::Failed) => PlanState::Failed {
-                error: entry.and_then(|e| e.error.clone()).unwrap_or_default(),
-            },
-            Some(Status::Running) => PlanState::Interrupted,
-            Some(Status::RolledBack) => PlanState::RolledBack,
-        };
+        let mut state = ledger_state(m.as_ref(), entries.get(m.id()));
         let mut work = None;
         if state.will_run() {
             if !tables.contains_key(m.table()) {
                 let info = table_info(db, m.table()).await?;
                 tables.insert(m.table().to_owned(), info);
             }
-            match tables.get_mut(m.table()).expect("inserted above") {
-                None => {
-                    let missing = Error::TableNotFound {
-                        table: m.table().to_owned(),
-                    };
-                    state = PlanState::Refused {
-                        reason: missing.to_string(),
-                    };
-                }
-                Some(info) => match m.expected_schema(&info.schema) {
-                    Err(e) => {
-                        state = PlanState::Refused {
-                            reason: e.to_string(),
-                        }
-                    }
-                    Ok(after) => {
-                        work = Some(m.plan(info)?);
-                        info.schema = after;
-                    }
-                },
+            let info = tables.get_mut(m.table()).expect("inserted above");
+            match pending_work(m.as_ref(), info)? {
+                Ok(planned) => work = Some(planned),
+                Err(refused) => state = refused,
             }
         }
         steps.push(PlanStep {
@@ -76,6 +44,55 @@ pub(crate) async fn plan(
         });
     }
     Ok(Plan::new(steps))
+}
+
+/// Where `m` stands according to its ledger row.
+fn ledger_state(m: &dyn Migration, entry: Option<&LedgerEntry>) -> PlanState {
+    let Some(entry) = entry else {
+        return PlanState::Pending;
+    };
+    match entry.status {
+        Status::Applied => {
+            let (applied, current) = (entry.checksum.clone(), m.checksum());
+            if applied == current {
+                PlanState::Applied
+            } else {
+                PlanState::Drifted { applied, current }
+            }
+        }
+        Status::Failed => PlanState::Failed {
+            error: entry.error.clone().unwrap_or_default(),
+        },
+        Status::Running => PlanState::Interrupted,
+        Status::RolledBack => PlanState::RolledBack,
+    }
+}
+
+/// The work pending migration `m` will do on `table` (then left as `m`
+/// leaves it, for the next migration's plan), or the refusal the run would
+/// meet.
+fn pending_work(
+    m: &dyn Migration,
+    table: &mut Option<TableInfo>,
+) -> Result<std::result::Result<Work, PlanState>> {
+    let Some(info) = table else {
+        let missing = Error::TableNotFound {
+            table: m.table().to_owned(),
+        };
+        return Ok(Err(PlanState::Refused {
+            reason: missing.to_string(),
+        }));
+    };
+    match m.expected_schema(&info.schema) {
+        Err(e) => Ok(Err(PlanState::Refused {
+            reason: e.to_string(),
+        })),
+        Ok(after) => {
+            let work = m.plan(info)?;
+            info.schema = after;
+            Ok(Ok(work))
+        }
+    }
 }
 
 /// The table's rows, schema and indexes; `None` when it does not exist.

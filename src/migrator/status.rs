@@ -105,8 +105,8 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateId`] or [`Error::InvalidMigration`] for the list
-    /// itself, [`Error::Ledger`] or [`Error::Lance`] when the ledger or a
+    /// [`Error::DuplicateId`](crate::Error::DuplicateId) or [`Error::InvalidMigration`](crate::Error::InvalidMigration) for the list
+    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::Lance`](crate::Error::Lance) when the ledger or a
     /// table cannot be read.
     pub async fn plan(&self) -> Result<Plan> {
         self.validate()?;
@@ -119,7 +119,7 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    /// [`Error::Ledger`](crate::Error::Ledger) or [`Error::Lance`](crate::Error::Lance) when the ledger cannot be read.
     pub async fn status(&self) -> Result<StatusTable> {
         Ok(StatusTable {
             entries: self.ledger().await?,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use lance::dataset::CommitBuilder;
 use lance::dataset::transaction::{Operation, Transaction};
+use lance::datatypes::Schema;
 use tracing::info;
 
 use crate::error::{Error, Result};
@@ -37,46 +38,11 @@ impl Backfill<'_> {
         let operation = format!("swap the filled column in as `{target}`");
         retry(&operation, is_conflict, |_| async {
             let dataset = self.latest().await?;
-            let old = dataset.schema().clone();
-            let mut staged =
-                old.field_by_id(self.field_id)
-                    .cloned()
-                    .ok_or_else(|| Error::ColumnNotFound {
-                        table: self.table.name().to_owned(),
-                        column: format!("(staging column for `{target}`)"),
-                    })?;
-            if staged.name == target {
+            let Some(schema) = self.swapped(dataset.schema(), target, field_metadata, rewrite)?
+            else {
                 // Already swapped: swapping again would drop the column.
                 return Ok(());
-            }
-            staged.name = target.to_owned();
-            staged
-                .metadata
-                .extend(field_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let replaces = old.fields.iter().any(|f| f.name == target);
-            let mut schema = old.clone();
-            schema.fields = old
-                .fields
-                .iter()
-                .filter(|f| !(f.id == self.field_id && replaces))
-                .map(|f| {
-                    if f.id == self.field_id || f.name == target {
-                        staged.clone()
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect();
-            let names = |s: &lance::datatypes::Schema| -> Vec<String> {
-                s.fields.iter().map(|f| f.name.clone()).collect()
             };
-            let (before, after) = (names(&old), names(&schema));
-            let before: Vec<&str> = before.iter().map(String::as_str).collect();
-            let after: Vec<&str> = after.iter().map(String::as_str).collect();
-            schema.metadata = rewrite(&before, &after, &old.metadata);
-            schema
-                .validate()
-                .map_err(Error::lance("build the swapped schema"))?;
             self.fence.check()?;
             let transaction = Transaction::new(
                 dataset.version().version,
@@ -100,5 +66,53 @@ impl Backfill<'_> {
         .await?;
         crate::lance::latest_version(self.table).await?;
         Ok(())
+    }
+
+    /// The schema after the swap; `None` when `old` has it done already.
+    fn swapped(
+        &self,
+        old: &Schema,
+        target: &str,
+        field_metadata: &HashMap<String, String>,
+        rewrite: RewriteMetadata<'_>,
+    ) -> Result<Option<Schema>> {
+        let mut staged =
+            old.field_by_id(self.field_id)
+                .cloned()
+                .ok_or_else(|| Error::ChangedConcurrently {
+                    table: self.table.name().to_owned(),
+                    what: format!("the staging column for `{target}` was dropped"),
+                })?;
+        if staged.name == target {
+            return Ok(None);
+        }
+        staged.name = target.to_owned();
+        staged
+            .metadata
+            .extend(field_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let replaces = old.fields.iter().any(|f| f.name == target);
+        let mut schema = old.clone();
+        schema.fields = old
+            .fields
+            .iter()
+            .filter(|f| !(f.id == self.field_id && replaces))
+            .map(|f| {
+                if f.id == self.field_id || f.name == target {
+                    staged.clone()
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let names =
+            |s: &Schema| -> Vec<String> { s.fields.iter().map(|f| f.name.clone()).collect() };
+        let (before, after) = (names(old), names(&schema));
+        let before: Vec<&str> = before.iter().map(String::as_str).collect();
+        let after: Vec<&str> = after.iter().map(String::as_str).collect();
+        schema.metadata = rewrite(&before, &after, &old.metadata);
+        schema
+            .validate()
+            .map_err(Error::lance("build the swapped schema"))?;
+        Ok(Some(schema))
     }
 }
