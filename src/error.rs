@@ -226,8 +226,7 @@ pub enum Error {
     /// A migration that was already applied has been edited since: its
     /// checksum differs from the one in the ledger. Nothing was run.
     #[error(
-        "migration `{migration}` was changed after it was applied (ledger checksum {applied}, now {current}); \
-         restore its original definition and add the change as a new migration"
+        "migration `{migration}` was changed after it was applied (ledger checksum {applied}, now {current}); {advice}"
     )]
     Drift {
         /// The edited migration.
@@ -236,6 +235,11 @@ pub enum Error {
         applied: String,
         /// Checksum of the definition given now.
         current: String,
+        /// What to do: restore the original definition and add the change
+        /// as a new migration; or, when the definition holds a value that
+        /// looks computed at start-up (a time), compute it in the migration
+        /// instead.
+        advice: String,
     },
 
     /// An independent backup copy could not be made or restored
@@ -559,22 +563,76 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What `?` on a LanceDB or Arrow error calls the operation, when the hook
+/// did not name it with [`ResultExt::context`].
+const UNNAMED_OPERATION: &str = "complete a call made by a migration hook";
+
 impl From<lancedb::Error> for Error {
-    /// Lets a downstream hook use `?` on LanceDB calls.
+    /// Lets a downstream hook use `?` on LanceDB calls: an [`Error::Lance`]
+    /// with the LanceDB error as its source. Name the call with
+    /// [`ResultExt::context`] for a message that says what failed.
     fn from(source: lancedb::Error) -> Self {
         Self::Lance {
-            operation: "complete an operation".to_owned(),
+            operation: UNNAMED_OPERATION.to_owned(),
             source,
         }
     }
 }
 
 impl From<arrow_schema::ArrowError> for Error {
-    /// Lets a downstream hook use `?` on Arrow calls.
+    /// Lets a downstream hook use `?` on Arrow calls: an [`Error::Arrow`]
+    /// with the Arrow error as its source. Name the call with
+    /// [`ResultExt::context`] for a message that says what failed.
     fn from(source: arrow_schema::ArrowError) -> Self {
         Self::Arrow {
-            operation: "complete an operation".to_owned(),
+            operation: UNNAMED_OPERATION.to_owned(),
             source,
         }
+    }
+}
+
+/// Names what a LanceDB or Arrow call in a migration hook was doing, so that
+/// its error says so and keeps the call's own error as its source.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lancedb_migrate::{MigrationContext, Result, ResultExt};
+///
+/// async fn transform(ctx: &MigrationContext) -> Result<()> {
+///     ctx.table()
+///         .update()
+///         .column("category", "lower(category)")
+///         .execute()
+///         .await
+///         .context("lowercase the categories")?;
+///     Ok(())
+/// }
+/// ```
+///
+/// A failure then reads "lancedb could not lowercase the categories",
+/// followed in its [`source`](std::error::Error::source) chain (and in the
+/// ledger) by LanceDB's own error.
+pub trait ResultExt<T> {
+    /// The error as [`Error::Lance`] or [`Error::Arrow`] with `operation`,
+    /// words that complete "could not …".
+    fn context(self, operation: impl Into<String>) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, lancedb::Error> {
+    fn context(self, operation: impl Into<String>) -> Result<T> {
+        self.map_err(|source| Error::Lance {
+            operation: operation.into(),
+            source,
+        })
+    }
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, arrow_schema::ArrowError> {
+    fn context(self, operation: impl Into<String>) -> Result<T> {
+        self.map_err(|source| Error::Arrow {
+            operation: operation.into(),
+            source,
+        })
     }
 }

@@ -98,13 +98,17 @@ pub mod testing;
 pub mod minilm;
 
 pub use crate::lance::indexes::IndexSpec;
+/// The attribute that implementing [`Migration`] needs (its hooks are async
+/// trait methods), re-exported so that downstream crates need not depend on
+/// `async-trait` themselves: `#[lancedb_migrate::async_trait]`.
+pub use async_trait::async_trait;
 pub use backup::{Backup, BackupCopy};
 pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
     WithBackupCopy,
 };
 pub use context::MigrationContext;
-pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result};
+pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
 pub use event::Event;
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;

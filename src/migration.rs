@@ -36,11 +36,12 @@ use crate::plan::{TableInfo, Work};
 ///
 /// # Examples
 ///
-/// A downstream migration that lower-cases a text column in place:
+/// A downstream migration that lower-cases a text column in place, and its
+/// unit test with [`testing::conformance`](crate::testing) (feature
+/// `testing`) on a real in-memory table:
 ///
 /// ```
-/// use async_trait::async_trait;
-/// use lancedb_migrate::{Migration, MigrationContext, Result};
+/// use lancedb_migrate::{Migration, MigrationContext, Result, ResultExt, async_trait};
 ///
 /// #[derive(Debug)]
 /// struct LowercaseCategory;
@@ -60,10 +61,25 @@ use crate::plan::{TableInfo, Work};
 ///             .update()
 ///             .column("category", "lower(category)")
 ///             .execute()
-///             .await?;
+///             .await
+///             .context("lower-case the categories")?;
 ///         Ok(())
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use lancedb::table::NewColumnTransform;
+/// use lancedb_migrate::testing;
+///
+/// testing::conformance(|| LowercaseCategory, "id", async |db| {
+///     let table = testing::documents_table(db, "documents", 20, 4).await.unwrap();
+///     let columns = NewColumnTransform::SqlExpressions(vec![("category".into(), "'SPORT'".into())]);
+///     table.add_columns().transform(columns).execute().await.unwrap();
+///     table.update().only_if("id % 2 = 0").column("category", "'News'").execute().await.unwrap();
+/// })
+/// .await;
+/// # }
 /// ```
 #[async_trait]
 pub trait Migration: fmt::Debug + Send + Sync {

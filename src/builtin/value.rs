@@ -44,7 +44,12 @@ pub enum Value {
     TimestampMicros(i64),
     /// The time the migration runs (one value for all rows, the same as
     /// [`MigrationContext::started_at`](crate::MigrationContext::started_at)),
-    /// for `Timestamp` columns of any unit.
+    /// for `Timestamp` columns of any unit, and for string columns as ISO
+    /// 8601 text in UTC with microseconds (`2026-12-02T06:30:00.123456Z`).
+    ///
+    /// Use it rather than a time computed when the application starts: a
+    /// migration's definition must be the same on every start (it is
+    /// recorded as `migration_time`), or the next start reports drift.
     MigrationTime,
     /// A calendar date, for `Date32` and `Date64` columns. Build it with
     /// [`Value::date`]; an impossible date is reported when the migration
@@ -84,6 +89,7 @@ impl Value {
             (Self::MigrationTime, DataType::Timestamp(unit, _)) => {
                 in_unit(micros_since_epoch(now), *unit)?
             }
+            (Self::MigrationTime, t) if is_text(t) => quote(&iso_time(now)?),
             (Self::Date { year, month, day }, DataType::Date32 | DataType::Date64) => {
                 quote(&iso_date(*year, *month, *day)?)
             }
@@ -117,6 +123,9 @@ impl Value {
             (Self::MigrationTime, DataType::Timestamp(unit, _)) => Arc::new(Int64Array::from(
                 vec![in_unit_value(micros_since_epoch(now), *unit)?],
             )),
+            (Self::MigrationTime, t) if is_text(t) => {
+                Arc::new(StringArray::from(vec![iso_time(now)?]))
+            }
             (Self::Date { year, month, day }, _) => {
                 Arc::new(StringArray::from(vec![iso_date(*year, *month, *day)?]))
             }
@@ -232,6 +241,17 @@ fn iso_date(year: i32, month: u32, day: u32) -> Result<String, String> {
         .ok_or_else(|| format!("{year:04}-{month:02}-{day:02} is not a valid date"))
 }
 
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// `time` as ISO 8601 text in UTC, with microseconds.
+fn iso_time(time: SystemTime) -> Result<String, String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros_since_epoch(time))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .ok_or_else(|| "the time of migration is out of range".to_owned())
+}
+
 pub(crate) fn micros_since_epoch(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
@@ -259,6 +279,18 @@ mod tests {
             Value::from(7).to_sql(&DataType::UInt8, NOW).unwrap(),
             "arrow_cast(7, 'UInt8')"
         );
+    }
+
+    /// On a string column the time of migration is ISO 8601 text in UTC.
+    #[test]
+    fn the_time_of_migration_fits_a_string_column() {
+        let at = UNIX_EPOCH + std::time::Duration::from_micros(1_764_657_000_123_456);
+        let sql = Value::MigrationTime.to_sql(&DataType::Utf8, at).unwrap();
+        assert_eq!(sql, "arrow_cast('2025-12-02T06:30:00.123456Z', 'Utf8')");
+        let err = Value::MigrationTime
+            .to_sql(&DataType::Boolean, at)
+            .unwrap_err();
+        assert_eq!(err, "the time of migration cannot be stored as Boolean");
     }
 
     #[test]
@@ -297,6 +329,11 @@ mod tests {
                 "1970-01-01T00:00:01",
             ),
             (Value::date(2024, 2, 29), DataType::Date32, "2024-02-29"),
+            (
+                Value::MigrationTime,
+                DataType::Utf8,
+                "1970-01-01T00:00:00.000000Z",
+            ),
         ];
         for (value, data_type, shown) in cases {
             let array = value.to_array(&data_type, NOW, 3).unwrap();

@@ -1,6 +1,7 @@
 //! The `Migrator`: composes migrations and applies the pending ones.
 
 mod apply;
+mod drift;
 mod ops;
 mod plan;
 mod retention;
@@ -207,7 +208,7 @@ impl Migrator {
         async {
             let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
             let entries = by_id(ledger.entries().await?);
-            self.check_drift(&entries)?;
+            drift::check(&self.migrations, &entries)?;
             let report = if self.all_applied(&entries) {
                 self.skip_all(&entries)
             } else {
@@ -258,7 +259,7 @@ impl Migrator {
     /// another process may have applied migrations while this one waited.
     async fn run_pending(&self, ledger: &Ledger, lease: &Lease) -> Result<Report> {
         let entries = by_id(ledger.entries().await?);
-        self.check_drift(&entries)?;
+        drift::check(&self.migrations, &entries)?;
         let mut report = Report::default();
         for (seq, migration) in self.migrations.iter().enumerate() {
             lease.check()?;
@@ -337,23 +338,6 @@ impl Migrator {
             if !seen.insert(m.id()) {
                 return Err(Error::DuplicateId {
                     migration: m.id().to_owned(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn check_drift(&self, entries: &HashMap<String, LedgerEntry>) -> Result<()> {
-        for m in &self.migrations {
-            let Some(entry) = entries.get(m.id()) else {
-                continue;
-            };
-            let current = m.checksum();
-            if entry.status == Status::Applied && entry.checksum != current {
-                return Err(Error::Drift {
-                    migration: m.id().to_owned(),
-                    applied: entry.checksum.clone(),
-                    current,
                 });
             }
         }

@@ -37,7 +37,9 @@ impl fmt::Display for StatusTable {
         if self.entries.is_empty() {
             return f.write_str("the ledger is empty: no migration has run\n");
         }
-        let rows: Vec<[String; 7]> = self
+        // The copy column only when some migration made a backup copy.
+        let copies = self.entries.iter().any(|e| e.backup_copy.is_some());
+        let rows: Vec<Vec<String>> = self
             .entries
             .iter()
             .map(|e| {
@@ -51,31 +53,39 @@ impl fmt::Display for StatusTable {
                     " (unknown)"
                 };
                 let status = format!("{}{unknown}", e.status);
-                [
+                let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_owned());
+                let mut row = vec![
                     e.id.clone(),
                     e.table.clone(),
                     status,
                     versions,
                     e.rows_after.unwrap_or(e.rows_before).to_string(),
-                    e.backup_copy
-                        .clone()
-                        .or_else(|| e.backup_tag.clone())
-                        .unwrap_or_else(|| "-".to_owned()),
+                    or_dash(&e.backup_tag),
+                ];
+                if copies {
+                    row.push(or_dash(&e.backup_copy));
+                }
+                row.push(
                     e.duration()
                         .map(|d| format!("{d:.1?}"))
                         .unwrap_or_else(|| "-".to_owned()),
-                ]
+                );
+                row
             })
             .collect();
-        let header = ["id", "table", "status", "version", "rows", "backup", "took"];
-        let mut widths = header.map(str::len);
+        let mut header = vec!["id", "table", "status", "version", "rows", "backup"];
+        if copies {
+            header.push("copy");
+        }
+        header.push("took");
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.len());
             }
         }
         let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
                 if i + 1 == cells.len() {
                     writeln!(f, "{cell}")?;
                 } else {
@@ -86,7 +96,7 @@ impl fmt::Display for StatusTable {
         };
         line(f, &header)?;
         for row in &rows {
-            line(f, &row.each_ref().map(String::as_str))?;
+            line(f, &row.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         for e in self.entries.iter().filter(|e| e.error.is_some()) {
             writeln!(f, "{}: {}", e.id, e.error.as_deref().unwrap_or_default())?;

@@ -65,6 +65,12 @@ pub fn documents_batch(ids: std::ops::Range<i64>, dims: usize) -> RecordBatch {
 /// Creates table `name` with `rows` fixture documents of `dims`-dimensional
 /// vectors, written in batches of up to 10 000 rows.
 ///
+/// The returned handle stays at the version it last saw: after a
+/// [`Migrator::run`](crate::Migrator::run) (which commits through handles of
+/// its own) call [`checkout_latest`](lancedb::Table::checkout_latest) before
+/// reading its version, schema or rows directly, or read it with
+/// [`Snapshot::take`](crate::testing::Snapshot::take), which does.
+///
 /// # Errors
 ///
 /// [`Error::Lance`] if the table cannot be created (e.g. it exists).

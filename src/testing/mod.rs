@@ -7,6 +7,12 @@
 //! properties every migration should have (applies once, reruns are no-ops,
 //! rollback restores the table exactly) for a migration of yours.
 //!
+//! A LanceDB table handle stays at the version it last saw until
+//! [`checkout_latest`](lancedb::Table::checkout_latest): after
+//! [`Migrator::run`](crate::Migrator::run), which commits through handles of
+//! its own, check out the latest version of a fixture's handle before you
+//! read it directly; [`Snapshot::take`] does that for you.
+//!
 //! # Examples
 //!
 //! ```
@@ -87,7 +93,7 @@ impl TempDb {
     ///
     /// # Errors
     ///
-    /// [`Error::Custom`] if the directory cannot be created, [`Error::Lance`]
+    /// [`Error::Io`] if the directory cannot be created, [`Error::Lance`]
     /// if LanceDB cannot open it.
     pub async fn new() -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|source| Error::Io {

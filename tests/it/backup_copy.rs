@@ -98,6 +98,25 @@ async fn a_copy_survives_dropping_the_table_and_restores_it_exactly() {
     let ledger = Migrator::new(tmp.db().clone()).ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Applied);
     assert_eq!(ledger[0].backup_copy.as_deref(), Some(copy.uri()));
+    // `status` shows the tag under `backup` and the copy in its own column.
+    let status = Migrator::new(tmp.db().clone())
+        .add(add_category("0001_category"))
+        .status()
+        .await
+        .unwrap()
+        .to_string();
+    let header: Vec<&str> = status.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "id", "table", "status", "version", "rows", "backup", "copy", "took"
+        ]
+    );
+    let row: Vec<&str> = status.lines().nth(1).unwrap().split_whitespace().collect();
+    assert!(
+        row.windows(2).any(|w| w == [copy.tag(), copy.uri()]),
+        "the tag, then the copy: {status}"
+    );
     // The backup location lists it, and it opens from its path alone.
     assert_eq!(
         BackupCopy::list(location).await.unwrap(),

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use async_trait::async_trait;
 use lancedb::Connection;
 use lancedb::table::NewColumnTransform;
+use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, Snapshot, TempDb};
 use lancedb_migrate::{
     AddColumns, Error, Event, Migration, MigrationContext, Migrator, NewColumn, Phase, Result,

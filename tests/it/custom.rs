@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_schema::{DataType, Schema};
-use async_trait::async_trait;
 use lancedb::table::NewColumnTransform;
+use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, Snapshot};
 use lancedb_migrate::{
     AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, Phase, Result, Rollback,

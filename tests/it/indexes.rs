@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Schema};
-use async_trait::async_trait;
 use lancedb::DistanceType;
 use lancedb::Table;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::index::{Index, IndexType};
 use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb::table::ColumnAlteration;
+use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TestEmbedding};
 use lancedb_migrate::{
     AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, ReEmbed, RebuildIndex,

@@ -163,6 +163,7 @@ async fn edited_migration_is_drift() {
         migration,
         applied,
         current,
+        ..
     } = &err
     else {
         panic!("expected drift, got {err:?}");
@@ -360,7 +361,7 @@ async fn ledger_stays_compact_over_many_runs() {
     #[derive(Debug)]
     struct Nothing(String);
 
-    #[async_trait::async_trait]
+    #[lancedb_migrate::async_trait]
     impl lancedb_migrate::Migration for Nothing {
         fn id(&self) -> &str {
             &self.0

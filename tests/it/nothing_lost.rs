@@ -21,9 +21,9 @@ use arrow_array::{
     ArrayRef, FixedSizeListArray, Int64Array, RecordBatch, StringArray, new_null_array,
 };
 use arrow_schema::{DataType, Schema};
-use async_trait::async_trait;
 use lancedb::Connection;
 use lancedb::table::NewColumnTransform;
+use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
     AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migration, MigrationContext, Migrator,

@@ -415,7 +415,7 @@ async fn repair_accepts_a_drifted_definition_and_refuses_what_it_cannot_fix() {
 #[derive(Debug)]
 struct FailsVerify;
 
-#[async_trait::async_trait]
+#[lancedb_migrate::async_trait]
 impl Migration for FailsVerify {
     fn id(&self) -> &str {
         "0001_fails"

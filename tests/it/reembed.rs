@@ -631,3 +631,23 @@ async fn the_models_own_error_reaches_the_ledger() {
     let after = Snapshot::take(&table, "id").await.unwrap();
     after.assert_same_columns(&before, &["id", "text", "vector"]);
 }
+
+/// A re-embed passes `testing::conformance`, also when the new model keeps
+/// the dimension (the vector column then changes values, not type: its plan
+/// declares it).
+#[tokio::test]
+async fn a_reembed_passes_conformance_with_or_without_a_new_dimension() {
+    for dims in [8, 16] {
+        let reembed = move || {
+            ReEmbed::new(
+                "0002_reembed",
+                "docs",
+                Arc::new(TestEmbedding::new(format!("model-{dims}"), dims)),
+            )
+        };
+        testing::conformance(reembed, "id", async |db| {
+            testing::documents_table(db, "docs", 300, 8).await.unwrap();
+        })
+        .await;
+    }
+}

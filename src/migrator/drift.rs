@@ -1,0 +1,139 @@
+//! Drift: an applied migration whose definition changed since, and advice
+//! that fits the likely cause.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::ledger::{LedgerEntry, Status};
+use crate::migration::Migration;
+
+/// Fails with [`Error::Drift`] for the first applied migration whose
+/// checksum differs from its ledger row's.
+pub(super) fn check(
+    migrations: &[Box<dyn Migration>],
+    entries: &HashMap<String, LedgerEntry>,
+) -> Result<()> {
+    for m in migrations {
+        let Some(entry) = entries.get(m.id()) else {
+            continue;
+        };
+        let current = m.checksum();
+        if entry.status == Status::Applied && entry.checksum != current {
+            return Err(Error::Drift {
+                migration: m.id().to_owned(),
+                applied: entry.checksum.clone(),
+                current,
+                advice: advice(&m.definition(), SystemTime::now()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What to do about a drifted definition: the usual advice, or, when the
+/// definition holds a value that looks computed at start-up (a date-time,
+/// or a Unix time near `now`), to compute it in the migration instead.
+fn advice(definition: &str, now: SystemTime) -> String {
+    match computed_looking(definition, now) {
+        Some(value) => format!(
+            "its definition holds `{value}`, which looks computed when the application starts and so \
+             changes on every start; compute it in the migration instead (`Value::MigrationTime` \
+             stores the time of migration, in string columns too), then accept the new definition \
+             once with `Migrator::repair`"
+        ),
+        None => "restore its original definition and add the change as a new migration".to_owned(),
+    }
+}
+
+/// The first token of `definition` that looks like a time taken at run
+/// time: an ISO 8601 date-time (`2026-12-02T06:30:00…`, `2026-12-02 06:30…`),
+/// or a Unix time in seconds, milliseconds or microseconds within a year of
+/// `now`.
+fn computed_looking(definition: &str, now: SystemTime) -> Option<&str> {
+    let is_token = |c: char| c.is_ascii_alphanumeric() || "-:.+_".contains(c);
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
+    let year = 365.0 * 24.0 * 3600.0;
+    let near_now = |digits: &str| {
+        let Ok(n) = digits.parse::<f64>() else {
+            return false;
+        };
+        [1.0, 1e3, 1e6]
+            .iter()
+            .any(|scale| (n / scale - now_secs).abs() < year)
+    };
+    let bytes = definition.as_bytes();
+    let mut start = 0;
+    while start < definition.len() {
+        let offset = definition[start..].find(|c: char| c.is_ascii_digit())?;
+        let from = start + offset;
+        let to = definition[from..]
+            .find(|c: char| !is_token(c) && c != ' ')
+            .map_or(definition.len(), |n| from + n);
+        let token = definition[from..to].trim_end();
+        if looks_like_date_time(token) {
+            let end = token
+                .char_indices()
+                .find(|&(i, c)| i > 10 && !(c.is_ascii_alphanumeric() || ":.+-".contains(c)))
+                .map_or(token.len(), |(i, _)| i);
+            return Some(&token[..end]);
+        }
+        let digits_end = definition[from..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(definition.len(), |n| from + n);
+        let digits = &definition[from..digits_end];
+        let standalone = from == 0 || !bytes[from - 1].is_ascii_alphanumeric();
+        if standalone && matches!(digits.len(), 10 | 13 | 16) && near_now(digits) {
+            return Some(digits);
+        }
+        start = digits_end.max(from + 1);
+    }
+    None
+}
+
+/// `dddd-dd-ddTdd:dd` or `dddd-dd-dd dd:dd` at the start of `s`.
+fn looks_like_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    b.len() >= 16
+        && (0..4).all(digit)
+        && b[4] == b'-'
+        && digit(5)
+        && digit(6)
+        && b[7] == b'-'
+        && digit(8)
+        && digit(9)
+        && (b[10] == b'T' || b[10] == b' ')
+        && digit(11)
+        && digit(12)
+        && b[13] == b':'
+        && digit(14)
+        && digit(15)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn values_computed_at_start_up_are_named() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_764_657_000);
+        let iso = "add_columns table=docs;created:Utf8 default=Utf8(\"2025-12-02T06:29:59.5+00:00\") not_null;";
+        assert_eq!(
+            computed_looking(iso, now),
+            Some("2025-12-02T06:29:59.5+00:00")
+        );
+        let spaced = "x default=Utf8(\"2025-12-02 06:29:59\")";
+        assert_eq!(computed_looking(spaced, now), Some("2025-12-02 06:29:59"));
+        let epoch = "batch:Int64 default=Int(1764656999123) not_null;";
+        assert_eq!(computed_looking(epoch, now), Some("1764656999123"));
+        let plain = "add_columns table=docs;category:Utf8 default=Utf8(\"general\") not_null;year:Int32 default=Int(2024);";
+        assert_eq!(computed_looking(plain, now), None);
+        let date = "launch:Date32 default=Date { year: 2024, month: 1, day: 31 }";
+        assert_eq!(computed_looking(date, now), None);
+        assert!(advice(iso, now).contains("Value::MigrationTime"));
+        assert!(advice(plain, now).starts_with("restore its original definition"));
+    }
+}

@@ -1,0 +1,225 @@
+//! A downstream application's migrations, as a separate crate would write
+//! them against `lancedb-migrate`'s public API, and their unit tests on real
+//! in-memory tables (`lancedb_migrate::testing`). Built and tested by the
+//! repository's test command (`scripts/cargo test --workspace`), so that
+//! what a downstream crate needs (the `async_trait` re-export, `?` on
+//! LanceDB errors, `testing::conformance`) keeps working.
+
+use arrow_schema::DataType;
+use lancedb_migrate::{
+    AddColumns, Migration, MigrationContext, NewColumn, Result, ResultExt, Value, async_trait,
+};
+
+/// Lower-cases `category` in place: a migration that changes existing data.
+#[derive(Debug)]
+pub struct LowercaseCategory;
+
+#[async_trait]
+impl Migration for LowercaseCategory {
+    fn id(&self) -> &str {
+        "0002_lowercase_category"
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        ctx.check_lease()?;
+        ctx.table()
+            .update()
+            .column("category", "lower(category)")
+            .execute()
+            .await
+            .context("lower-case the categories")?;
+        Ok(())
+    }
+}
+
+/// Stores the length of a text column in a new `text_length` column, with a
+/// plain `?` on the LanceDB call.
+#[derive(Debug)]
+pub struct TextLength {
+    /// The text column.
+    pub column: String,
+}
+
+#[async_trait]
+impl Migration for TextLength {
+    fn id(&self) -> &str {
+        "0003_text_length"
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    fn expected_schema(&self, before: &arrow_schema::Schema) -> Result<arrow_schema::Schema> {
+        let mut fields: Vec<arrow_schema::Field> =
+            before.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(arrow_schema::Field::new(
+            "text_length",
+            DataType::Int64,
+            true,
+        ));
+        Ok(arrow_schema::Schema::new_with_metadata(
+            fields,
+            before.metadata().clone(),
+        ))
+    }
+
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        let length = format!("CAST(character_length({}) AS BIGINT)", self.column);
+        ctx.table()
+            .add_columns()
+            .transform(lancedb::table::NewColumnTransform::SqlExpressions(vec![(
+                "text_length".to_owned(),
+                length,
+            )]))
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// The seed schema's `created_at`, an ISO 8601 string column, set to the
+/// time of migration.
+pub fn created_at() -> AddColumns {
+    AddColumns::new("0004_created_at", "documents")
+        .column(NewColumn::new("created_at", DataType::Utf8).default_value(Value::MigrationTime))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Array, RecordBatch};
+    use lancedb::table::NewColumnTransform;
+    use lancedb_migrate::testing::{self, Snapshot};
+    use lancedb_migrate::{Error, Migrator};
+
+    use super::*;
+
+    /// The fixture table plus a mixed-case `category`.
+    async fn documents(db: &lancedb::Connection) {
+        let table = testing::documents_table(db, "documents", 30, 4)
+            .await
+            .unwrap();
+        table
+            .add_columns()
+            .transform(NewColumnTransform::SqlExpressions(vec![(
+                "category".to_owned(),
+                "'SPORT'".to_owned(),
+            )]))
+            .execute()
+            .await
+            .unwrap();
+        table
+            .update()
+            .only_if("id % 3 = 0")
+            .column("category", "'News'")
+            .execute()
+            .await
+            .unwrap();
+    }
+
+    fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+        let column = batch.column_by_name(column).unwrap().as_string::<i32>();
+        (0..column.len())
+            .map(|i| column.value(i).to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_migration_passes_conformance() {
+        testing::conformance(|| LowercaseCategory, "id", async |db| documents(db).await).await;
+        let count = || TextLength {
+            column: "text".to_owned(),
+        };
+        testing::conformance(count, "id", async |db| documents(db).await).await;
+        testing::conformance(created_at, "id", async |db| documents(db).await).await;
+    }
+
+    #[tokio::test]
+    async fn the_migrations_do_what_they_say() {
+        let db = testing::memory_db().await.unwrap();
+        documents(&db).await;
+        let migrator = || {
+            Migrator::new(db.clone())
+                .add(LowercaseCategory)
+                .add(TextLength {
+                    column: "text".to_owned(),
+                })
+                .add(created_at())
+        };
+        let report = migrator().run().await.unwrap();
+        assert_eq!(report.applied().count(), 3);
+        let table = db.open_table("documents").execute().await.unwrap();
+        let after = Snapshot::take(&table, "id").await.unwrap();
+        let categories = strings(after.batch(), "category");
+        assert!(categories.iter().all(|c| c == "news" || c == "sport"));
+        assert_eq!(categories.iter().filter(|c| *c == "news").count(), 10);
+        let lengths = after
+            .column("text_length")
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let texts = strings(after.batch(), "text");
+        assert_eq!(lengths.null_count(), 0);
+        for (text, &length) in texts.iter().zip(lengths.values()) {
+            assert_eq!(text.chars().count() as i64, length, "{text}");
+        }
+        // One ISO 8601 UTC time for every row, and the next start is a no-op
+        // (no drift: the definition says `migration_time`, not the time).
+        let created = strings(after.batch(), "created_at");
+        assert!(created.iter().all(|t| t == &created[0]));
+        assert!(
+            created[0].len() == "2026-12-02T06:30:00.123456Z".len() && created[0].ends_with('Z'),
+            "{}",
+            created[0]
+        );
+        assert!(migrator().run().await.unwrap().is_noop());
+    }
+
+    /// `?` on a LanceDB error in a hook keeps what was being done and
+    /// LanceDB's own error, in the error and in the ledger.
+    #[tokio::test]
+    async fn a_failing_lancedb_call_keeps_its_operation_and_cause() {
+        let db = testing::memory_db().await.unwrap();
+        testing::documents_table(&db, "documents", 10, 4)
+            .await
+            .unwrap();
+        // No `category` column: the update fails.
+        let migrator = Migrator::new(db.clone()).add(LowercaseCategory);
+        let err = migrator.run().await.unwrap_err();
+        let cause = err.cause();
+        assert!(
+            matches!(cause, Error::Lance { operation, .. } if operation == "lower-case the categories"),
+            "{cause:?}"
+        );
+        assert_eq!(
+            cause.to_string(),
+            "lancedb could not lower-case the categories"
+        );
+        let root = err.root_cause().to_string();
+        assert!(
+            root.contains("category"),
+            "the root cause names the column: {root}"
+        );
+        let recorded = migrator.ledger().await.unwrap()[0].error.clone().unwrap();
+        assert!(
+            recorded.contains("lower-case the categories") && recorded.contains(&root),
+            "{recorded}"
+        );
+
+        let err = Migrator::new(db.clone())
+            .add(TextLength {
+                column: "no_such_column".to_owned(),
+            })
+            .run()
+            .await
+            .unwrap_err();
+        let cause = err.cause();
+        assert!(
+            matches!(cause, Error::Lance { .. }) && std::error::Error::source(cause).is_some(),
+            "a plain `?` keeps LanceDB's error as the source: {cause:?}"
+        );
+    }
+}
