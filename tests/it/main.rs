@@ -6,6 +6,7 @@ mod bad_input;
 mod concurrency;
 mod custom;
 mod indexes;
+mod interop;
 mod migrator;
 mod minilm;
 mod nothing_lost;

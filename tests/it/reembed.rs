@@ -651,3 +651,56 @@ async fn a_reembed_passes_conformance_with_or_without_a_new_dimension() {
         .await;
     }
 }
+
+/// The Python/TypeScript clients' `embedding_functions` metadata: a
+/// re-embed given `client_embedding_config` points the target's entry at
+/// the new model (keeping other entries); without it the entry is removed.
+/// (`interop.rs` checks what the Python client then does.)
+#[tokio::test]
+async fn the_clients_embedding_configuration_follows_the_new_model() {
+    let entries = serde_json::json!([
+        {"name": "hash-embed", "model": {"dims": 8}, "source_column": "text", "vector_column": "vector"},
+        {"name": "other", "model": {}, "source_column": "title", "vector_column": "title_vector"},
+    ]);
+    for config in [true, false] {
+        let db = testing::memory_db().await.unwrap();
+        let batch = testing::documents_batch(0..300, 8);
+        let schema = arrow_schema::Schema::new_with_metadata(
+            batch.schema().fields().clone(),
+            [("embedding_functions".to_owned(), entries.to_string())].into(),
+        );
+        let batch = RecordBatch::try_new(Arc::new(schema), batch.columns().to_vec()).unwrap();
+        let table = db.create_table("docs", batch).execute().await.unwrap();
+        let mut reembed = ReEmbed::new("0002", "docs", Arc::new(TestEmbedding::new("m16", 16)));
+        if config {
+            reembed =
+                reembed.client_embedding_config(r#"{"name": "hash-embed", "model": {"dims": 16}}"#);
+        }
+        Migrator::new(db.clone()).add(reembed).run().await.unwrap();
+        table.checkout_latest().await.unwrap();
+        let metadata = table.schema().await.unwrap().metadata().clone();
+        let after: serde_json::Value =
+            serde_json::from_str(&metadata["embedding_functions"]).unwrap();
+        let for_vector: Vec<_> = after
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["vector_column"] == "vector")
+            .collect();
+        if config {
+            assert_eq!(for_vector.len(), 1, "{after}");
+            assert_eq!(for_vector[0]["model"]["dims"], 16, "{after}");
+            assert_eq!(for_vector[0]["source_column"], "text", "{after}");
+        } else {
+            assert!(for_vector.is_empty(), "{after}");
+        }
+        assert!(
+            after
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["vector_column"] == "title_vector"),
+            "other entries are kept: {after}"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use arrow_schema::Schema;
 use async_trait::async_trait;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::table::NewColumnTransform;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::context::MigrationContext;
 
@@ -122,6 +122,9 @@ pub struct ReEmbed {
     checkpoint_every: Duration,
     sample: usize,
     tolerance: f32,
+    /// What other clients (Python, TypeScript) should embed queries with:
+    /// `{"name": …, "model": {…}}` of their embedding registry.
+    client_config: Option<String>,
 }
 
 impl fmt::Debug for ReEmbed {
@@ -137,6 +140,7 @@ impl fmt::Debug for ReEmbed {
             .field("checkpoint_every", &self.checkpoint_every)
             .field("sample", &self.sample)
             .field("tolerance", &self.tolerance)
+            .field("client_config", &self.client_config)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +190,7 @@ impl ReEmbed {
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             sample: Self::DEFAULT_SAMPLE,
             tolerance: Self::DEFAULT_TOLERANCE,
+            client_config: None,
         }
     }
 
@@ -193,6 +198,28 @@ impl ReEmbed {
     /// [`DEFAULT_SOURCE_COLUMN`](Self::DEFAULT_SOURCE_COLUMN).
     pub fn source_column(mut self, column: impl Into<String>) -> Self {
         self.source = column.into();
+        self
+    }
+
+    /// How the LanceDB clients that keep their embedding configuration in
+    /// the table (Python and TypeScript: the `embedding_functions` schema
+    /// metadata) embed text queries against the new vectors: the JSON of
+    /// their registry entry, `{"name": <registered name>, "model": {<its
+    /// arguments>}}`, e.g.
+    /// `{"name": "sentence-transformers", "model": {"name": "all-mpnet-base-v2"}}`.
+    ///
+    /// The swap writes it as the target column's entry (with this
+    /// migration's source and target columns), so those clients embed
+    /// their queries with the new model. Without it, an entry for the
+    /// target column is **removed** (with a warning and a note in the
+    /// ledger details, `embedding_functions`): a client then refuses text
+    /// queries on the column ("no embedding function") instead of embedding
+    /// them with the old model. A rollback restores the old entry.
+    ///
+    /// The JSON is checked (an object with a string `name` and an object
+    /// `model`) before anything is written: [`Error::InvalidMigration`](crate::Error::InvalidMigration).
+    pub fn client_embedding_config(mut self, json: impl Into<String>) -> Self {
+        self.client_config = Some(json.into());
         self
     }
 
@@ -272,10 +299,14 @@ impl Migration for ReEmbed {
             .dest_type()
             .map(|t| t.to_string())
             .unwrap_or_default();
-        format!(
+        let mut definition = format!(
             "ReEmbed {{ table: {:?}, source: {:?}, target: {:?}, model: {:?}, dest: {dest} }}",
             self.table, self.source, self.target, self.model
-        )
+        );
+        if let Some(config) = &self.client_config {
+            definition.push_str(&format!(" client_config: {config}"));
+        }
+        definition
     }
 
     fn resumable(&self) -> bool {
@@ -308,6 +339,9 @@ impl Migration for ReEmbed {
         let staging = self.staging_column();
         if !swapped && current.field_with_name(&staging).is_err() {
             self.add_staging_column(ctx).await?;
+        }
+        if !swapped {
+            self.note_client_config(ctx, current.metadata());
         }
         let backfill = self
             .backfill(ctx, if swapped { &self.target } else { &staging })
@@ -364,6 +398,31 @@ impl Migration for ReEmbed {
 }
 
 impl ReEmbed {
+    /// Says in the ledger details (and the log) what the swap does to the
+    /// other clients' embedding configuration of the target column.
+    fn note_client_config(&self, ctx: &MigrationContext, metadata: &HashMap<String, String>) {
+        let before = self.client_model_before(metadata);
+        let note = match (&self.client_config, before) {
+            (Some(config), _) => format!("set for `{}` to {config}", self.target),
+            (None, Some(old)) => {
+                warn!(
+                    table = self.table,
+                    column = self.target,
+                    old,
+                    "the table's client embedding configuration for the re-embedded column is removed: \
+                     give ReEmbed::client_embedding_config so Python and TypeScript clients embed \
+                     text queries with the new model"
+                );
+                format!(
+                    "removed for `{}` (it named {old}); other clients refuse text queries on it until one is set",
+                    self.target
+                )
+            }
+            (None, None) => return,
+        };
+        ctx.record_detail("embedding_functions", note);
+    }
+
     /// Adds the staging column, all-null (metadata only).
     async fn add_staging_column(&self, ctx: &MigrationContext) -> Result<()> {
         let staging = self.staging_column();

@@ -6,11 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow_schema::{DataType, Field, Schema};
 use lancedb::table::{ColumnDefinition, ColumnKind};
+use serde_json::Value as Json;
 
 use crate::builtin::reembed::ReEmbed;
 use crate::error::{Error, Result};
 
 const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
+/// The schema metadata key under which the Python and TypeScript clients
+/// keep their embedding configuration: a JSON list of `{name, model,
+/// source_column, vector_column}`.
+pub(super) const EMBEDDING_FUNCTIONS_KEY: &str = "embedding_functions";
 
 impl ReEmbed {
     /// The schema after the re-embed, checking the input on the way.
@@ -19,6 +24,7 @@ impl ReEmbed {
         if self.batch_size == 0 || self.concurrency == 0 {
             return Err(self.invalid("batch_size and concurrency must be at least 1"));
         }
+        self.client_entry()?;
         let source = before
             .field_with_name(&self.source)
             .map_err(|_| Error::ColumnNotFound {
@@ -81,6 +87,15 @@ impl ReEmbed {
         metadata: &HashMap<String, String>,
     ) -> HashMap<String, String> {
         let mut metadata = metadata.clone();
+        match self.clients_after(&metadata) {
+            Some(list) if list == "[]" => {
+                metadata.remove(EMBEDDING_FUNCTIONS_KEY);
+            }
+            Some(list) => {
+                metadata.insert(EMBEDDING_FUNCTIONS_KEY.to_owned(), list);
+            }
+            None => {}
+        }
         let Some(raw) = metadata.get(COLUMN_DEFINITIONS_KEY) else {
             return metadata;
         };
@@ -110,5 +125,65 @@ impl ReEmbed {
             metadata.insert(COLUMN_DEFINITIONS_KEY.to_owned(), json);
         }
         metadata
+    }
+
+    /// The client-side entry for the target column, from
+    /// [`client_embedding_config`](ReEmbed::client_embedding_config); `None`
+    /// without one. An error when the JSON is not `{"name": "…", "model":
+    /// {…}}`.
+    pub(super) fn client_entry(&self) -> Result<Option<Json>> {
+        let Some(config) = &self.client_config else {
+            return Ok(None);
+        };
+        let bad = |why: &str| {
+            self.invalid(format!(
+                "client_embedding_config must be a JSON object with a string `name` and an object `model` ({why}): {config}"
+            ))
+        };
+        let parsed: Json = serde_json::from_str(config).map_err(|e| bad(&e.to_string()))?;
+        let (Some(name), Some(model)) = (
+            parsed.get("name").and_then(Json::as_str),
+            parsed.get("model").filter(|m| m.is_object()),
+        ) else {
+            return Err(bad("a field is missing or has the wrong type"));
+        };
+        Ok(Some(serde_json::json!({
+            "name": name,
+            "model": model,
+            "source_column": self.source,
+            "vector_column": self.target,
+        })))
+    }
+
+    /// `metadata`'s client embedding configuration with the target column's
+    /// entry replaced by [`client_entry`](Self::client_entry), or removed
+    /// without one; `None` when nothing changes (no such metadata, no entry
+    /// for the target and no client configuration given).
+    pub(super) fn clients_after(&self, metadata: &HashMap<String, String>) -> Option<String> {
+        let entry = self.client_entry().ok().flatten();
+        let mut list: Vec<Json> = match metadata.get(EMBEDDING_FUNCTIONS_KEY) {
+            Some(raw) => serde_json::from_str(raw).ok()?,
+            None if entry.is_some() => Vec::new(),
+            None => return None,
+        };
+        let before = list.len();
+        list.retain(|e| e.get("vector_column").and_then(Json::as_str) != Some(&self.target));
+        if entry.is_none() && list.len() == before {
+            return None;
+        }
+        list.extend(entry);
+        serde_json::to_string(&list).ok()
+    }
+
+    /// The model a client entry for the target column names, when
+    /// `metadata` has one.
+    pub(super) fn client_model_before(&self, metadata: &HashMap<String, String>) -> Option<String> {
+        let list: Vec<Json> = serde_json::from_str(metadata.get(EMBEDDING_FUNCTIONS_KEY)?).ok()?;
+        list.iter()
+            .find(|e| e.get("vector_column").and_then(Json::as_str) == Some(&self.target))
+            .map(|e| {
+                let name = e.get("name").and_then(Json::as_str).unwrap_or("?");
+                format!("{name} {}", e.get("model").cloned().unwrap_or_default())
+            })
     }
 }

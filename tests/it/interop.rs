@@ -1,0 +1,188 @@
+//! The Python LanceDB client (0.40, which embeds Lance 13) as an independent
+//! reader and writer of tables this crate migrates: Python creates the
+//! seed-shaped table (text, a 384-d vector with a registered embedding
+//! function, columns the crate does not know, an IVF_PQ index); the crate
+//! migrates it with every built-in; Python reads every value back, appends
+//! in the old and the new schema, searches by vector through the rebuilt
+//! index and by text through its embedding configuration, and reads the
+//! ledger (`tests/interop/client.py`).
+//!
+//! The client comes from `scripts/python-client.sh`. With
+//! `LANCEDB_MIGRATE_PYTHON` set (as `.ci/run` sets it) the tests use that
+//! python and fail if it does not work; without it they use the script's
+//! default environment when it exists, and otherwise print SKIPPED.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow_schema::DataType;
+use lancedb::index::Index;
+use lancedb::index::scalar::BTreeIndexBuilder;
+use lancedb_migrate::testing::TestEmbedding;
+use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
+
+/// The client configuration the re-embed gives: the Python registry's
+/// `hash-embed` function (the Rust `TestEmbedding`, ported) at 768
+/// dimensions.
+const CLIENT_CONFIG: &str = r#"{"name": "hash-embed", "model": {"dims": 768}}"#;
+
+fn python() -> Option<PathBuf> {
+    if let Some(python) = std::env::var_os("LANCEDB_MIGRATE_PYTHON") {
+        return Some(PathBuf::from(python));
+    }
+    let home = std::env::var_os("HOME")?;
+    let default = Path::new(&home).join(".cache/lancedb-migrate/py/lancedb-0.40.0/bin/python");
+    default.exists().then_some(default)
+}
+
+/// Runs `tests/interop/client.py` with `args`; its output, or a failure with
+/// everything it printed.
+fn client(python: &Path, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "client.py {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
+fn reembed(config: bool) -> ReEmbed {
+    let model = ReEmbed::new(
+        "0002_reembed",
+        "documents",
+        Arc::new(TestEmbedding::new("hash-embed-768", 768)),
+    );
+    if config {
+        model.client_embedding_config(CLIENT_CONFIG)
+    } else {
+        model
+    }
+}
+
+fn migrator(db: lancedb::Connection, config: bool) -> Migrator {
+    Migrator::new(db)
+        .add(
+            AddColumns::new("0001_columns", "documents")
+                .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
+                .column(
+                    NewColumn::new("created_at", DataType::Utf8)
+                        .default_value(Value::MigrationTime),
+                ),
+        )
+        .add(reembed(config))
+        .add(RebuildIndex::new(
+            "0003_id_index",
+            "documents",
+            "id",
+            Index::BTree(BTreeIndexBuilder::default()),
+        ))
+}
+
+/// With the client configuration, Python embeds its text queries with the
+/// new model; without it, the entry is removed and Python refuses text
+/// queries (never embedding them with the old 384-d model). Either way it
+/// reads every value, appends in both schemas and searches by vector.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_reads_appends_and_searches_after_every_builtin() {
+    let Some(python) = python() else {
+        eprintln!(
+            "SKIPPED: no Python LanceDB client (run scripts/python-client.sh); the interop test did not run"
+        );
+        return;
+    };
+    for config in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        client(&python, &["create", path]);
+        let db = lancedb::connect(path).execute().await.unwrap();
+        let report = migrator(db.clone(), config).run().await.unwrap();
+        assert_eq!(report.applied().count(), 3);
+        let note = &report.migrations()[1].details["embedding_functions"];
+        if config {
+            assert!(note.starts_with("set for `vector`"), "{note}");
+        } else {
+            assert!(
+                note.contains("removed") && note.contains("hash-embed"),
+                "{note}"
+            );
+        }
+        let mode = if config { "config" } else { "none" };
+        let out = client(&python, &["check", path, mode]);
+        assert!(out.contains(&format!("checked ({mode})")), "{out}");
+        if !config {
+            assert!(out.contains("text query refused"), "{out}");
+        }
+    }
+}
+
+/// A re-embed that fails is rolled back with the client configuration: the
+/// table's `embedding_functions` names the old model again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_reembed_gives_the_clients_their_old_configuration_back() {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python LanceDB client (run scripts/python-client.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    client(&python, &["create", path]);
+    let db = lancedb::connect(path).execute().await.unwrap();
+    let table = db.open_table("documents").execute().await.unwrap();
+    let before = table.schema().await.unwrap().metadata().clone();
+    assert!(before["embedding_functions"].contains("384"), "{before:?}");
+
+    let failing = ReEmbed::new(
+        "0002_reembed",
+        "documents",
+        Arc::new(TestEmbedding::new("hash-embed-768", 768).fail_after(300)),
+    )
+    .client_embedding_config(CLIENT_CONFIG)
+    .batch_size(100);
+    Migrator::new(db.clone())
+        .add(failing)
+        .run()
+        .await
+        .unwrap_err();
+    table.checkout_latest().await.unwrap();
+    let after = table.schema().await.unwrap().metadata().clone();
+    assert_eq!(
+        after.get("embedding_functions"),
+        before.get("embedding_functions")
+    );
+}
+
+/// A client configuration that is not `{"name": …, "model": {…}}` is refused
+/// before anything is written.
+#[tokio::test]
+async fn a_malformed_client_configuration_is_refused() {
+    let db = lancedb_migrate::testing::memory_db().await.unwrap();
+    lancedb_migrate::testing::documents_table(&db, "documents", 10, 4)
+        .await
+        .unwrap();
+    for bad in [
+        r#"{"model": {}}"#,
+        r#"{"name": "x", "model": 3}"#,
+        "not json",
+    ] {
+        let err = Migrator::new(db.clone())
+            .add(reembed(false).client_embedding_config(bad))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.cause(), lancedb_migrate::Error::InvalidMigration { reason, .. } if reason.contains("client_embedding_config")),
+            "{err:?}"
+        );
+    }
+    assert!(Migrator::new(db).ledger().await.unwrap().is_empty());
+}
