@@ -5,7 +5,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::backup::Backup;
-use crate::ledger::LedgerEntry;
 
 /// The outcome of one [`Migrator::run`](crate::Migrator::run).
 ///
@@ -108,24 +107,6 @@ pub struct MigrationReport {
 }
 
 impl MigrationReport {
-    /// The report of what `entry` records, with no backup or phase timings
-    /// (known only to the run that applied it).
-    pub(crate) fn of(entry: &LedgerEntry, outcome: Outcome) -> Self {
-        Self {
-            id: entry.id.clone(),
-            table: entry.table.clone(),
-            outcome,
-            version_before: entry.version_before,
-            version_after: entry.version_after,
-            rows_before: entry.rows_before,
-            rows_after: entry.rows_after,
-            backup: None,
-            phases: Vec::new(),
-            details: entry.details.clone(),
-            duration: entry.duration().unwrap_or_default(),
-        }
-    }
-
     /// The duration of `phase`, if it ran.
     pub fn phase(&self, phase: Phase) -> Option<Duration> {
         self.phases

@@ -369,7 +369,7 @@ impl<'a> Apply<'a> {
             backup: ctx.backup().cloned(),
             phases: std::mem::take(&mut self.phases),
             duration,
-            ..MigrationReport::of(&entry, Outcome::Applied)
+            ..super::report_of(&entry, Outcome::Applied)
         })
     }
 

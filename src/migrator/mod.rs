@@ -363,5 +363,23 @@ pub(crate) fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
 }
 
 fn skipped(entry: &LedgerEntry) -> MigrationReport {
-    MigrationReport::of(entry, Outcome::Skipped)
+    report_of(entry, Outcome::Skipped)
+}
+
+/// The report of what `entry` records, with no backup or phase timings
+/// (known only to the run that applied it).
+pub(super) fn report_of(entry: &LedgerEntry, outcome: Outcome) -> MigrationReport {
+    MigrationReport {
+        id: entry.id.clone(),
+        table: entry.table.clone(),
+        outcome,
+        version_before: entry.version_before,
+        version_after: entry.version_after,
+        rows_before: entry.rows_before,
+        rows_after: entry.rows_after,
+        backup: None,
+        phases: Vec::new(),
+        details: entry.details.clone(),
+        duration: entry.duration().unwrap_or_default(),
+    }
 }
