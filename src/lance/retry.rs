@@ -123,35 +123,33 @@ mod tests {
         Duration::ZERO
     }
 
+    /// How many times `retry` calls a step that always fails with `error`.
+    async fn calls_for(error: &str) -> (Result<(), String>, u32) {
+        let mut calls = 0;
+        let result = paced(
+            "test",
+            |e: &String| e == "conflict",
+            no_pause,
+            |_| {
+                calls += 1;
+                let error = error.to_owned();
+                async move { Err(error) }
+            },
+        )
+        .await;
+        (result, calls)
+    }
+
     #[tokio::test]
     async fn retries_only_what_it_is_told_to_and_at_most_attempts_times() {
-        let mut calls = 0;
-        let result: Result<(), String> = paced(
-            "test",
-            |e: &String| e == "conflict",
-            no_pause,
-            |_| {
-                calls += 1;
-                async { Err("conflict".to_owned()) }
-            },
-        )
-        .await;
-        assert_eq!(result, Err("conflict".to_owned()));
-        assert_eq!(calls, ATTEMPTS);
-
-        let mut calls = 0;
-        let result: Result<(), String> = paced(
-            "test",
-            |e: &String| e == "conflict",
-            no_pause,
-            |_| {
-                calls += 1;
-                async { Err("disk full".to_owned()) }
-            },
-        )
-        .await;
-        assert_eq!(result, Err("disk full".to_owned()));
-        assert_eq!(calls, 1);
+        assert_eq!(
+            calls_for("conflict").await,
+            (Err("conflict".to_owned()), ATTEMPTS)
+        );
+        assert_eq!(
+            calls_for("disk full").await,
+            (Err("disk full".to_owned()), 1)
+        );
 
         let result: Result<u32, String> = paced(
             "test",

@@ -379,7 +379,8 @@ impl<'a> Apply<'a> {
     /// deletes and compaction by the application are expected.
     async fn confirm(&self, ctx: &MigrationContext, verified: u64) -> Result<(u64, u64)> {
         let table = ctx.table_name();
-        let version = crate::lance::latest_version(ctx.table()).await?;
+        // The row count of the very version recorded as the one after.
+        let (version, rows) = crate::lance::latest_row_count(ctx.table()).await?;
         if version > verified
             && let Some((at, op)) =
                 first_reshaping_commit(ctx.table(), verified + 1..version + 1).await?
@@ -391,13 +392,6 @@ impl<'a> Apply<'a> {
                 ),
             ));
         }
-        let rows = ctx
-            .table()
-            .count_rows(None)
-            .await
-            .map_err(Error::lance(format!(
-                "read the row count of table `{table}`"
-            )))? as u64;
         Ok((version, rows))
     }
 

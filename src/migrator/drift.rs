@@ -51,42 +51,39 @@ fn advice(definition: &str, now: SystemTime) -> String {
 /// or a Unix time in seconds, milliseconds or microseconds within a year of
 /// `now`.
 fn computed_looking(definition: &str, now: SystemTime) -> Option<&str> {
-    let is_token = |c: char| c.is_ascii_alphanumeric() || "-:.+_".contains(c);
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
-    let year = 365.0 * 24.0 * 3600.0;
     let near_now = |digits: &str| {
-        let Ok(n) = digits.parse::<f64>() else {
-            return false;
-        };
-        [1.0, 1e3, 1e6]
-            .iter()
-            .any(|scale| (n / scale - now_secs).abs() < year)
+        let year = 365.0 * 24.0 * 3600.0;
+        digits.parse::<f64>().is_ok_and(|n| {
+            [1.0, 1e3, 1e6]
+                .iter()
+                .any(|scale| (n / scale - now_secs).abs() < year)
+        })
     };
     let bytes = definition.as_bytes();
-    let mut start = 0;
-    while start < definition.len() {
-        let offset = definition[start..].find(|c: char| c.is_ascii_digit())?;
-        let from = start + offset;
-        let to = definition[from..]
-            .find(|c: char| !is_token(c) && c != ' ')
-            .map_or(definition.len(), |n| from + n);
-        let token = definition[from..to].trim_end();
-        if looks_like_date_time(token) {
-            let end = token
-                .char_indices()
-                .find(|&(i, c)| i > 10 && !(c.is_ascii_alphanumeric() || ":.+-".contains(c)))
-                .map_or(token.len(), |(i, _)| i);
-            return Some(&token[..end]);
+    let mut i = 0;
+    while i < bytes.len() {
+        // Only digits that start a token: not inside a name or a number.
+        if !bytes[i].is_ascii_digit() || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+            i += 1;
+            continue;
         }
-        let digits_end = definition[from..]
+        let rest = &definition[i..];
+        if looks_like_date_time(rest) {
+            let end = rest
+                .char_indices()
+                .skip(16)
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || ":.+-".contains(c)))
+                .map_or(rest.len(), |(j, _)| j);
+            return Some(&rest[..end]);
+        }
+        let digits = &rest[..rest
             .find(|c: char| !c.is_ascii_digit())
-            .map_or(definition.len(), |n| from + n);
-        let digits = &definition[from..digits_end];
-        let standalone = from == 0 || !bytes[from - 1].is_ascii_alphanumeric();
-        if standalone && matches!(digits.len(), 10 | 13 | 16) && near_now(digits) {
+            .unwrap_or(rest.len())];
+        if matches!(digits.len(), 10 | 13 | 16) && near_now(digits) {
             return Some(digits);
         }
-        start = digits_end.max(from + 1);
+        i += digits.len();
     }
     None
 }

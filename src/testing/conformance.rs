@@ -55,10 +55,7 @@ where
     M: crate::Migration + 'static,
     F: AsyncFn(&Connection),
 {
-    let db = memory_db().await.expect("in-memory database");
-    setup(&db).await;
-    let m = migration();
-    let table = open(&db, m.table()).await;
+    let (db, m, table) = fresh(&migration, &setup).await;
     let before = Snapshot::take(&table, key).await.expect("snapshot before");
     let migrator = crate::Migrator::new(db.clone()).add(m);
     let declared = declared_columns(&migrator).await;
@@ -92,10 +89,7 @@ where
         "a second run creates no table version"
     );
 
-    let db = memory_db().await.expect("in-memory database");
-    setup(&db).await;
-    let m = migration();
-    let table = open(&db, m.table()).await;
+    let (db, m, table) = fresh(&migration, &setup).await;
     let before = Snapshot::take(&table, key).await.expect("snapshot before");
     let failing = crate::Migrator::new(db.clone()).add(FailVerify { inner: m });
     let err = failing
@@ -152,11 +146,8 @@ where
     M: crate::Migration + 'static,
     F: AsyncFn(&Connection),
 {
-    let db = memory_db().await.expect("in-memory database");
-    setup(&db).await;
-    let m = migration();
-    let table = open(&db, m.table()).await;
-    crate::Migrator::new(db.clone())
+    let (db, m, table) = fresh(migration, setup).await;
+    crate::Migrator::new(db)
         .add(m)
         .run()
         .await
@@ -175,11 +166,27 @@ fn column_names(snapshot: &Snapshot) -> Vec<String> {
         .collect()
 }
 
-async fn open(db: &Connection, name: &str) -> Table {
-    db.open_table(name)
+/// A fresh in-memory database set up by `setup`, a new migration, and the
+/// table it migrates.
+#[expect(
+    clippy::future_not_send,
+    reason = "awaited by `conformance` only; the setup closure need not be Sync"
+)]
+async fn fresh<M, F>(migration: &impl Fn() -> M, setup: &F) -> (Connection, M, Table)
+where
+    M: crate::Migration + 'static,
+    F: AsyncFn(&Connection),
+{
+    let db = memory_db().await.expect("in-memory database");
+    setup(&db).await;
+    let m = migration();
+    let name = m.table().to_owned();
+    let table = db
+        .open_table(&name)
         .execute()
         .await
-        .unwrap_or_else(|e| panic!("setup must create table `{name}`: {e}"))
+        .unwrap_or_else(|e| panic!("setup must create table `{name}`: {e}"));
+    (db, m, table)
 }
 
 /// Columns present with the same type in both snapshots.
