@@ -7,6 +7,9 @@
 //! LANCEDB_MIGRATE_BENCH_ROWS=10000,100000 scripts/cargo bench --bench migrate
 //! # the real-model group (opt-in, ~5 minutes; needs scripts/fetch-minilm.sh):
 //! scripts/cargo bench --bench migrate -- minilm
+//! # object storage, without and with 20 ms per request (the S3 server of
+//! # scripts/s3-server.sh; skipped without it):
+//! LANCEDB_MIGRATE_S3="$(scripts/s3-server.sh start)" scripts/cargo bench --bench migrate -- s3_
 //! ```
 //!
 //! Each table is created once per size (deterministic data, 384-d vectors)
@@ -25,6 +28,9 @@ use std::sync::Arc;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
 use tokio::runtime::Runtime;
+
+#[path = "../tests/support/s3.rs"]
+mod s3;
 
 const DIMS: usize = 384;
 const TABLE: &str = "documents";
@@ -597,6 +603,88 @@ fn benches(c: &mut Criterion) {
     reembed(c, &rt, &fixtures);
     index_rebuild(c, &rt, &fixtures);
     minilm(c, &rt);
+    object_storage(c, &rt);
+}
+
+/// A table of 10,000 rows in a bucket of the S3 server, answering each
+/// request after `delay`.
+async fn s3_fixture(s3: &s3::S3, delay: Duration) -> (Connection, Table, Backup, String) {
+    let bucket = s3.fresh_bucket("bench");
+    let db = s3.connect(&format!("s3://{bucket}/db")).await;
+    let table = testing::documents_table(&db, TABLE, 10_000, DIMS)
+        .await
+        .unwrap();
+    let version = table.version().await.unwrap();
+    table
+        .tags()
+        .await
+        .unwrap()
+        .create(BASE_TAG, version)
+        .await
+        .unwrap();
+    s3.configure(&bucket, false, delay);
+    (db, table, Backup::new(TABLE, version, BASE_TAG), bucket)
+}
+
+/// No-op start and one `AddColumns` on the S3 server against the plain
+/// LanceDB calls, without and with a fixed delay per request: what the
+/// crate's requests cost where each one is a network round trip. Request
+/// counts are in the test `s3_store::requests_of_a_noop_start_and_of_one_migration`.
+fn object_storage(c: &mut Criterion, rt: &Runtime) {
+    let Some(s3) = s3::S3::from_env("the s3_ benchmarks") else {
+        return;
+    };
+    for delay_ms in [0u64, 20] {
+        let delay = Duration::from_millis(delay_ms);
+        let (db, table, base, _bucket) = rt.block_on(s3_fixture(&s3, delay));
+        let mut group = c.benchmark_group(format!("s3_{delay_ms}ms_per_request"));
+        group.sample_size(10);
+        group.sampling_mode(SamplingMode::Flat);
+        let migrator = Migrator::new(db.clone()).add(three_columns("0001"));
+        rt.block_on(async { migrator.run().await.unwrap() });
+        group.bench_function("noop_startup/raw_open_and_schema", |b| {
+            b.to_async(rt).iter(|| async {
+                let table = db.open_table(TABLE).execute().await.unwrap();
+                table.schema().await.unwrap();
+            });
+        });
+        group.bench_function("noop_startup/migrator_run", |b| {
+            b.to_async(rt)
+                .iter(|| async { assert!(migrator.run().await.unwrap().is_noop()) });
+        });
+        let reset = || async {
+            base.restore(&table).await.unwrap();
+            drop_ledger(&db, "s3_ledger").await;
+        };
+        group.bench_function("add_3_columns/raw_add_columns", |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    reset().await;
+                    let start = Instant::now();
+                    raw_add_three_columns(&table).await;
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+        group.bench_function("add_3_columns/migrator", |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    reset().await;
+                    let m = Migrator::new(db.clone())
+                        .ledger_table("s3_ledger")
+                        .add(three_columns("0001"));
+                    let start = Instant::now();
+                    m.run().await.unwrap();
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(migrate, benches);

@@ -323,6 +323,26 @@ pub enum Error {
         generation: u64,
     },
 
+    /// The object store under the database does not enforce put-if-absent
+    /// (a create of an object that exists must be refused). The migration
+    /// lease and Lance's own commits rely on it; on such a store two
+    /// processes can both take the lease and concurrent commits silently
+    /// overwrite each other. Checked once per process before the first
+    /// lease is taken; nothing of the migrated tables has been written.
+    #[error(
+        "the object store at `{uri}` does not enforce put-if-absent ({found}): two processes \
+         could both hold the migration lease and commits could overwrite each other. Use a store \
+         with conditional writes (`If-None-Match: *`; S3, or S3-compatible stores that support it), \
+         keep `aws_conditional_put` at its default, or, only if a single process ever writes this \
+         database, opt out with `Migrator::allow_unsafe_store`"
+    )]
+    UnsafeStore {
+        /// Where the check was made (the ledger's location).
+        uri: String,
+        /// What the check saw.
+        found: String,
+    },
+
     /// A migration's code panicked in one of its hooks. The panic was
     /// caught: the table is restored like after any other failure, and the
     /// ledger records the migration `failed` with the message.

@@ -90,6 +90,10 @@ mod migrator;
 mod plan;
 mod progress;
 mod report;
+/// The local S3 server of the tests (`scripts/s3-server.sh`).
+#[cfg(test)]
+#[path = "../tests/support/s3.rs"]
+mod s3_test_server;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -102,7 +106,7 @@ pub use crate::lance::indexes::IndexSpec;
 /// trait methods), re-exported so that downstream crates need not depend on
 /// `async-trait` themselves: `#[lancedb_migrate::async_trait]`.
 pub use async_trait::async_trait;
-pub use backup::{Backup, BackupCopy};
+pub use backup::{Backup, BackupCopy, BackupLocation};
 pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
     WithBackupCopy,

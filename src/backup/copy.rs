@@ -14,7 +14,7 @@ use serde_json::{Value as Json, json};
 use tracing::{info, warn};
 
 use crate::backup::content::{self, Content};
-use crate::backup::{Backup, BackupCopy};
+use crate::backup::{Backup, BackupCopy, BackupLocation, Options};
 use crate::error::{BoxError, CopyProblem, Error, Result};
 use crate::lance::files::{self, Snapshot};
 
@@ -25,7 +25,9 @@ const FORMAT: u64 = 1;
 
 impl BackupCopy {
     /// Copies `backup`'s version of `table` to `location` (a directory path
-    /// or object-store URI) and returns the finished copy.
+    /// or object-store URI, see [`BackupLocation`]) and returns the finished
+    /// copy. The copy is written with the table's storage options, with the
+    /// location's own on top.
     ///
     /// A finished copy of the same version already there (a retried
     /// migration) is reused; an unfinished one left by an interrupted
@@ -37,15 +39,24 @@ impl BackupCopy {
     /// path ([`CopyProblem::Exists`]) or the copy cannot be written
     /// ([`CopyProblem::Write`]: not writable, out of space); whatever was
     /// written is removed.
-    pub async fn create(table: &Table, backup: &Backup, location: &str) -> Result<Self> {
+    pub async fn create(
+        table: &Table,
+        backup: &Backup,
+        location: impl Into<BackupLocation>,
+    ) -> Result<Self> {
+        let location = location.into();
         let name = format!("{}__{}", backup.table(), backup.tag());
-        let uri = join(location, &format!("{name}.lance"));
+        let uri = join(location.uri(), &format!("{name}.lance"));
         let error = |problem| Error::BackupCopy {
             table: backup.table().to_owned(),
             location: uri.clone(),
             problem,
         };
-        match found(&uri)
+        let source = Snapshot::current(table)
+            .await
+            .map_err(|e| error(CopyProblem::Read(e.into())))?;
+        let options = Options::merged(source.storage_options(), location.options());
+        match found(&uri, &options)
             .await
             .map_err(|e| error(CopyProblem::Write(e)))?
         {
@@ -64,21 +75,22 @@ impl BackupCopy {
                     uri,
                     "removing an unfinished backup copy left by an interrupted attempt"
                 );
-                remove(&uri).await;
+                remove(&uri, &options).await;
             }
             Found::Copy(_) | Found::Other => return Err(error(CopyProblem::Exists)),
         }
         let started = Instant::now();
-        let copied = copy_version(table, backup, &uri).await;
+        let copied = copy_version(table, backup, &uri, &options).await;
         let (mut copy, content, indexes) = match copied {
             Ok(done) => done,
             Err(e) => {
-                remove(&uri).await;
+                remove(&uri, &options).await;
                 return Err(error(CopyProblem::Write(e)));
             }
         };
         let record = Self {
             uri: uri.clone(),
+            options: options.clone(),
             table: backup.table().to_owned(),
             tag: backup.tag().to_owned(),
             version: backup.version(),
@@ -92,7 +104,7 @@ impl BackupCopy {
             .set_config(RECORD_KEY, &record.to_json().to_string())
             .await;
         if let Err(e) = finished {
-            remove(&uri).await;
+            remove(&uri, &options).await;
             return Err(error(CopyProblem::Write(e)));
         }
         info!(
@@ -104,7 +116,8 @@ impl BackupCopy {
         Ok(record)
     }
 
-    /// Opens the copy at `uri` (a `….lance` dataset path).
+    /// Opens the copy at `uri` (a `….lance` dataset path or URI, with the
+    /// storage options to read it: see [`BackupLocation`]).
     ///
     /// # Errors
     ///
@@ -112,36 +125,56 @@ impl BackupCopy {
     /// there, or [`CopyProblem::Unfinished`] when the dataset there is not a
     /// finished copy (its copying was interrupted, or another program wrote
     /// it).
-    pub async fn open(uri: &str) -> Result<Self> {
+    pub async fn open(uri: impl Into<BackupLocation>) -> Result<Self> {
+        let location = uri.into();
+        Self::open_with(location.uri(), location.options()).await
+    }
+
+    /// Opens the copy at `uri` that an interrupted attempt on `table` made:
+    /// with the table's storage options.
+    pub(crate) async fn reopen(table: &Table, uri: &str) -> Result<Self> {
+        let options = Snapshot::current(table).await?.storage_options();
+        Self::open_with(uri, &Options(options)).await
+    }
+
+    async fn open_with(uri: &str, options: &Options) -> Result<Self> {
         let error = |problem| Error::BackupCopy {
             table: String::new(),
             location: uri.to_owned(),
             problem,
         };
-        match found(uri).await.map_err(|e| error(CopyProblem::Read(e)))? {
+        match found(uri, options)
+            .await
+            .map_err(|e| error(CopyProblem::Read(e)))?
+        {
             Found::Nothing => Err(error(CopyProblem::Missing)),
             Found::Copy(copy) => Ok(copy),
             Found::Unfinished | Found::Other => Err(error(CopyProblem::Unfinished)),
         }
     }
 
-    /// Every finished copy in `location`, ordered by path; unfinished ones
-    /// are skipped.
+    /// Every finished copy in `location` (opened with its storage options,
+    /// see [`BackupLocation`]), ordered by path; unfinished ones are
+    /// skipped.
     ///
     /// # Errors
     ///
     /// [`Error::BackupCopy`] with [`CopyProblem::Read`] when the location
     /// cannot be listed.
-    pub async fn list(location: &str) -> Result<Vec<Self>> {
-        let names = files::list(location).await.map_err(|e| Error::BackupCopy {
-            table: String::new(),
-            location: location.to_owned(),
-            problem: CopyProblem::Read(e),
-        })?;
+    pub async fn list(location: impl Into<BackupLocation>) -> Result<Vec<Self>> {
+        let location = location.into();
+        let options = location.options();
+        let names = files::list(location.uri(), &options.0)
+            .await
+            .map_err(|e| Error::BackupCopy {
+                table: String::new(),
+                location: location.uri().to_owned(),
+                problem: CopyProblem::Read(e),
+            })?;
         let mut copies = Vec::new();
         for name in names.iter().filter(|n| n.ends_with(".lance")) {
-            let uri = join(location, name);
-            if let Ok(Found::Copy(copy)) = found(&uri).await {
+            let uri = join(location.uri(), name);
+            if let Ok(Found::Copy(copy)) = found(&uri, options).await {
                 copies.push(copy);
             }
         }
@@ -162,6 +195,10 @@ impl BackupCopy {
     /// Restores the copy into `db` as a new table `name`, then checks that
     /// the restored table has the copy's row count, schema, content checksum
     /// and indexes.
+    ///
+    /// The new table is written with the copy's storage options (those it
+    /// was made or opened with): on object storage, the database and the
+    /// copy must be reachable with the same ones.
     ///
     /// It never overwrites: the table must not exist (drop or rename the
     /// damaged one first). It does not touch the migration ledger: the
@@ -187,15 +224,16 @@ impl BackupCopy {
         }
         let target = join(db.uri(), &format!("{name}.lance"));
         let started = Instant::now();
+        let options = &self.options.0;
         let cloned = async {
-            Snapshot::open_at(&self.uri, self.data_version)
+            Snapshot::open_at(&self.uri, self.data_version, options)
                 .await?
-                .deep_clone(&target)
+                .deep_clone(&target, options)
                 .await
         }
         .await;
         if let Err(e) = cloned {
-            remove(&target).await;
+            remove(&target, &self.options).await;
             return Err(error(CopyProblem::Write(e)));
         }
         let table = db
@@ -277,7 +315,7 @@ impl BackupCopy {
         })
     }
 
-    fn from_json(uri: &str, record: &str) -> Option<Self> {
+    fn from_json(uri: &str, options: &Options, record: &str) -> Option<Self> {
         let json: Json = serde_json::from_str(record).ok()?;
         let text = |key: &str| json.get(key)?.as_str().map(str::to_owned);
         let number = |key: &str| json.get(key)?.as_u64();
@@ -292,6 +330,7 @@ impl BackupCopy {
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
             uri: uri.to_owned(),
+            options: options.clone(),
             table: text("table")?,
             tag: text("tag")?,
             version: number("version")?,
@@ -317,15 +356,17 @@ enum Found {
 }
 
 /// What is at `uri`.
-async fn found(uri: &str) -> Result<Found, BoxError> {
-    if files::is_empty(uri).await? {
+async fn found(uri: &str, options: &Options) -> Result<Found, BoxError> {
+    if files::is_empty(uri, &options.0).await? {
         return Ok(Found::Nothing);
     }
-    let Ok(dataset) = Snapshot::open(uri).await else {
+    let Ok(dataset) = Snapshot::open(uri, &options.0).await else {
         return Ok(Found::Other);
     };
     Ok(match dataset.config(RECORD_KEY) {
-        Some(record) => BackupCopy::from_json(uri, record).map_or(Found::Other, Found::Copy),
+        Some(record) => {
+            BackupCopy::from_json(uri, options, record).map_or(Found::Other, Found::Copy)
+        }
         None => Found::Unfinished,
     })
 }
@@ -336,10 +377,11 @@ async fn copy_version(
     table: &Table,
     backup: &Backup,
     uri: &str,
+    options: &Options,
 ) -> Result<(Snapshot, Content, Vec<String>), BoxError> {
     let version = Snapshot::of(table, backup.version()).await?;
     let what = format!("version {} of `{}`", backup.version(), backup.table());
-    let clone = version.deep_clone(uri);
+    let clone = version.deep_clone(uri, &options.0);
     let checksum = async { content::scan(&version, &what).await.map_err(BoxError::from) };
     let (copy, content) = futures::try_join!(clone, checksum)?;
     let indexes = version.index_names().await?;
@@ -347,8 +389,8 @@ async fn copy_version(
 }
 
 /// Removes whatever a failed copy or restore left at `uri`.
-async fn remove(uri: &str) {
-    if let Err(e) = files::remove_all(uri).await {
+async fn remove(uri: &str, options: &Options) {
+    if let Err(e) = files::remove_all(uri, &options.0).await {
         warn!(uri, error = %e, "could not remove a partial copy; it has no completion record and is never used");
     }
 }

@@ -9,7 +9,11 @@
 
 pub(crate) mod content;
 mod copy;
+mod location;
 mod tag;
+
+pub use location::BackupLocation;
+pub(crate) use location::Options;
 
 /// A restorable snapshot of a table, taken before a migration: a tag on its
 /// version, and optionally an independent [`BackupCopy`] of that version.
@@ -99,9 +103,13 @@ impl Backup {
 /// schema, a BLAKE3 checksum of its content, index names), written only
 /// once the copy is complete; [`restore`](Self::restore) checks the restored
 /// table against it.
+///
+/// A copy remembers the storage options it was made or opened with (see
+/// [`BackupLocation`]) and uses them to read itself and to write a restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupCopy {
     uri: String,
+    options: Options,
     table: String,
     tag: String,
     version: u64,

@@ -48,7 +48,8 @@ impl Backup {
     }
 
     /// Adds an independent copy of the backup's version, written to
-    /// `location` (a directory path or object-store URI) by
+    /// `location` (a directory path or object-store URI, or a
+    /// [`BackupLocation`](crate::BackupLocation)) by
     /// [`BackupCopy::create`]. Does nothing when the backup has a copy.
     ///
     /// # Errors
@@ -69,7 +70,11 @@ impl Backup {
     ///     .await
     /// # }
     /// ```
-    pub async fn copy_to(mut self, table: &Table, location: &str) -> Result<Self> {
+    pub async fn copy_to(
+        mut self,
+        table: &Table,
+        location: impl Into<crate::BackupLocation>,
+    ) -> Result<Self> {
         if self.copy.is_none() {
             self.copy = Some(BackupCopy::create(table, &self, location).await?);
         }

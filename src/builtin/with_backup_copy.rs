@@ -1,7 +1,7 @@
 //! [`WithBackupCopy`]: any migration, with an independent backup copy made
 //! before it changes anything.
 
-use crate::backup::Backup;
+use crate::backup::{Backup, BackupLocation};
 use crate::context::MigrationContext;
 use crate::error::Result;
 use crate::migration::Migration;
@@ -34,13 +34,14 @@ use crate::plan::{TableInfo, Work};
 #[derive(Debug, Clone)]
 pub struct WithBackupCopy<M> {
     migration: M,
-    location: String,
+    location: BackupLocation,
 }
 
 impl<M: Migration> WithBackupCopy<M> {
-    /// Wraps `migration`, copying its backups to `location` (a directory path
-    /// or object-store URI).
-    pub fn new(migration: M, location: impl Into<String>) -> Self {
+    /// Wraps `migration`, copying its backups to `location`: a directory
+    /// path or object-store URI, or a [`BackupLocation`] with its own
+    /// storage options.
+    pub fn new(migration: M, location: impl Into<BackupLocation>) -> Self {
         Self {
             migration,
             location: location.into(),
@@ -49,7 +50,7 @@ impl<M: Migration> WithBackupCopy<M> {
 
     /// Where the copies go.
     pub fn location(&self) -> &str {
-        &self.location
+        self.location.uri()
     }
 
     /// The wrapped migration.
@@ -70,7 +71,7 @@ crate::migration::forward_migration! {
         /// The wrapped migration's backup, plus a copy of its version.
         async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {
             let backup = self.migration.backup(ctx).await?;
-            backup.copy_to(ctx.table(), &self.location).await
+            backup.copy_to(ctx.table(), self.location.clone()).await
         }
     }
 }

@@ -3,6 +3,7 @@
 //! an object-store URI) probed, listed and removed. What backup copies are
 //! made of.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -10,8 +11,9 @@ use arrow_schema::SchemaRef;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::index::DatasetIndexExt;
-use lance::io::ObjectStore;
+use lance::io::{ObjectStore, ObjectStoreParams, ObjectStoreRegistry, StorageOptionsAccessor};
 use lancedb::Table;
 
 use crate::error::{BoxError, Error, Result};
@@ -44,16 +46,31 @@ impl Snapshot {
         Ok(Self(local_dataset(table).await?.as_ref().clone()))
     }
 
-    /// The dataset at `uri`, at its latest version.
-    pub(crate) async fn open(uri: &str) -> Result<Self, BoxError> {
-        Ok(Self(Dataset::open(uri).await?))
+    /// The dataset at `uri` (opened with storage `options`), at its latest
+    /// version.
+    pub(crate) async fn open(uri: &str, options: &StorageOptions) -> Result<Self, BoxError> {
+        let builder = DatasetBuilder::from_uri(uri).with_store_params(params(options));
+        Ok(Self(builder.load().await?))
     }
 
-    /// The dataset at `uri`, at `version`.
-    pub(crate) async fn open_at(uri: &str, version: u64) -> Result<Self, BoxError> {
-        Ok(Self(
-            Dataset::open(uri).await?.checkout_version(version).await?,
-        ))
+    /// The dataset at `uri` (opened with storage `options`), at `version`.
+    pub(crate) async fn open_at(
+        uri: &str,
+        version: u64,
+        options: &StorageOptions,
+    ) -> Result<Self, BoxError> {
+        let latest = Self::open(uri, options).await?;
+        Ok(Self(latest.0.checkout_version(version).await?))
+    }
+
+    /// The storage options it was opened with (a LanceDB connection's, for
+    /// a table's dataset).
+    pub(crate) fn storage_options(&self) -> StorageOptions {
+        self.0
+            .store_params()
+            .and_then(ObjectStoreParams::storage_options)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Its version.
@@ -78,11 +95,20 @@ impl Snapshot {
     }
 
     /// Copies this version (data, deletion and index files, file by file
-    /// with bounded memory) to a new dataset at `uri`.
-    pub(crate) async fn deep_clone(&self, uri: &str) -> Result<Self, BoxError> {
+    /// with bounded memory) to a new dataset at `uri`, written with storage
+    /// `options` (without them Lance would use only the environment's).
+    pub(crate) async fn deep_clone(
+        &self,
+        uri: &str,
+        options: &StorageOptions,
+    ) -> Result<Self, BoxError> {
         let mut source = self.0.clone();
         let version = self.version();
-        Ok(Self(source.deep_clone(uri, version, None).await?))
+        Ok(Self(
+            source
+                .deep_clone(uri, version, Some(params(options)))
+                .await?,
+        ))
     }
 
     /// Every row, in scan order, in small batches with little read-ahead:
@@ -114,23 +140,45 @@ impl Snapshot {
     }
 }
 
+/// Storage options (`aws_endpoint`, `aws_region`, `allow_http`, …) as
+/// LanceDB's `storage_options` takes them.
+pub(crate) type StorageOptions = HashMap<String, String>;
+
+/// Lance's store parameters for `options`.
+fn params(options: &StorageOptions) -> ObjectStoreParams {
+    ObjectStoreParams {
+        storage_options_accessor: (!options.is_empty())
+            .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options.clone()))),
+        ..ObjectStoreParams::default()
+    }
+}
+
+/// The object store at `uri`, opened with `options`.
+async fn store(
+    uri: &str,
+    options: &StorageOptions,
+) -> Result<(Arc<ObjectStore>, object_store::path::Path), BoxError> {
+    let registry = Arc::new(ObjectStoreRegistry::default());
+    Ok(ObjectStore::from_uri_and_params(registry, uri, &params(options)).await?)
+}
+
 /// Whether nothing is stored at or under `uri`.
-pub(crate) async fn is_empty(uri: &str) -> Result<bool, BoxError> {
-    let (store, path) = ObjectStore::from_uri(uri).await?;
+pub(crate) async fn is_empty(uri: &str, options: &StorageOptions) -> Result<bool, BoxError> {
+    let (store, path) = store(uri, options).await?;
     Ok(store.list(Some(path)).next().await.transpose()?.is_none())
 }
 
 /// The names of the entries directly in `location`. Listed through the
 /// object store, not a LanceDB connection, which would create a missing
 /// directory.
-pub(crate) async fn list(location: &str) -> Result<Vec<String>, BoxError> {
-    let (store, path) = ObjectStore::from_uri(location).await?;
+pub(crate) async fn list(location: &str, options: &StorageOptions) -> Result<Vec<String>, BoxError> {
+    let (store, path) = store(location, options).await?;
     Ok(store.read_dir(path).await?)
 }
 
 /// Removes everything at or under `uri`.
-pub(crate) async fn remove_all(uri: &str) -> Result<(), BoxError> {
-    let (store, path) = ObjectStore::from_uri(uri).await?;
+pub(crate) async fn remove_all(uri: &str, options: &StorageOptions) -> Result<(), BoxError> {
+    let (store, path) = store(uri, options).await?;
     store.remove_dir_all(path).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ pub(crate) mod files;
 pub(crate) mod fragments;
 pub(crate) mod indexes;
 pub(crate) mod retry;
+pub(crate) mod store;
 pub(crate) mod tags;
 
 use std::sync::Arc;

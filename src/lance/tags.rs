@@ -88,13 +88,25 @@ async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagConte
     Ok(tags)
 }
 
-/// Rewrites tag `name` (same version) so that its `updated_at` is now;
-/// `false` when that failed.
-pub(crate) async fn refresh(ledger: &Table, name: &str) -> bool {
+/// Whether tag `name` exists: one `HEAD` on an object store.
+pub(crate) async fn exists(ledger: &Table, name: &str) -> Result<bool> {
+    let dataset = local_dataset(ledger).await?;
+    let lance_error = || Error::lance(format!("look for tag `{name}`"));
+    let store = dataset.object_store(None).await.map_err(lance_error())?;
+    let path = lance::dataset::refs::base_tags_path(&dataset.branch_location().path)
+        .join(format!("{name}.json"));
+    store.exists(&path).await.map_err(lance_error())
+}
+
+/// The version tag `name` points at; `None` when that cannot be read.
+pub(crate) async fn version_of(ledger: &Table, name: &str) -> Option<u64> {
+    ledger.tags().await.ok()?.get_version(name).await.ok()
+}
+
+/// Rewrites tag `name` (at `version`, which it already points at) so that
+/// its `updated_at` is now; `false` when that failed.
+pub(crate) async fn refresh(ledger: &Table, name: &str, version: u64) -> bool {
     let Ok(mut tags) = ledger.tags().await else {
-        return false;
-    };
-    let Ok(version) = tags.get_version(name).await else {
         return false;
     };
     tags.update(name, version).await.is_ok()

@@ -11,7 +11,7 @@ use lancedb::Connection;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::backup::Backup;
-use crate::backup::BackupCopy;
+use crate::backup::{BackupCopy, BackupLocation};
 use crate::context::MigrationContext;
 use crate::error::{Error, Result, chain, panic_message};
 use crate::event::{Event, Events};
@@ -42,7 +42,7 @@ pub(crate) struct Apply<'a> {
     events: &'a Events,
     migration: &'a dyn Migration,
     seq: u64,
-    copy_to: Option<&'a str>,
+    copy_to: Option<&'a BackupLocation>,
     phases: Vec<PhaseTiming>,
 }
 
@@ -54,7 +54,7 @@ impl<'a> Apply<'a> {
         events: &'a Events,
         migration: &'a dyn Migration,
         seq: u64,
-        copy_to: Option<&'a str>,
+        copy_to: Option<&'a BackupLocation>,
     ) -> Self {
         Self {
             db,
@@ -173,7 +173,7 @@ impl<'a> Apply<'a> {
         let backup = async {
             let backup = m.backup(&ctx).await?;
             match copy_to {
-                Some(location) => backup.copy_to(ctx.table(), location).await,
+                Some(location) => backup.copy_to(ctx.table(), location.clone()).await,
                 None => Ok(backup),
             }
         };
@@ -195,7 +195,7 @@ impl<'a> Apply<'a> {
             tag, "an earlier attempt was interrupted; continuing it"
         );
         let copy = match &entry.backup_copy {
-            Some(uri) => match BackupCopy::open(uri).await {
+            Some(uri) => match BackupCopy::reopen(ctx.table(), uri).await {
                 Ok(copy) => Some(copy),
                 Err(e) => {
                     let error = chain(&e);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use lancedb::Connection;
 use tracing::{Instrument, info, info_span};
 
+use crate::backup::BackupLocation;
 use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
 use crate::ledger::lease::{Lease, LeaseConfig};
@@ -69,7 +70,7 @@ pub struct Migrator {
     pub(crate) ledger: String,
     events: Events,
     pub(crate) lease: LeaseConfig,
-    copy_to: Option<String>,
+    copy_to: Option<BackupLocation>,
     retention: Retention,
 }
 
@@ -130,6 +131,22 @@ impl Migrator {
         self
     }
 
+    /// Skips the check that the object store under the database enforces
+    /// put-if-absent. Default: checked.
+    ///
+    /// Before the first lease on an object store (not a local directory),
+    /// a run creates one probe object twice and refuses to go on, with
+    /// [`Error::UnsafeStore`], when the second create is accepted: on such
+    /// a store two processes can both take the lease, and Lance's own
+    /// commits overwrite each other. Opt out only when a single process
+    /// ever writes the database (one replica, no concurrent application
+    /// writes), or when the store is known to be safe and the probe's two
+    /// requests are not wanted.
+    pub fn allow_unsafe_store(mut self) -> Self {
+        self.lease.check_store = false;
+        self
+    }
+
     /// How this process names itself in the lease, shown to processes that
     /// wait for it. Default: `$HOSTNAME-pid<pid>-<nonce>`.
     pub fn lease_holder(mut self, name: impl Into<String>) -> Self {
@@ -138,8 +155,9 @@ impl Migrator {
     }
 
     /// Before each migration, writes an independent copy of its table as it
-    /// is then to `location` (a directory path or object-store URI), on top
-    /// of the backup tag. Default: no copies.
+    /// is then to `location` (a directory path or object-store URI, or a
+    /// [`BackupLocation`] with its own storage options), on top of the
+    /// backup tag. Default: no copies.
     ///
     /// The copy survives what the tag does not: dropping the table, pruning
     /// its versions, losing its volume. It streams (memory does not grow
@@ -150,7 +168,7 @@ impl Migrator {
     /// [`BackupCopy::restore`](crate::BackupCopy::restore). If the copy
     /// cannot be made, the migration does not start. For one migration
     /// only, wrap it in [`WithBackupCopy`](crate::WithBackupCopy).
-    pub fn copy_backups_to(mut self, location: impl Into<String>) -> Self {
+    pub fn copy_backups_to(mut self, location: impl Into<BackupLocation>) -> Self {
         self.copy_to = Some(location.into());
         self
     }
@@ -305,7 +323,7 @@ impl Migrator {
             &self.events,
             migration,
             seq as u64,
-            self.copy_to.as_deref(),
+            self.copy_to.as_ref(),
         );
         Box::pin(apply.run(previous, report)).await
     }

@@ -15,16 +15,15 @@ use arrow_schema::{DataType, Field, Schema};
 use lancedb::Connection;
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
-use lancedb_migrate::testing::{self, Snapshot, TempDb};
+use lancedb_migrate::testing::{self, Snapshot};
 use lancedb_migrate::{
     AddColumns, Error, Event, Migration, MigrationContext, Migrator, NewColumn, Phase, Result,
     Status,
 };
 
-use crate::support::{add_word_count, tags, with_word_count};
+use crate::support::{Db, Place, add_word_count, lease_ttl, tags, with_word_count};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_CHILD_DB";
-const TTL: Duration = Duration::from_secs(1);
 const ROWS: usize = 200;
 
 /// Appends a marker row to `markers` (to count how often its transform
@@ -80,8 +79,9 @@ fn migrator(db: Connection) -> Migrator {
 }
 
 fn migrator_with_delay(db: Connection, delay: Duration) -> Migrator {
+    let ttl = lease_ttl(&db);
     Migrator::new(db)
-        .lease_ttl(TTL)
+        .lease_ttl(ttl)
         .lease_wait(Duration::from_secs(60))
         .add(
             AddColumns::new("0001_category", "documents")
@@ -95,13 +95,17 @@ fn migrator_with_delay(db: Connection, delay: Duration) -> Migrator {
         )
 }
 
-async fn fixture() -> TempDb {
-    let tmp = TempDb::new().await.unwrap();
-    testing::documents_table(tmp.db(), "documents", ROWS, 8)
+async fn fixture() -> Db {
+    fixture_on(&Place::Local).await
+}
+
+async fn fixture_on(place: &Place) -> Db {
+    let tmp = place.fresh();
+    let db = tmp.connect().await;
+    testing::documents_table(&db, "documents", ROWS, 8)
         .await
         .unwrap();
-    tmp.db()
-        .create_table("markers", RecordBatch::new_empty(marker_schema()))
+    db.create_table("markers", RecordBatch::new_empty(marker_schema()))
         .execute()
         .await
         .unwrap();
@@ -115,7 +119,7 @@ async fn child() {
     let Ok(path) = std::env::var(DB_ENV) else {
         return;
     };
-    let db = lancedb::connect(&path).execute().await.unwrap();
+    let db = crate::s3::connect(&path).await;
     let delay = std::env::var(DELAY_ENV).map_or(150, |ms| ms.parse().unwrap());
     let report = migrator_with_delay(db, Duration::from_millis(delay))
         .run()
@@ -128,15 +132,15 @@ async fn child() {
     );
 }
 
-fn spawn_child(tmp: &TempDb) -> Child {
+fn spawn_child(tmp: &Db) -> Child {
     spawn_child_with_delay(tmp, 150)
 }
 
-fn spawn_child_with_delay(tmp: &TempDb, delay_ms: u64) -> Child {
+fn spawn_child_with_delay(tmp: &Db, delay_ms: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .env(DELAY_ENV, delay_ms.to_string())
         .args(["concurrency::child", "--exact", "--ignored", "--nocapture"])
-        .env(DB_ENV, tmp.path())
+        .env(DB_ENV, tmp.uri())
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -152,8 +156,9 @@ async fn markers(db: &Connection) -> usize {
 /// What a clean, single run produces, to compare recovered runs with.
 async fn reference() -> Snapshot {
     let tmp = fixture().await;
-    migrator(tmp.db().clone()).run().await.unwrap();
-    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    let db = tmp.connect().await;
+    migrator(db.clone()).run().await.unwrap();
+    let table = db.open_table("documents").execute().await.unwrap();
     Snapshot::take(&table, "id").await.unwrap()
 }
 
@@ -171,15 +176,27 @@ const COLUMNS: [&str; 7] = [
 /// exactly once, and every process succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_processes_apply_each_migration_once() {
-    let tmp = fixture().await;
-    let children: Vec<Child> = (0..4).map(|_| spawn_child(&tmp)).collect();
+    concurrent_starts(&Place::Local, 4).await;
+}
+
+/// The same with eight processes on the S3 server.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_processes_apply_each_migration_once_on_s3() {
+    if let Some(s3) = Place::s3("concurrent_processes_apply_each_migration_once_on_s3") {
+        concurrent_starts(&s3, 8).await;
+    }
+}
+
+async fn concurrent_starts(place: &Place, processes: usize) {
+    let tmp = fixture_on(place).await;
+    let children: Vec<Child> = (0..processes).map(|_| spawn_child(&tmp)).collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "a process failed: {stderr}");
     }
 
-    let db = tmp.connect().await.unwrap();
+    let db = tmp.connect().await;
     let ledger = migrator(db.clone()).ledger().await.unwrap();
     assert_eq!(ledger.len(), 3, "one ledger row per migration");
     assert!(ledger.iter().all(|e| e.status == Status::Applied));
@@ -200,10 +217,22 @@ async fn concurrent_processes_apply_each_migration_once() {
 /// killed holder's lease blocks it no longer than the lease TTL.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_runs_are_recovered() {
+    killed_runs(&Place::Local, 20).await;
+}
+
+/// The same on the S3 server, 10 kills.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_runs_are_recovered_on_s3() {
+    if let Some(s3) = Place::s3("killed_runs_are_recovered_on_s3") {
+        killed_runs(&s3, 10).await;
+    }
+}
+
+async fn killed_runs(place: &Place, runs: u64) {
     let expected = reference().await;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
-    for run in 0..20u64 {
-        let tmp = fixture().await;
+    for run in 0..runs {
+        let tmp = fixture_on(place).await;
         // The slow migration sleeps 2 × 400 ms, so the child's run spans
         // about 1.2 s after start-up; the kills are spread over it.
         let mut child = spawn_child_with_delay(&tmp, 400);
@@ -212,7 +241,7 @@ async fn killed_runs_are_recovered() {
         child.kill().unwrap();
         child.wait().unwrap();
 
-        let db = tmp.connect().await.unwrap();
+        let db = tmp.connect().await;
         let seen: Vec<_> = migrator(db.clone()).ledger().await.unwrap();
         let state = seen
             .iter()
@@ -230,7 +259,7 @@ async fn killed_runs_are_recovered() {
         let started = Instant::now();
         let report = migrator(db.clone()).run().await.unwrap();
         assert!(
-            started.elapsed() < TTL + Duration::from_secs(20),
+            started.elapsed() < lease_ttl(&db) + Duration::from_secs(20),
             "run {run} waited too long"
         );
         let ledger = migrator(db.clone()).ledger().await.unwrap();
@@ -262,7 +291,7 @@ async fn killed_runs_are_recovered() {
 async fn waiting_run_times_out_naming_the_holder() {
     let tmp = fixture().await;
     let (started, holding) = signal_on(|e| matches!(e, Event::MigrationStarted { .. }));
-    let slow = Migrator::new(tmp.connect().await.unwrap())
+    let slow = Migrator::new(tmp.connect().await)
         .lease_holder("replica-a")
         .on_event(started)
         .add(Marker {
@@ -272,7 +301,7 @@ async fn waiting_run_times_out_naming_the_holder() {
     holding.await.unwrap(); // a migration starts only under the lease
 
     let started = Instant::now();
-    let waiter = Migrator::new(tmp.connect().await.unwrap())
+    let waiter = Migrator::new(tmp.connect().await)
         .lease_wait(Duration::from_millis(300))
         .add(Marker {
             delay: Duration::from_millis(800),
@@ -301,8 +330,8 @@ async fn waiting_run_times_out_naming_the_holder() {
 #[tokio::test(flavor = "multi_thread")]
 async fn application_appends_during_migration_are_kept() {
     let tmp = fixture().await;
-    let app = tokio::spawn(append_while_migrating(tmp.connect().await.unwrap(), 30));
-    let migrator = Migrator::new(tmp.connect().await.unwrap()).add(
+    let app = tokio::spawn(append_while_migrating(tmp.connect().await, 30));
+    let migrator = Migrator::new(tmp.connect().await).add(
         AddColumns::new("0001", "documents")
             .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
             .column(NewColumn::new("note", DataType::Utf8)),
@@ -310,7 +339,8 @@ async fn application_appends_during_migration_are_kept() {
     migrator.run().await.unwrap();
     let written = app.await.unwrap();
 
-    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    let db = tmp.connect().await;
+    let table = db.open_table("documents").execute().await.unwrap();
     let s = Snapshot::take(&table, "id").await.unwrap();
     assert_eq!(s.num_rows(), ROWS + written.len(), "no appended row lost");
     let ids = s
@@ -355,6 +385,18 @@ async fn append_while_migrating(db: Connection, batches: i64) -> Vec<i64> {
 /// restores the table and keeps every appended row.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_keeps_rows_appended_during_the_migration() {
+    rollback_with_appends(&Place::Local).await;
+}
+
+/// The same on the S3 server.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_keeps_rows_appended_during_the_migration_on_s3() {
+    if let Some(s3) = Place::s3("rollback_keeps_rows_appended_during_the_migration_on_s3") {
+        rollback_with_appends(&s3).await;
+    }
+}
+
+async fn rollback_with_appends(place: &Place) {
     #[derive(Debug)]
     struct SlowFailing;
 
@@ -381,8 +423,14 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
         }
     }
 
-    let tmp = fixture().await;
-    let table = tmp.db().open_table("documents").execute().await.unwrap();
+    let tmp = fixture_on(place).await;
+    let table = tmp
+        .connect()
+        .await
+        .open_table("documents")
+        .execute()
+        .await
+        .unwrap();
     let before = Snapshot::take(&table, "id").await.unwrap();
     let in_transform = |e: &Event| {
         matches!(
@@ -394,12 +442,12 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
         )
     };
     let (observer, transforming) = signal_on(in_transform);
-    let migrator = Migrator::new(tmp.connect().await.unwrap())
+    let migrator = Migrator::new(tmp.connect().await)
         .on_event(observer)
         .add(SlowFailing);
     let run = tokio::spawn(async move { migrator.run().await });
     transforming.await.unwrap();
-    let written = append_while_migrating(tmp.connect().await.unwrap(), 10).await;
+    let written = append_while_migrating(tmp.connect().await, 10).await;
     let err = run.await.unwrap().unwrap_err();
 
     let Error::MigrationFailed { rollback, .. } = &err else {

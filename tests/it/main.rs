@@ -12,4 +12,7 @@ mod minilm;
 mod nothing_lost;
 mod ops;
 mod reembed;
+#[path = "../support/s3.rs"]
+mod s3;
+mod s3_store;
 mod support;

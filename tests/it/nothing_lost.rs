@@ -30,7 +30,7 @@ use lancedb_migrate::{
     NewColumn, Phase, ReEmbed, Result, Rollback, Status,
 };
 
-use crate::support::{failure, rows};
+use crate::support::{Db, Place, failure, lease_ttl, rows};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_NL_DB";
 const SCENARIO_ENV: &str = "LANCEDB_MIGRATE_NL_SCENARIO";
@@ -43,7 +43,6 @@ const EVERY_ENV: &str = "LANCEDB_MIGRATE_NL_EVERY_MS";
 const ROWS: usize = 4_000;
 const DIMS: usize = 8;
 const NEW_DIMS: usize = 16;
-const TTL: Duration = Duration::from_secs(1);
 /// First id the appender uses.
 const APPENDED_FROM: i64 = 1_000_000;
 
@@ -148,8 +147,9 @@ fn reembed(delay: Duration) -> ReEmbed {
 
 /// The migrations a scenario runs (the same in every process).
 fn migrator(db: Connection, scenario: &str) -> Migrator {
+    let ttl = lease_ttl(&db);
     let m = Migrator::new(db)
-        .lease_ttl(TTL)
+        .lease_ttl(ttl)
         .lease_wait(Duration::from_secs(120));
     match scenario {
         "add_columns" => m.add(add_columns()),
@@ -170,7 +170,7 @@ async fn child_migrate() {
     let (Ok(path), Ok(scenario)) = (std::env::var(DB_ENV), std::env::var(SCENARIO_ENV)) else {
         return;
     };
-    let db = lancedb::connect(&path).execute().await.unwrap();
+    let db = crate::s3::connect(&path).await;
     match migrator(db, &scenario).run().await {
         Ok(report) => println!("applied {}", report.applied().count()),
         Err(e) => {
@@ -193,7 +193,7 @@ async fn child_append() {
     let stop = PathBuf::from(std::env::var(STOP_ENV).unwrap());
     let start: i64 = std::env::var(START_ENV).unwrap().parse().unwrap();
     let every = Duration::from_millis(std::env::var(EVERY_ENV).unwrap().parse().unwrap());
-    let db = lancedb::connect(&path).execute().await.unwrap();
+    let db = crate::s3::connect(&path).await;
     append_until(&db, start, every, &ack, &stop).await;
 }
 
@@ -278,23 +278,24 @@ fn rows_in(
 
 /// A database with the documents table and a running application process.
 struct Busy {
-    tmp: TempDb,
+    tmp: Db,
     app: Option<Child>,
     ack: PathBuf,
     stop: PathBuf,
 }
 
 impl Busy {
-    async fn new(every_ms: u64) -> Self {
-        Self::with_fragments(ROWS, 1, every_ms).await
-    }
-
     /// `rows` rows in `fragments` fragments, as a table that has taken many
     /// small appends looks.
     async fn with_fragments(rows: usize, fragments: usize, every_ms: u64) -> Self {
-        let tmp = TempDb::new().await.unwrap();
+        Self::on(&Place::Local, rows, fragments, every_ms).await
+    }
+
+    /// As [`with_fragments`](Self::with_fragments), on `place`.
+    async fn on(place: &Place, rows: usize, fragments: usize, every_ms: u64) -> Self {
+        let tmp = place.fresh();
         let per = rows.div_ceil(fragments) as i64;
-        let table = testing::documents_table(tmp.db(), "documents", per as usize, DIMS)
+        let table = testing::documents_table(&tmp.connect().await, "documents", per as usize, DIMS)
             .await
             .unwrap();
         let mut start = per;
@@ -307,8 +308,8 @@ impl Busy {
                 .unwrap();
             start = end;
         }
-        let ack = tmp.path().join("acked.txt");
-        let stop = tmp.path().join("stop");
+        let ack = tmp.scratch().join("acked.txt");
+        let stop = tmp.scratch().join("stop");
         let app = Command::new(std::env::current_exe().unwrap())
             .args([
                 "nothing_lost::child_append",
@@ -316,7 +317,7 @@ impl Busy {
                 "--ignored",
                 "--nocapture",
             ])
-            .env(DB_ENV, tmp.path())
+            .env(DB_ENV, tmp.uri())
             .env(ACK_ENV, &ack)
             .env(STOP_ENV, &stop)
             .env(START_ENV, APPENDED_FROM.to_string())
@@ -341,7 +342,7 @@ impl Busy {
                 "--ignored",
                 "--nocapture",
             ])
-            .env(DB_ENV, self.tmp.path())
+            .env(DB_ENV, self.tmp.uri())
             .env(SCENARIO_ENV, scenario)
             .env("RUST_BACKTRACE", "0")
             // Its own process group: stopping it must not look to a shell's
@@ -387,7 +388,7 @@ impl Busy {
     }
 
     async fn db(&self) -> Connection {
-        self.tmp.connect().await.unwrap()
+        self.tmp.connect().await
     }
 }
 
@@ -486,34 +487,54 @@ async fn wait_until_running(db: &Connection, scenario: &str, id: &str) {
 /// Every acknowledged row is there once, and the migration is applied.
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_keeps_rows_the_application_appended() {
+    let trials = [
+        "custom",
+        "custom",
+        "add_columns",
+        "custom",
+        "add_columns",
+        "custom",
+    ];
+    recovery(&Place::Local, &trials).await;
+}
+
+/// The same on the S3 server, across the three built-in scenarios
+/// (`AddColumns`, a custom migration, `ReEmbed`).
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_keeps_rows_the_application_appended_on_s3() {
+    if let Some(s3) = Place::s3("recovery_keeps_rows_the_application_appended_on_s3") {
+        let trials = [
+            "custom",
+            "add_columns",
+            "reembed",
+            "custom",
+            "reembed",
+            "add_columns",
+        ];
+        recovery(&s3, &trials).await;
+    }
+}
+
+async fn recovery(place: &Place, trials: &[&str]) {
     let mut seen = BTreeMap::<String, usize>::new();
-    for (trial, scenario) in [
-        "custom",
-        "custom",
-        "add_columns",
-        "custom",
-        "add_columns",
-        "custom",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut busy = Busy::new(200).await;
+    for (trial, &scenario) in trials.iter().enumerate() {
+        let mut busy = Busy::on(place, ROWS, 1, 200).await;
         busy.wait_for_acks(2);
         let db = busy.db().await;
-        let last = if scenario == "custom" {
-            "0002_four_commits"
-        } else {
-            "0001_category"
+        let last = match scenario {
+            "custom" => "0002_four_commits",
+            "reembed" => "0003_reembed",
+            _ => "0001_category",
         };
         let mut child = busy.migrate(scenario);
         wait_until_running(&db, scenario, last).await;
-        // Into the transform, at a point that differs between trials
-        // (`AddColumns` on this table takes a few tens of milliseconds).
-        let into = if scenario == "custom" {
-            40 + 97 * trial as u64 % 400
-        } else {
-            7 * trial as u64 % 20
+        // Into the migration, at a point that differs between trials
+        // (`AddColumns` on this table takes a few tens of milliseconds
+        // locally; `ReEmbed` embeds 20 batches of 100 ms).
+        let into = match scenario {
+            "custom" => 40 + 97 * trial as u64 % 400,
+            "reembed" => 100 + 331 * trial as u64 % 1_500,
+            _ => 7 * trial as u64 % 20,
         };
         tokio::time::sleep(Duration::from_millis(into)).await;
         child.kill().unwrap();
@@ -580,8 +601,29 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
         ("add_columns", "0001_category", 0, 20_000, 250, 40),
         ("reembed", "0003_reembed", 1_500, ROWS, 1, 100),
     ];
-    for (trial, (scenario, id, after_ms, rows, fragments, every)) in cases.into_iter().enumerate() {
-        let mut busy = Busy::with_fragments(rows, fragments, every).await;
+    stalled_holders(&Place::Local, &cases).await;
+}
+
+/// The same on the S3 server, where every request adds latency to the
+/// windows the fence closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_holder_writes_nothing_after_a_takeover_on_s3() {
+    if let Some(s3) = Place::s3("a_stalled_holder_writes_nothing_after_a_takeover_on_s3") {
+        let cases = [
+            ("reembed", "0003_reembed", 300, ROWS, 1, 100),
+            ("custom", "0002_four_commits", 250, ROWS, 1, 100),
+            ("add_columns", "0001_category", 0, ROWS, 40, 100),
+            ("reembed", "0003_reembed", 1_200, ROWS, 1, 100),
+        ];
+        stalled_holders(&s3, &cases).await;
+    }
+}
+
+type StallCase = (&'static str, &'static str, u64, usize, usize, u64);
+
+async fn stalled_holders(place: &Place, cases: &[StallCase]) {
+    for (trial, &(scenario, id, after_ms, rows, fragments, every)) in cases.iter().enumerate() {
+        let mut busy = Busy::on(place, rows, fragments, every).await;
         busy.wait_for_acks(2);
         let db = busy.db().await;
         let first = busy.migrate(scenario);
@@ -591,7 +633,7 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
         let what = format!("trial {trial} ({scenario}, stopped {after_ms} ms into `{id}`)");
 
         // Past the TTL, a second process takes over and finishes.
-        tokio::time::sleep(TTL * 2).await;
+        tokio::time::sleep(lease_ttl(&db) * 2).await;
         let second = busy.migrate(scenario);
         let out = second.wait_with_output().unwrap();
         assert!(

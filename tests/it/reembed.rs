@@ -15,7 +15,7 @@ use lancedb_migrate::{
     AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migrator, NewColumn, ReEmbed, Rollback, Value,
 };
 
-use crate::support::{failure, field_names, rows, tags, version};
+use crate::support::{Place, failure, field_names, rows, tags, version};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_DB";
 const LOG_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_LOG";
@@ -297,7 +297,7 @@ async fn child() {
         return;
     };
     let log = std::env::var(LOG_ENV).unwrap();
-    let db = lancedb::connect(&path).execute().await.unwrap();
+    let db = crate::s3::connect(&path).await;
     let model = LoggingEmbedding {
         inner: TestEmbedding::new("test-768", 768).delay(Duration::from_millis(30)),
         log: log.into(),
@@ -375,9 +375,22 @@ fn logged_rows(path: &std::path::Path) -> u64 {
 /// finishes, embedding at most one checkpoint's worth of rows again.
 #[tokio::test]
 async fn killed_reembed_resumes_where_it_stopped() {
-    let tmp = TempDb::new().await.unwrap();
+    killed_reembed(&Place::Local).await;
+}
+
+/// The same on the S3 server: the checkpoints are commits to the object
+/// store, and the resume reads them back from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_reembed_resumes_where_it_stopped_on_s3() {
+    if let Some(s3) = Place::s3("killed_reembed_resumes_where_it_stopped_on_s3") {
+        killed_reembed(&s3).await;
+    }
+}
+
+async fn killed_reembed(place: &Place) {
+    let tmp = place.fresh();
     // Two large fragments (parts inside them) and two small ones.
-    let table = testing::documents_table(tmp.db(), "docs", 1200, 384)
+    let table = testing::documents_table(&tmp.connect().await, "docs", 1200, 384)
         .await
         .unwrap();
     table
@@ -395,10 +408,10 @@ async fn killed_reembed_resumes_where_it_stopped() {
         .execute()
         .await
         .unwrap();
-    let log = tmp.path().join("embedded.log");
+    let log = tmp.scratch().join("embedded.log");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["reembed::child", "--exact", "--ignored", "--nocapture"])
-        .env(DB_ENV, tmp.path())
+        .env(DB_ENV, tmp.uri())
         .env(LOG_ENV, &log)
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
@@ -426,7 +439,7 @@ async fn killed_reembed_resumes_where_it_stopped() {
         inner: TestEmbedding::new("test-768", 768),
         log: log.clone(),
     };
-    let report = Migrator::new(tmp.connect().await.unwrap())
+    let report = Migrator::new(tmp.connect().await)
         .add(logged_reembed(model))
         .run()
         .await

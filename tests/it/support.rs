@@ -93,3 +93,66 @@ pub(crate) async fn rows(table: &Table, columns: &[&str]) -> Vec<arrow_array::Re
     }
     query.execute().await.unwrap().try_collect().await.unwrap()
 }
+
+/// A fresh database for a test that runs on a local directory and on the
+/// S3 server alike, with a local scratch directory for the test's own files
+/// (acknowledgement logs, stop files).
+#[derive(Debug)]
+pub(crate) struct Db {
+    uri: String,
+    scratch: tempfile::TempDir,
+}
+
+/// Where a test's database lives.
+#[derive(Debug, Clone)]
+pub(crate) enum Place {
+    Local,
+    S3(crate::s3::S3),
+}
+
+impl Place {
+    /// The S3 server, or `None` after printing why `test` is skipped.
+    pub(crate) fn s3(test: &str) -> Option<Self> {
+        crate::s3::S3::from_env(test).map(Self::S3)
+    }
+
+    /// A new empty database here.
+    pub(crate) fn fresh(&self) -> Db {
+        let scratch = tempfile::tempdir().unwrap();
+        let uri = match self {
+            Self::Local => scratch.path().join("db").to_string_lossy().into_owned(),
+            Self::S3(s3) => format!("s3://{}/db", s3.fresh_bucket("lmt")),
+        };
+        Db { uri, scratch }
+    }
+}
+
+impl Db {
+    /// Its URI (a path for a local one), as child processes get it.
+    pub(crate) fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// A local directory for the test's own files.
+    pub(crate) fn scratch(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// A new connection.
+    pub(crate) async fn connect(&self) -> lancedb::Connection {
+        crate::s3::connect(&self.uri).await
+    }
+}
+
+/// The lease TTL of the multi-process tests: 1 s on a local directory; 3 s
+/// on the S3 server, where taking the lease and each heartbeat are several
+/// requests to a server that the test's processes keep busy (a holder
+/// that cannot prove its lease in time stops, which is safe but fails the
+/// test).
+pub(crate) fn lease_ttl(db: &lancedb::Connection) -> std::time::Duration {
+    if db.uri().starts_with("s3://") {
+        std::time::Duration::from_secs(3)
+    } else {
+        std::time::Duration::from_secs(1)
+    }
+}

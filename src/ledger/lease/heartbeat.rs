@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use lancedb::Table;
 use tracing::{debug, warn};
 
-use crate::lance::tags::refresh;
+use crate::lance::tags::{exists, refresh, version_of};
 use crate::ledger::lease::fence::Fence;
-use crate::ledger::lease::state::{State, tag};
+use crate::ledger::lease::state::tag;
 
 /// The heartbeat's own thread, with a runtime of its own: a caller whose
 /// runtime is busy (a single-threaded runtime running a long CPU-bound step,
@@ -59,27 +59,40 @@ impl Heartbeat {
 /// Refreshes the lease every `ttl / 4`. A refresh that fails is tried
 /// again at the next beat while the proof lasts; a newer generation, or a
 /// proof that lapsed, loses the lease for good.
+///
+/// A beat is three small requests on an object store: whether the next
+/// generation's tag exists (a takeover creates it), then Lance's rewrite of
+/// this generation's tag (it checks that the tag exists, then writes it).
 async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
     let name = tag(generation);
+    let next = tag(generation + 1);
+    let mut version = None;
     loop {
         tokio::time::sleep(ttl / 4).await;
         if fence.check().is_err() {
             return;
         }
         let issued = Instant::now();
-        let state = State::read(&ledger).await;
-        if let Ok(state) = &state
-            && (state.generation != generation || state.released)
-        {
-            warn!(
-                generation,
-                newest = state.generation,
-                "migration lease lost to a newer generation"
-            );
-            fence.lose();
-            return;
+        if version.is_none() {
+            version = version_of(&ledger, &name).await;
         }
-        if state.is_err() || !refresh(&ledger, &name).await {
+        match exists(&ledger, &next).await {
+            Ok(true) => {
+                warn!(generation, "migration lease lost to a newer generation");
+                fence.lose();
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(generation, error = %e, "a lease heartbeat failed; trying again");
+                continue;
+            }
+        }
+        let refreshed = match version {
+            Some(version) => refresh(&ledger, &name, version).await,
+            None => false,
+        };
+        if !refreshed {
             debug!(generation, "a lease heartbeat failed; trying again");
             continue;
         }

@@ -48,7 +48,8 @@ use lancedb::Table;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::lance::tags::try_create;
+use crate::lance::store::require_put_if_absent;
+use crate::lance::tags::{exists, try_create};
 use heartbeat::Heartbeat;
 use state::{State, clean_up, tag};
 
@@ -60,6 +61,9 @@ pub(crate) struct LeaseConfig {
     pub(crate) ttl: Duration,
     pub(crate) wait: Duration,
     pub(crate) holder: String,
+    /// Whether to check, before the first lease on an object store, that
+    /// the store enforces put-if-absent.
+    pub(crate) check_store: bool,
 }
 
 impl LeaseConfig {
@@ -68,6 +72,7 @@ impl LeaseConfig {
             ttl: Duration::from_secs(30),
             wait: Duration::from_secs(600),
             holder: default_holder(),
+            check_store: true,
         }
     }
 
@@ -94,6 +99,9 @@ pub(crate) struct Lease {
 impl Lease {
     /// Waits until the lease is free and takes it.
     pub(crate) async fn acquire(ledger: &Table, config: &LeaseConfig) -> Result<Self> {
+        if config.check_store {
+            require_put_if_absent(ledger).await?;
+        }
         let started = Instant::now();
         loop {
             let state = State::read(ledger).await?;
@@ -111,7 +119,8 @@ impl Lease {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(config.poll()).await;
+            let deadline = started + config.wait;
+            wait_for_release(ledger, config, &state, deadline).await?;
         }
     }
 
@@ -190,6 +199,29 @@ impl Lease {
             warn!(error = %e, "could not release the migration lease; it will expire");
         }
         info!(generation = self.generation, "migration lease released");
+    }
+}
+
+/// Waits, while generation `held.generation` is held, until it is released
+/// or could have expired (its holder's last heartbeat, as `held` shows it,
+/// is `ttl` old on this clock), or until `deadline`. Reading the whole
+/// lease state is a listing and one read per tag; watching for the release
+/// is one `HEAD` per poll, which keeps many waiting replicas cheap on an
+/// object store.
+async fn wait_for_release(
+    ledger: &Table,
+    config: &LeaseConfig,
+    held: &State,
+    deadline: Instant,
+) -> Result<()> {
+    let left = held.time_left(config.ttl);
+    let until = (Instant::now() + left.max(config.poll())).min(deadline);
+    let released = format!("{}-released", tag(held.generation));
+    loop {
+        tokio::time::sleep(config.poll()).await;
+        if Instant::now() >= until || exists(ledger, &released).await? {
+            return Ok(());
+        }
     }
 }
 

@@ -65,11 +65,20 @@ impl State {
         if self.generation == 0 || self.released {
             return true;
         }
-        let age = self
-            .updated
+        self.age() > ttl
+    }
+
+    /// How long until the lease expires on this clock, if its holder does
+    /// not beat again.
+    pub(super) fn time_left(&self, ttl: Duration) -> Duration {
+        ttl.saturating_sub(self.age())
+    }
+
+    /// How old the holder's last heartbeat is on this clock.
+    fn age(&self) -> Duration {
+        self.updated
             .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        age > ttl
+            .unwrap_or_default()
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use lancedb::table::TagContents;
 
 use super::*;
-use crate::lance::tags::{self, refresh};
+use crate::lance::tags::{self, refresh, version_of};
 
 fn contents(updated: SystemTime) -> TagContents {
     TagContents {
@@ -48,11 +48,24 @@ async fn ledger_table(dir: &tempfile::TempDir) -> Table {
     ledger.table().clone()
 }
 
+/// A ledger on the S3 server, or `None` after saying why `test` skipped.
+async fn ledger_on_s3(test: &str) -> Option<Table> {
+    let s3 = crate::s3_test_server::S3::from_env(test)?;
+    let db = s3
+        .connect(&format!("s3://{}/db", s3.fresh_bucket("lease")))
+        .await;
+    let ledger = crate::ledger::Ledger::open_or_create(&db, "ledger")
+        .await
+        .unwrap();
+    Some(ledger.table().clone())
+}
+
 fn config(ttl: Duration, holder: &str) -> LeaseConfig {
     LeaseConfig {
         ttl,
         wait: Duration::from_secs(10),
         holder: holder.to_owned(),
+        check_store: true,
     }
 }
 
@@ -63,7 +76,20 @@ fn config(ttl: Duration, holder: &str) -> LeaseConfig {
 #[tokio::test]
 async fn a_racer_stalled_before_its_create_never_overlaps_a_holder() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_table(&dir).await;
+    stalled_racer(ledger_table(&dir).await).await;
+}
+
+/// The same on the S3 server (tags are objects created with
+/// `If-None-Match: *` there).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_racer_stalled_before_its_create_never_overlaps_a_holder_on_s3() {
+    let test = "a_racer_stalled_before_its_create_never_overlaps_a_holder_on_s3";
+    if let Some(ledger) = ledger_on_s3(test).await {
+        stalled_racer(ledger).await;
+    }
+}
+
+async fn stalled_racer(ledger: Table) {
     let cfg = config(Duration::from_secs(30), "racer");
     let stale = State::read(&ledger).await.unwrap();
     assert_eq!(stale.generation, 0);
@@ -98,8 +124,20 @@ async fn a_racer_stalled_before_its_create_never_overlaps_a_holder() {
 #[tokio::test]
 async fn a_lapsed_lease_is_never_revived() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_table(&dir).await;
-    let ttl = Duration::from_millis(300);
+    lapsed_lease(ledger_table(&dir).await, Duration::from_millis(300)).await;
+}
+
+/// The same on the S3 server, with a TTL that leaves room for its
+/// latency: taking the lease there is several requests, and the holder's
+/// proof starts when the first is issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lapsed_lease_is_never_revived_on_s3() {
+    if let Some(ledger) = ledger_on_s3("a_lapsed_lease_is_never_revived_on_s3").await {
+        lapsed_lease(ledger, Duration::from_secs(1)).await;
+    }
+}
+
+async fn lapsed_lease(ledger: Table, ttl: Duration) {
     let mut lease = Lease::acquire(&ledger, &config(ttl, "stalled"))
         .await
         .unwrap();
@@ -110,7 +148,7 @@ async fn a_lapsed_lease_is_never_revived() {
     let err = lease.check().unwrap_err();
     assert!(matches!(err, Error::LeaseLost { generation: 1 }), "{err:?}");
     // A heartbeat that lands now must not revive it.
-    assert!(refresh(&ledger, &tag(1)).await);
+    assert!(refresh(&ledger, &tag(1), version_of(&ledger, &tag(1)).await.unwrap()).await);
     assert!(!lease.fence.extend(Instant::now()));
     assert!(lease.check().is_err(), "a lapsed lease came back");
     // A waiter takes it once it has expired on the tags' clock.
@@ -203,3 +241,4 @@ fn a_stale_lease_is_free() {
         "no lease yet"
     );
 }
+
