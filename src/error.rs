@@ -327,8 +327,9 @@ pub enum Error {
     /// (a create of an object that exists must be refused). The migration
     /// lease and Lance's own commits rely on it; on such a store two
     /// processes can both take the lease and concurrent commits silently
-    /// overwrite each other. Checked once per process before the first
-    /// lease is taken; nothing of the migrated tables has been written.
+    /// overwrite each other. Checked once per process and database, before
+    /// the ledger is created or the first lease taken: nothing has been
+    /// written.
     #[error(
         "the object store at `{uri}` does not enforce put-if-absent ({found}): two processes \
          could both hold the migration lease and commits could overwrite each other. Use a store \
@@ -337,7 +338,8 @@ pub enum Error {
          database, opt out with `Migrator::allow_unsafe_store`"
     )]
     UnsafeStore {
-        /// Where the check was made (the ledger's location).
+        /// The table whose store was checked (the ledger, or the first
+        /// migrated table before the ledger exists).
         uri: String,
         /// What the check saw.
         found: String,

@@ -63,3 +63,16 @@ pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
         operation: "this migration".to_owned(),
     })
 }
+
+/// Whether `table` is on an object store (S3, GCS, Azure, …), where each
+/// request is a network round trip; `false` for a local directory or
+/// memory, and for remote (LanceDB Cloud) tables.
+pub(crate) async fn on_object_store(table: &Table) -> bool {
+    let Ok(Some(dataset)) = dataset(table).await else {
+        return false;
+    };
+    dataset
+        .object_store(None)
+        .await
+        .is_ok_and(|store| store.is_cloud())
+}

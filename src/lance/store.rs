@@ -18,24 +18,31 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::lance::dataset;
 
-/// Stores (by ledger location) already found to enforce put-if-absent in
-/// this process.
+/// Databases (by location) whose store was found to enforce put-if-absent
+/// in this process.
 static CHECKED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// The folder, inside the ledger's dataset, that probe objects are created
-/// in (and removed from at once).
+/// The folder, inside the probed table's dataset (the ledger's, or the
+/// first migrated table's before the ledger exists), that probe objects are
+/// created in and removed from at once.
 const PROBE_DIR: &str = "_lancedb_migrate_probe";
 
-/// Fails with [`Error::UnsafeStore`] unless the store under `ledger`
-/// enforces put-if-absent. Probes once per process and store; a local
+/// Fails with [`Error::UnsafeStore`] unless the store under `table`
+/// enforces put-if-absent. Probes once per process and database; a local
 /// directory is not probed.
-pub(crate) async fn require_put_if_absent(ledger: &Table) -> Result<()> {
+pub(crate) async fn require_put_if_absent(table: &Table) -> Result<()> {
     // A LanceDB Cloud table has no store of ours to probe.
-    let Some(dataset) = dataset(ledger).await? else {
+    let Some(dataset) = dataset(table).await? else {
         return Ok(());
     };
     let uri = dataset.uri().to_owned();
-    if checked().as_ref().is_some_and(|c| c.contains(&uri)) {
+    // The database's location: every table of it is in the same store.
+    let database = uri
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map_or(uri.as_str(), |(parent, _)| parent)
+        .to_owned();
+    if checked().as_ref().is_some_and(|c| c.contains(&database)) {
         return Ok(());
     }
     let open = Error::lance(format!("open the object store of `{uri}`"));
@@ -69,7 +76,7 @@ pub(crate) async fn require_put_if_absent(ledger: &Table) -> Result<()> {
             "a second create of the same object was accepted".to_owned(),
         )),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            checked().get_or_insert_with(HashSet::new).insert(uri);
+            checked().get_or_insert_with(HashSet::new).insert(database);
             Ok(())
         }
         Err(

@@ -1,7 +1,9 @@
-//! Tags as the lease uses them: put-if-absent creation, a listing that
-//! survives one damaged tag file, and in-place refresh.
+//! Tags as the lease uses them: put-if-absent creation, names listed
+//! without reading each tag, one tag's time read (surviving a damaged tag
+//! file), existence checks and in-place refresh. On an object store each
+//! of these is one or two requests.
 
-use std::collections::HashMap;
+use std::time::SystemTime;
 
 use lancedb::Table;
 use lancedb::table::TagContents;
@@ -11,14 +13,25 @@ use crate::error::{Error, Result};
 use crate::lance::retry::is_ref_conflict;
 use crate::lance::{latest_version, local_dataset};
 
-/// Creates tag `name` on the table's latest version: put-if-absent, so of
-/// several processes creating it at once exactly one gets `true`.
+/// Creates tag `name` put-if-absent, so of several processes creating it
+/// at once exactly one gets `true`. It points at the version the handle is
+/// at (any version does, for the lease; that saves finding the latest),
+/// or at the latest version when the handle's is gone.
 pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
-    let version = latest_version(ledger).await?;
     let mut tags = ledger.tags().await.map_err(Error::lance(format!(
         "open the tags of `{}`",
         ledger.name()
     )))?;
+    if let Ok(version) = ledger.version().await {
+        match tags.create(name, version).await {
+            Ok(()) => return Ok(true),
+            Err(e) if is_ref_conflict(&e) => return Ok(false),
+            Err(e) => {
+                debug!(error = %e, version, "tag on the handle's version failed; on the latest");
+            }
+        }
+    }
+    let version = latest_version(ledger).await?;
     match tags.create(name, version).await {
         Ok(()) => Ok(true),
         Err(e) if is_ref_conflict(&e) => Ok(false),
@@ -26,66 +39,55 @@ pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
     }
 }
 
-/// The ledger's tags. Lance's listing fails as a whole when one tag file
-/// cannot be parsed, and a heartbeat that failed half-way (Lance rewrites a
-/// tag in place; on a full disk the file is left empty) leaves exactly
-/// that: the lease would be stuck for good. So when the listing fails, the
-/// tags are read one by one, and one that cannot be read counts as written
-/// when its file was last modified (no earlier than the holder's last
-/// heartbeat that landed, so a waiter never takes over too soon).
-pub(crate) async fn list(ledger: &Table) -> lancedb::Result<HashMap<String, TagContents>> {
-    let listed = ledger.tags().await?.list().await;
-    let Err(error) = listed else {
-        return listed;
-    };
-    match read_tags_one_by_one(ledger).await {
-        Ok(tags) => {
-            debug!(error = %error, "a lease tag could not be read; read the others one by one");
-            Ok(tags)
-        }
-        Err(_) => Err(error),
-    }
-}
-
-async fn read_tags_one_by_one(ledger: &Table) -> Result<HashMap<String, TagContents>> {
+/// The names of the ledger's tags: one listing, no tag read.
+pub(crate) async fn names(ledger: &Table) -> Result<Vec<String>> {
     let dataset = local_dataset(ledger).await?;
-    let lance_error = || Error::lance("read the ledger's tags");
+    let lance_error = || Error::lance("list the ledger's tags");
     let store = dataset.object_store(None).await.map_err(lance_error())?;
     let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);
-    let mut tags = HashMap::new();
-    for file in store.read_dir(dir.clone()).await.map_err(lance_error())? {
-        let Some(name) = file.strip_suffix(".json") else {
-            continue;
-        };
-        let path = dir.clone().join(file.as_str());
-        let contents = match TagContents::from_path(&path, &store).await {
-            Ok(contents) => contents,
-            // Only a local file can be left half-written (an object store's
-            // put replaces an object whole).
-            Err(e) if !store.is_local() => return Err(lance_error()(e)),
-            Err(_) => {
-                let local = std::path::Path::new(dataset.uri())
-                    .join("_refs/tags")
-                    .join(&file);
-                let modified = std::fs::metadata(&local).and_then(|m| m.modified());
-                let written =
-                    chrono::DateTime::<chrono::Utc>::from(modified.map_err(|e| Error::Ledger {
-                        ledger: ledger.name().to_owned(),
-                        reason: format!("lease tag `{name}` cannot be read: {e}"),
-                    })?);
-                TagContents {
-                    branch: None,
-                    version: 0,
-                    created_at: Some(written),
-                    updated_at: Some(written),
-                    manifest_size: 0,
-                    metadata: HashMap::new(),
-                }
-            }
-        };
-        tags.insert(name.to_owned(), contents);
+    let files = match store.read_dir(dir).await {
+        Ok(files) => files,
+        // No tag was ever created: locally, no directory.
+        Err(lance::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(lance_error()(e)),
+    };
+    Ok(files
+        .into_iter()
+        .filter_map(|f| f.strip_suffix(".json").map(str::to_owned))
+        .collect())
+}
+
+/// When tag `name` was last written: one read. A tag file that cannot be
+/// parsed (a heartbeat that failed half-way on a full disk leaves it empty:
+/// Lance rewrites tags in place) counts as written when the file was last
+/// modified, which is no earlier than the holder's last heartbeat that
+/// landed, so a waiter never takes over too soon. Only a local file can be
+/// left half-written; an object store's put replaces an object whole.
+pub(crate) async fn updated_at(ledger: &Table, name: &str) -> Result<Option<SystemTime>> {
+    let dataset = local_dataset(ledger).await?;
+    let lance_error = || Error::lance(format!("read the ledger's tag `{name}`"));
+    let store = dataset.object_store(None).await.map_err(lance_error())?;
+    let file = format!("{name}.json");
+    let path =
+        lance::dataset::refs::base_tags_path(&dataset.branch_location().path).join(file.as_str());
+    match TagContents::from_path(&path, &store).await {
+        Ok(contents) => Ok(contents
+            .updated_at
+            .or(contents.created_at)
+            .map(SystemTime::from)),
+        Err(e) if !store.is_local() => Err(lance_error()(e)),
+        Err(e) => {
+            let local = std::path::Path::new(dataset.uri())
+                .join("_refs/tags")
+                .join(&file);
+            let modified = std::fs::metadata(&local).and_then(|m| m.modified());
+            debug!(error = %e, "a lease tag could not be parsed; using its file's time");
+            modified.map(Some).map_err(|e| Error::Ledger {
+                ledger: ledger.name().to_owned(),
+                reason: format!("lease tag `{name}` cannot be read: {e}"),
+            })
+        }
     }
-    Ok(tags)
 }
 
 /// Whether tag `name` exists: one `HEAD` on an object store.

@@ -34,6 +34,9 @@ use create::{add_late_columns, check_schema, create};
 
 /// Fragments the ledger may have before a run compacts it.
 pub(crate) const MAX_FRAGMENTS: usize = 16;
+/// On an object store, the ledger's old versions are pruned once every
+/// this many of its versions.
+pub(crate) const PRUNE_EVERY: u64 = 32;
 /// How long the ledger keeps a version it no longer needs: long enough for
 /// any read that started on it to end.
 pub(crate) const HISTORY_KEPT: Duration = Duration::from_secs(3600);
@@ -58,14 +61,34 @@ struct Seen {
     /// The one-row fragment [`Ledger::insert`] appended, with its id and
     /// the version its append made.
     inserted: Option<(String, u64, u64)>,
+    /// The handle was just opened, so it is at the latest version: the
+    /// first read need not look for a newer one (a listing, on an object
+    /// store).
+    fresh: bool,
+    /// The first version this handle read: where this run started.
+    first: Option<u64>,
 }
 
 impl Ledger {
     /// Opens the ledger, creating it (empty) when it does not exist.
+    #[cfg(test)]
     pub(crate) async fn open_or_create(db: &Connection, name: &str) -> Result<Self> {
+        Self::open_or_create_after(db, name, async || Ok(())).await
+    }
+
+    /// Opens the ledger, creating it (empty) when it does not exist, after
+    /// `before_create` succeeded.
+    pub(crate) async fn open_or_create_after(
+        db: &Connection,
+        name: &str,
+        before_create: impl AsyncFnOnce() -> Result<()>,
+    ) -> Result<Self> {
         let table = match db.open_table(name).execute().await {
             Ok(table) => table,
-            Err(lancedb::Error::TableNotFound { .. }) => create(db, name).await?,
+            Err(lancedb::Error::TableNotFound { .. }) => {
+                before_create().await?;
+                create(db, name).await?
+            }
             Err(e) => return Err(Error::lance(format!("open ledger `{name}`"))(e)),
         };
         check_schema(name, &table).await?;
@@ -74,9 +97,13 @@ impl Ledger {
     }
 
     fn new(table: Table) -> Self {
+        let seen = Seen {
+            fresh: true,
+            ..Seen::default()
+        };
         Self {
             table,
-            seen: Arc::default(),
+            seen: Arc::new(Mutex::new(seen)),
         }
     }
 
@@ -106,7 +133,16 @@ impl Ledger {
     /// while the ledger has no new version (the usual case when a run reads
     /// it again under the lease) does not read it again.
     pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        let version = crate::lance::latest_version(&self.table).await?;
+        let fresh = std::mem::take(&mut self.seen().fresh);
+        let version = if fresh {
+            self.table
+                .version()
+                .await
+                .map_err(Error::lance("read the ledger's version"))?
+        } else {
+            latest_version(&self.table).await?
+        };
+        self.seen().first.get_or_insert(version);
         if let Some((seen, entries)) = &self.seen().entries
             && *seen == version
         {
@@ -132,8 +168,9 @@ impl Ledger {
     }
 
     /// Merges the ledger's fragments once there are more than
-    /// [`MAX_FRAGMENTS`], and then deletes its versions older than
-    /// [`HISTORY_KEPT`]: every ledger write adds a small fragment and a
+    /// [`MAX_FRAGMENTS`] (more than one on an object store), and deletes
+    /// its versions older than [`HISTORY_KEPT`] after a compaction (on an
+    /// object store, once every [`PRUNE_EVERY`] versions): every ledger write adds a small fragment and a
     /// version, and reading the ledger and committing to it slow down with
     /// their number. Called under the lease, so no other process writes the
     /// ledger; a failure is logged and ignored (the ledger stays correct,
@@ -146,18 +183,32 @@ impl Ledger {
                 return;
             }
         };
-        if fragments <= MAX_FRAGMENTS {
-            return;
+        // On an object store every start reads each ledger fragment (one
+        // request each): keep it to one there, after any run that wrote.
+        // Pruning lists and reads every version (tens of requests): there,
+        // only when this run's commits crossed a multiple of PRUNE_EVERY.
+        let on_object_store = crate::lance::on_object_store(&self.table).await;
+        let most = if on_object_store { 1 } else { MAX_FRAGMENTS };
+        if fragments > most {
+            let compact = OptimizeAction::Compact {
+                options: CompactionOptions::default(),
+                remap_options: None,
+            };
+            match self.table.optimize(compact).await {
+                Ok(_) => debug!(fragments, "ledger compacted"),
+                Err(e) => warn!(error = %e, "could not compact the ledger"),
+            }
         }
-        let compact = OptimizeAction::Compact {
-            options: CompactionOptions::default(),
-            remap_options: None,
+        let prune = if on_object_store {
+            let first = self.seen().first.unwrap_or_default();
+            let now = self.table.version().await.unwrap_or_default();
+            first / PRUNE_EVERY != now / PRUNE_EVERY
+        } else {
+            fragments > most
         };
-        match self.table.optimize(compact).await {
-            Ok(_) => debug!(fragments, "ledger compacted"),
-            Err(e) => warn!(error = %e, "could not compact the ledger"),
+        if prune {
+            self.prune(HISTORY_KEPT).await;
         }
-        self.prune(HISTORY_KEPT).await;
     }
 
     /// Deletes the ledger's versions older than `kept`, and the files only

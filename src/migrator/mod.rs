@@ -18,6 +18,7 @@ use tracing::{Instrument, info, info_span};
 use crate::backup::BackupLocation;
 use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
+use crate::lance::store::require_put_if_absent;
 use crate::ledger::lease::{Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
@@ -224,7 +225,7 @@ impl Migrator {
         self.validate()?;
         let span = info_span!("lancedb_migrate::run", ledger = %self.ledger);
         async {
-            let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
+            let ledger = self.open_ledger().await?;
             let entries = by_id(ledger.entries().await?);
             drift::check(&self.migrations, &entries)?;
             let report = if self.all_applied(&entries) {
@@ -254,6 +255,27 @@ impl Migrator {
             Ok(report)
         }
         .instrument(span)
+        .await
+    }
+
+    /// Opens the ledger. When it must be created, first checks (unless
+    /// [`allow_unsafe_store`](Self::allow_unsafe_store)) that the store
+    /// enforces put-if-absent, through the first migrated table that
+    /// exists: an unsafe store is then refused before anything is written,
+    /// the ledger included. (With an existing ledger, the check is made
+    /// before the lease.)
+    pub(super) async fn open_ledger(&self) -> Result<Ledger> {
+        Ledger::open_or_create_after(&self.db, &self.ledger, async || {
+            if !self.lease.check_store {
+                return Ok(());
+            }
+            for m in &self.migrations {
+                if let Ok(table) = self.db.open_table(m.table()).execute().await {
+                    return require_put_if_absent(&table).await;
+                }
+            }
+            Ok(())
+        })
         .await
     }
 

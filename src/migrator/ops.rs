@@ -133,7 +133,7 @@ impl Migrator {
             .iter()
             .position(|m| m.id() == id)
             .ok_or_else(|| refuse("the migrator has no migration with this id".to_owned()))?;
-        let ledger = Ledger::open_or_create(&self.db, &self.ledger).await?;
+        let ledger = self.open_ledger().await?;
         self.under_lease(&ledger, async |lease| {
             let entries = by_id(ledger.entries().await?);
             let mut rows = Vec::new();

@@ -182,7 +182,7 @@ async fn concurrent_processes_apply_each_migration_once() {
 /// The same with eight processes on the S3 server.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_processes_apply_each_migration_once_on_s3() {
-    if let Some(s3) = Place::s3("concurrent_processes_apply_each_migration_once_on_s3") {
+    if let Some((s3, _slot)) = Place::s3("concurrent_processes_apply_each_migration_once_on_s3").await {
         concurrent_starts(&s3, 8).await;
     }
 }
@@ -223,7 +223,7 @@ async fn killed_runs_are_recovered() {
 /// The same on the S3 server, 10 kills.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_runs_are_recovered_on_s3() {
-    if let Some(s3) = Place::s3("killed_runs_are_recovered_on_s3") {
+    if let Some((s3, _slot)) = Place::s3("killed_runs_are_recovered_on_s3").await {
         killed_runs(&s3, 10).await;
     }
 }
@@ -391,7 +391,7 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
 /// The same on the S3 server.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_keeps_rows_appended_during_the_migration_on_s3() {
-    if let Some(s3) = Place::s3("rollback_keeps_rows_appended_during_the_migration_on_s3") {
+    if let Some((s3, _slot)) = Place::s3("rollback_keeps_rows_appended_during_the_migration_on_s3").await {
         rollback_with_appends(&s3).await;
     }
 }

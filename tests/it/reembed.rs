@@ -382,7 +382,7 @@ async fn killed_reembed_resumes_where_it_stopped() {
 /// store, and the resume reads them back from it.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_reembed_resumes_where_it_stopped_on_s3() {
-    if let Some(s3) = Place::s3("killed_reembed_resumes_where_it_stopped_on_s3") {
+    if let Some((s3, _slot)) = Place::s3("killed_reembed_resumes_where_it_stopped_on_s3").await {
         killed_reembed(&s3).await;
     }
 }

@@ -136,11 +136,11 @@ impl Lease {
             debug!(generation = next, "another process took the lease first");
             return Ok(None);
         }
-        let now = State::read(ledger).await?;
-        if now.generation != next {
+        let newest = State::newest(ledger).await?;
+        if newest != next {
             warn!(
                 generation = next,
-                newest = now.generation,
+                newest,
                 "created a lease generation that was used and cleaned up long ago (this process stalled); not holding it"
             );
             return Ok(None);

@@ -1,13 +1,13 @@
 //! The lease as its tags show it: the newest generation, whether it is
 //! released or expired, and who holds it; tag names; old tags cleaned up.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use lancedb::Table;
+#[cfg(test)]
 use lancedb::table::TagContents;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lance::retry::retry;
 use crate::lance::tags;
 
@@ -24,41 +24,65 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Lists the ledger's tags. A listing can race with another process
-    /// deleting an old lease tag (the file is listed, then gone when read),
-    /// so a failed listing is retried a few times.
+    /// Reads the lease state: the tag names (one listing), then the time of
+    /// the newest generation's tag when it is held (one read). A read can
+    /// race with another process deleting an old lease tag, so a failed one
+    /// is retried a few times.
     pub(super) async fn read(ledger: &Table) -> Result<Self> {
-        let operation = "list the ledger's tags";
+        let operation = "read the migration lease";
         retry(
             operation,
             |_| true,
-            |_| async { tags::list(ledger).await.map_err(Error::lance(operation)) },
+            |_| async {
+                let names = tags::names(ledger).await?;
+                let mut state = Self::from_names(&names);
+                if state.generation > 0 && !state.released {
+                    state.updated = tags::updated_at(ledger, &tag(state.generation)).await?;
+                }
+                Ok(state)
+            },
         )
         .await
-        .map(|tags| Self::from_tags(&tags))
     }
 
-    pub(super) fn from_tags(tags: &HashMap<String, TagContents>) -> Self {
-        let generation = tags.keys().filter_map(|t| parse(t)).max().unwrap_or(0);
+    /// The newest generation of the lease tags `names`: one listing, no
+    /// tag read. What a creator checks after its create.
+    pub(super) async fn newest(ledger: &Table) -> Result<u64> {
+        let names = tags::names(ledger).await?;
+        Ok(Self::from_names(&names).generation)
+    }
+
+    /// The state `names` show, without the holder's heartbeat time.
+    pub(super) fn from_names(names: &[String]) -> Self {
+        let generation = names.iter().filter_map(|t| parse(t)).max().unwrap_or(0);
         let current = tag(generation);
         let by = format!("{current}-by-");
-        let old = tags
-            .keys()
-            .filter(|t| t.starts_with(PREFIX) && parse_prefix(t).is_some_and(|g| g < generation))
-            .cloned()
-            .collect();
         Self {
             generation,
-            updated: tags
-                .get(&current)
-                .and_then(|c| c.updated_at.or(c.created_at))
-                .map(SystemTime::from),
-            released: tags.contains_key(&format!("{current}-released")),
-            holder: tags
-                .keys()
+            updated: None,
+            released: names.iter().any(|t| *t == format!("{current}-released")),
+            holder: names
+                .iter()
                 .find_map(|t| t.strip_prefix(&by).map(str::to_owned)),
-            old,
+            old: names
+                .iter()
+                .filter(|t| {
+                    t.starts_with(PREFIX) && parse_prefix(t).is_some_and(|g| g < generation)
+                })
+                .cloned()
+                .collect(),
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn from_tags(tags: &std::collections::HashMap<String, TagContents>) -> Self {
+        let names: Vec<String> = tags.keys().cloned().collect();
+        let mut state = Self::from_names(&names);
+        state.updated = tags
+            .get(&tag(state.generation))
+            .and_then(|c| c.updated_at.or(c.created_at))
+            .map(SystemTime::from);
+        state
     }
 
     pub(super) fn is_free(&self, ttl: Duration) -> bool {
