@@ -77,6 +77,13 @@
 //! - `minilm`: the `minilm` module — a sentence-transformers model such as
 //!   all-MiniLM-L6-v2, loaded from local files and run in-process, as an
 //!   embedding function for [`ReEmbed`].
+//! - `aws`, `gcs`, `azure`: tables on S3 (and S3-compatible stores),
+//!   Google Cloud Storage and Azure Blob Storage, through LanceDB's
+//!   features of the same names. The connection's storage options reach
+//!   everything the crate opens; backup copies take theirs from a
+//!   [`BackupLocation`]. Before its first lease on an object store a
+//!   process checks that the store enforces put-if-absent
+//!   ([`Error::UnsafeStore`], [`Migrator::allow_unsafe_store`]).
 
 mod backup;
 mod builtin;

@@ -68,7 +68,7 @@ impl BackupCopy {
                     uri,
                     "backup copy already made by an earlier attempt; reused"
                 );
-                return Ok(copy);
+                return Ok(*copy);
             }
             Found::Unfinished => {
                 warn!(
@@ -148,7 +148,7 @@ impl BackupCopy {
             .map_err(|e| error(CopyProblem::Read(e)))?
         {
             Found::Nothing => Err(error(CopyProblem::Missing)),
-            Found::Copy(copy) => Ok(copy),
+            Found::Copy(copy) => Ok(*copy),
             Found::Unfinished | Found::Other => Err(error(CopyProblem::Unfinished)),
         }
     }
@@ -164,18 +164,19 @@ impl BackupCopy {
     pub async fn list(location: impl Into<BackupLocation>) -> Result<Vec<Self>> {
         let location = location.into();
         let options = location.options();
-        let names = files::list(location.uri(), &options.0)
-            .await
-            .map_err(|e| Error::BackupCopy {
-                table: String::new(),
-                location: location.uri().to_owned(),
-                problem: CopyProblem::Read(e),
-            })?;
+        let names =
+            files::list(location.uri(), &options.0)
+                .await
+                .map_err(|e| Error::BackupCopy {
+                    table: String::new(),
+                    location: location.uri().to_owned(),
+                    problem: CopyProblem::Read(e),
+                })?;
         let mut copies = Vec::new();
         for name in names.iter().filter(|n| n.ends_with(".lance")) {
             let uri = join(location.uri(), name);
             if let Ok(Found::Copy(copy)) = found(&uri, options).await {
-                copies.push(copy);
+                copies.push(*copy);
             }
         }
         copies.sort_by(|a, b| a.uri.cmp(&b.uri));
@@ -348,7 +349,7 @@ enum Found {
     /// Nothing.
     Nothing,
     /// A finished copy.
-    Copy(BackupCopy),
+    Copy(Box<BackupCopy>),
     /// A Lance dataset without a completion record.
     Unfinished,
     /// Anything else.
@@ -365,7 +366,8 @@ async fn found(uri: &str, options: &Options) -> Result<Found, BoxError> {
     };
     Ok(match dataset.config(RECORD_KEY) {
         Some(record) => {
-            BackupCopy::from_json(uri, options, record).map_or(Found::Other, Found::Copy)
+            BackupCopy::from_json(uri, options, record)
+                .map_or(Found::Other, |copy| Found::Copy(Box::new(copy)))
         }
         None => Found::Unfinished,
     })

@@ -171,7 +171,10 @@ pub(crate) async fn is_empty(uri: &str, options: &StorageOptions) -> Result<bool
 /// The names of the entries directly in `location`. Listed through the
 /// object store, not a LanceDB connection, which would create a missing
 /// directory.
-pub(crate) async fn list(location: &str, options: &StorageOptions) -> Result<Vec<String>, BoxError> {
+pub(crate) async fn list(
+    location: &str,
+    options: &StorageOptions,
+) -> Result<Vec<String>, BoxError> {
     let (store, path) = store(location, options).await?;
     Ok(store.read_dir(path).await?)
 }

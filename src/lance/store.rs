@@ -75,7 +75,9 @@ pub(crate) async fn require_put_if_absent(table: &Table) -> Result<()> {
         Ok(()) => Err(unsafe_store(
             "a second create of the same object was accepted".to_owned(),
         )),
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => {
             checked().get_or_insert_with(HashSet::new).insert(database);
             Ok(())
         }
@@ -84,7 +86,9 @@ pub(crate) async fn require_put_if_absent(table: &Table) -> Result<()> {
             | object_store::Error::NotSupported { .. }),
         ) => {
             warn!(uri, error = %e, "the object store refuses conditional writes");
-            Err(unsafe_store(format!("conditional writes are not supported: {e}")))
+            Err(unsafe_store(format!(
+                "conditional writes are not supported: {e}"
+            )))
         }
         Err(e) => Err(Error::lance(format!(
             "check that the object store at `{uri}` enforces put-if-absent"

@@ -61,10 +61,6 @@ struct Seen {
     /// The one-row fragment [`Ledger::insert`] appended, with its id and
     /// the version its append made.
     inserted: Option<(String, u64, u64)>,
-    /// The handle was just opened, so it is at the latest version: the
-    /// first read need not look for a newer one (a listing, on an object
-    /// store).
-    fresh: bool,
     /// The first version this handle read: where this run started.
     first: Option<u64>,
 }
@@ -97,13 +93,9 @@ impl Ledger {
     }
 
     fn new(table: Table) -> Self {
-        let seen = Seen {
-            fresh: true,
-            ..Seen::default()
-        };
         Self {
             table,
-            seen: Arc::new(Mutex::new(seen)),
+            seen: Arc::default(),
         }
     }
 
@@ -133,15 +125,23 @@ impl Ledger {
     /// while the ledger has no new version (the usual case when a run reads
     /// it again under the lease) does not read it again.
     pub(crate) async fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        let fresh = std::mem::take(&mut self.seen().fresh);
-        let version = if fresh {
-            self.table
-                .version()
-                .await
-                .map_err(Error::lance("read the ledger's version"))?
-        } else {
-            latest_version(&self.table).await?
-        };
+        let version = latest_version(&self.table).await?;
+        self.entries_at(version).await
+    }
+
+    /// Every entry, right after the ledger was opened: the handle is at the
+    /// latest version then, so this does not look for a newer one (a
+    /// listing, on an object store). Only for a handle just opened.
+    pub(crate) async fn entries_as_opened(&self) -> Result<Vec<LedgerEntry>> {
+        let version = self
+            .table
+            .version()
+            .await
+            .map_err(Error::lance("read the ledger's version"))?;
+        self.entries_at(version).await
+    }
+
+    async fn entries_at(&self, version: u64) -> Result<Vec<LedgerEntry>> {
         self.seen().first.get_or_insert(version);
         if let Some((seen, entries)) = &self.seen().entries
             && *seen == version

@@ -226,7 +226,7 @@ impl Migrator {
         let span = info_span!("lancedb_migrate::run", ledger = %self.ledger);
         async {
             let ledger = self.open_ledger().await?;
-            let entries = by_id(ledger.entries().await?);
+            let entries = by_id(ledger.entries_as_opened().await?);
             drift::check(&self.migrations, &entries)?;
             let report = if self.all_applied(&entries) {
                 self.skip_all(&entries)
@@ -317,7 +317,7 @@ impl Migrator {
     /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         match Ledger::open(&self.db, &self.ledger).await? {
-            Some(ledger) => ledger.entries().await,
+            Some(ledger) => ledger.entries_as_opened().await,
             None => Ok(Vec::new()),
         }
     }

@@ -182,7 +182,9 @@ async fn concurrent_processes_apply_each_migration_once() {
 /// The same with eight processes on the S3 server.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_processes_apply_each_migration_once_on_s3() {
-    if let Some((s3, _slot)) = Place::s3("concurrent_processes_apply_each_migration_once_on_s3").await {
+    if let Some((s3, _slot)) =
+        Place::s3("concurrent_processes_apply_each_migration_once_on_s3").await
+    {
         concurrent_starts(&s3, 8).await;
     }
 }
@@ -391,7 +393,9 @@ async fn rollback_keeps_rows_appended_during_the_migration() {
 /// The same on the S3 server.
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_keeps_rows_appended_during_the_migration_on_s3() {
-    if let Some((s3, _slot)) = Place::s3("rollback_keeps_rows_appended_during_the_migration_on_s3").await {
+    if let Some((s3, _slot)) =
+        Place::s3("rollback_keeps_rows_appended_during_the_migration_on_s3").await
+    {
         rollback_with_appends(&s3).await;
     }
 }

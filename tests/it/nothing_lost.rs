@@ -502,7 +502,8 @@ async fn recovery_keeps_rows_the_application_appended() {
 /// (`AddColumns`, a custom migration, `ReEmbed`).
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_keeps_rows_the_application_appended_on_s3() {
-    if let Some((s3, _slot)) = Place::s3("recovery_keeps_rows_the_application_appended_on_s3").await {
+    if let Some((s3, _slot)) = Place::s3("recovery_keeps_rows_the_application_appended_on_s3").await
+    {
         let trials = [
             "custom",
             "add_columns",
@@ -608,7 +609,9 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
 /// windows the fence closes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_holder_writes_nothing_after_a_takeover_on_s3() {
-    if let Some((s3, _slot)) = Place::s3("a_stalled_holder_writes_nothing_after_a_takeover_on_s3").await {
+    if let Some((s3, _slot)) =
+        Place::s3("a_stalled_holder_writes_nothing_after_a_takeover_on_s3").await
+    {
         let cases = [
             ("reembed", "0003_reembed", 300, ROWS, 1, 100),
             ("custom", "0002_four_commits", 250, ROWS, 1, 100),

@@ -157,9 +157,10 @@ async fn a_backup_copy_is_written_to_and_restored_from_s3() {
 
     // Without the server's options the bucket cannot be reached (they come
     // from the location, not from the environment).
-    let listed = BackupCopy::list(BackupLocation::new(&backups).storage_options(s3.storage_options()))
-        .await
-        .unwrap();
+    let listed =
+        BackupCopy::list(BackupLocation::new(&backups).storage_options(s3.storage_options()))
+            .await
+            .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].checksum(), copy.checksum());
 
@@ -169,11 +170,10 @@ async fn a_backup_copy_is_written_to_and_restored_from_s3() {
     assert_eq!(after.schema(), before.schema(), "the pre-migration schema");
     after.assert_same_columns(&before, &["id", "text", "vector"]);
 
-    let opened = BackupCopy::open(
-        BackupLocation::new(copy.uri()).storage_options(s3.storage_options()),
-    )
-    .await
-    .unwrap();
+    let opened =
+        BackupCopy::open(BackupLocation::new(copy.uri()).storage_options(s3.storage_options()))
+            .await
+            .unwrap();
     assert_eq!(opened.checksum(), copy.checksum());
     let printed = format!("{opened:?}");
     assert!(
@@ -225,7 +225,10 @@ async fn requests_of_a_noop_start_and_of_one_migration() {
                 Event::MigrationApplied { .. } => "record applied, release".to_owned(),
                 _ => return,
             };
-            marks.lock().unwrap().push((label, s3.requests(&bucket).len()));
+            marks
+                .lock()
+                .unwrap()
+                .push((label, s3.requests(&bucket).len()));
         }
     };
     s3.reset_requests(&bucket);
@@ -257,7 +260,10 @@ async fn requests_of_a_noop_start_and_of_one_migration() {
     let marks = marks.lock().unwrap().clone();
     let mut from = 0;
     let mut label = "open the ledger, take the lease".to_owned();
-    for (next_label, at) in marks.into_iter().chain([("end".to_owned(), migrated.len())]) {
+    for (next_label, at) in marks
+        .into_iter()
+        .chain([("end".to_owned(), migrated.len())])
+    {
         out += &format!("  {label}: {}\n", at - from);
         for r in &migrated[from..at] {
             out += &format!("    {r}\n");

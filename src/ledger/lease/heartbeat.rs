@@ -84,7 +84,9 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
             }
             Ok(false) => {}
             Err(e) => {
-                if std::env::var("LMT_DEBUG_BEAT").is_ok() { eprintln!("beat {generation} failed after {:?}: {e}", issued.elapsed()); }
+                if std::env::var("LMT_DEBUG_BEAT").is_ok() {
+                    eprintln!("beat {generation} failed after {:?}: {e}", issued.elapsed());
+                }
                 debug!(generation, error = %e, "a lease heartbeat failed; trying again");
                 continue;
             }
@@ -94,11 +96,16 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
             None => false,
         };
         if !refreshed {
-            if std::env::var("LMT_DEBUG_BEAT").is_ok() { eprintln!("refresh {generation} failed after {:?}", issued.elapsed()); }
+            if std::env::var("LMT_DEBUG_BEAT").is_ok() {
+                eprintln!("refresh {generation} failed after {:?}", issued.elapsed());
+            }
             debug!(generation, "a lease heartbeat failed; trying again");
             continue;
         }
-        if std::env::var("LMT_DEBUG_BEAT").is_ok() && issued.elapsed() > Duration::from_millis(300) { eprintln!("slow beat {generation} took {:?}", issued.elapsed()); }
+        if std::env::var("LMT_DEBUG_BEAT").is_ok() && issued.elapsed() > Duration::from_millis(300)
+        {
+            eprintln!("slow beat {generation} took {:?}", issued.elapsed());
+        }
         if !fence.extend(issued) {
             warn!(
                 generation,

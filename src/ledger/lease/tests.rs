@@ -147,7 +147,14 @@ async fn lapsed_lease(ledger: Table, ttl: Duration) {
     let err = lease.check().unwrap_err();
     assert!(matches!(err, Error::LeaseLost { generation: 1 }), "{err:?}");
     // A heartbeat that lands now must not revive it.
-    assert!(refresh(&ledger, &tag(1), version_of(&ledger, &tag(1)).await.unwrap()).await);
+    assert!(
+        refresh(
+            &ledger,
+            &tag(1),
+            version_of(&ledger, &tag(1)).await.unwrap()
+        )
+        .await
+    );
     assert!(!lease.fence.extend(Instant::now()));
     assert!(lease.check().is_err(), "a lapsed lease came back");
     // A waiter takes it once it has expired on the tags' clock.
@@ -255,4 +262,3 @@ fn a_stale_lease_is_free() {
         "no lease yet"
     );
 }
-
