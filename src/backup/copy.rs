@@ -365,10 +365,8 @@ async fn found(uri: &str, options: &Options) -> Result<Found, BoxError> {
         return Ok(Found::Other);
     };
     Ok(match dataset.config(RECORD_KEY) {
-        Some(record) => {
-            BackupCopy::from_json(uri, options, record)
-                .map_or(Found::Other, |copy| Found::Copy(Box::new(copy)))
-        }
+        Some(record) => BackupCopy::from_json(uri, options, record)
+            .map_or(Found::Other, |copy| Found::Copy(Box::new(copy))),
         None => Found::Unfinished,
     })
 }
