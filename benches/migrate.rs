@@ -63,18 +63,8 @@ impl Fixture {
         Self::tagged(tmp, table).await
     }
 
-    /// Tags `table`'s current version as the state each iteration starts
-    /// from.
     async fn tagged(tmp: TempDb, table: Table) -> Self {
-        let version = table.version().await.unwrap();
-        table
-            .tags()
-            .await
-            .unwrap()
-            .create(BASE_TAG, version)
-            .await
-            .unwrap();
-        let base = Backup::new(TABLE, version, BASE_TAG);
+        let base = tag_base(&table).await;
         Self { tmp, table, base }
     }
 
@@ -608,12 +598,19 @@ fn benches(c: &mut Criterion) {
 
 /// A table of 10,000 rows in a bucket of the S3 server, answering each
 /// request after `delay`.
-async fn s3_fixture(s3: &s3::S3, delay: Duration) -> (Connection, Table, Backup, String) {
+async fn s3_fixture(s3: &s3::S3, delay: Duration) -> (Connection, Table, Backup) {
     let bucket = s3.fresh_bucket("bench");
     let db = s3.connect(&format!("s3://{bucket}/db")).await;
     let table = testing::documents_table(&db, TABLE, 10_000, DIMS)
         .await
         .unwrap();
+    let base = tag_base(&table).await;
+    s3.configure(&bucket, false, delay);
+    (db, table, base)
+}
+
+/// Tags `table`'s current version as the state each iteration starts from.
+async fn tag_base(table: &Table) -> Backup {
     let version = table.version().await.unwrap();
     table
         .tags()
@@ -622,8 +619,7 @@ async fn s3_fixture(s3: &s3::S3, delay: Duration) -> (Connection, Table, Backup,
         .create(BASE_TAG, version)
         .await
         .unwrap();
-    s3.configure(&bucket, false, delay);
-    (db, table, Backup::new(TABLE, version, BASE_TAG), bucket)
+    Backup::new(TABLE, version, BASE_TAG)
 }
 
 /// No-op start and one `AddColumns` on the S3 server against the plain
@@ -637,7 +633,7 @@ fn object_storage(c: &mut Criterion, rt: &Runtime) {
     };
     for delay_ms in [0u64, 20] {
         let delay = Duration::from_millis(delay_ms);
-        let (db, table, base, _bucket) = rt.block_on(s3_fixture(&s3, delay));
+        let (db, table, base) = rt.block_on(s3_fixture(&s3, delay));
         let mut group = c.benchmark_group(format!("s3_{delay_ms}ms_per_request"));
         group.sample_size(10);
         group.sampling_mode(SamplingMode::Flat);

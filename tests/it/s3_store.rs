@@ -40,9 +40,8 @@ async fn a_store_that_ignores_preconditions_is_refused_before_anything_is_writte
     let Some(s3) = S3::from_env("a_store_that_ignores_preconditions_is_refused") else {
         return;
     };
-    let bucket = s3.fresh_bucket("unsafe");
+    let (bucket, db) = s3.fresh_db("unsafe").await;
     s3.configure(&bucket, true, Duration::ZERO);
-    let db = s3.connect(&format!("s3://{bucket}/db")).await;
     let table = testing::documents_table(&db, "docs", 50, 8).await.unwrap();
     let before = version(&table).await;
     let schema = table.schema().await.unwrap();
@@ -93,8 +92,7 @@ async fn the_store_check_passes_on_a_safe_store_once_per_process() {
     let Some(s3) = S3::from_env("the_store_check_passes_on_a_safe_store_once_per_process") else {
         return;
     };
-    let bucket = s3.fresh_bucket("safe");
-    let db = s3.connect(&format!("s3://{bucket}/db")).await;
+    let (bucket, db) = s3.fresh_db("safe").await;
     testing::documents_table(&db, "docs", 50, 8).await.unwrap();
     let first = Migrator::new(db.clone()).add(add_category("0001_category"));
     first.run().await.unwrap();
@@ -191,8 +189,7 @@ async fn requests_of_a_noop_start_and_of_one_migration() {
     let Some(s3) = S3::from_env("requests_of_a_noop_start_and_of_one_migration") else {
         return;
     };
-    let bucket = s3.fresh_bucket("count");
-    let db = s3.connect(&format!("s3://{bucket}/db")).await;
+    let (bucket, db) = s3.fresh_db("count").await;
     testing::documents_table(&db, "docs", 100, 8).await.unwrap();
     testing::documents_table(&db, "warm", 10, 8).await.unwrap();
     let raw_table = testing::documents_table(&db, "raw", 100, 8).await.unwrap();

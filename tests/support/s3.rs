@@ -127,6 +127,13 @@ impl S3 {
         body.to_owned()
     }
 
+    /// A new database `s3://<fresh bucket>/db`: the bucket and a connection.
+    pub async fn fresh_db(&self, prefix: &str) -> (String, lancedb::Connection) {
+        let bucket = self.fresh_bucket(prefix);
+        let db = self.connect(&format!("s3://{bucket}/db")).await;
+        (bucket, db)
+    }
+
     /// Connects to `uri` with the server's storage options.
     pub async fn connect(&self, uri: &str) -> lancedb::Connection {
         lancedb::connect(uri)
