@@ -14,18 +14,19 @@ use crate::lance::retry::is_ref_conflict;
 use crate::lance::{latest_version, local_dataset};
 
 /// Creates tag `name` put-if-absent, so of several processes creating it
-/// at once exactly one gets `true`. It points at the version the handle is
-/// at (any version does, for the lease; that saves finding the latest),
-/// or at the latest version when the handle's is gone.
-pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
+/// at once exactly one gets the version it points at (the others `None`).
+/// It points at the version the handle is at (any version does, for the
+/// lease; that saves finding the latest), or at the latest version when
+/// the handle's is gone.
+pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<Option<u64>> {
     let mut tags = ledger.tags().await.map_err(Error::lance(format!(
         "open the tags of `{}`",
         ledger.name()
     )))?;
     if let Ok(version) = ledger.version().await {
         match tags.create(name, version).await {
-            Ok(()) => return Ok(true),
-            Err(e) if is_ref_conflict(&e) => return Ok(false),
+            Ok(()) => return Ok(Some(version)),
+            Err(e) if is_ref_conflict(&e) => return Ok(None),
             Err(e) => {
                 debug!(error = %e, version, "tag on the handle's version failed; on the latest");
             }
@@ -33,8 +34,8 @@ pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<bool> {
     }
     let version = latest_version(ledger).await?;
     match tags.create(name, version).await {
-        Ok(()) => Ok(true),
-        Err(e) if is_ref_conflict(&e) => Ok(false),
+        Ok(()) => Ok(Some(version)),
+        Err(e) if is_ref_conflict(&e) => Ok(None),
         Err(e) => Err(Error::lance(format!("create tag `{name}`"))(e)),
     }
 }
@@ -101,6 +102,7 @@ pub(crate) async fn exists(ledger: &Table, name: &str) -> Result<bool> {
 }
 
 /// The version tag `name` points at; `None` when that cannot be read.
+#[cfg(test)]
 pub(crate) async fn version_of(ledger: &Table, name: &str) -> Option<u64> {
     ledger.tags().await.ok()?.get_version(name).await.ok()
 }

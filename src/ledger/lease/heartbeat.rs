@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lancedb::Table;
 use tracing::{debug, warn};
 
-use crate::lance::tags::{exists, refresh, version_of};
+use crate::lance::tags::{exists, refresh};
 use crate::ledger::lease::fence::Fence;
 use crate::ledger::lease::state::tag;
 
@@ -20,7 +20,10 @@ pub(super) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(super) fn start(ledger: Table, generation: u64, ttl: Duration, fence: Fence) -> Self {
+    /// Starts beating for `lease`: its generation, and the ledger version
+    /// its tag points at.
+    pub(super) fn start(ledger: Table, lease: (u64, u64), ttl: Duration, fence: Fence) -> Self {
+        let (generation, version) = lease;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let run = move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -35,7 +38,7 @@ impl Heartbeat {
             };
             runtime.block_on(async move {
                 tokio::select! {
-                    () = beat(ledger, generation, ttl, fence) => {}
+                    () = beat(ledger, generation, version, ttl, fence) => {}
                     _ = stopped => {}
                 }
             });
@@ -60,22 +63,19 @@ impl Heartbeat {
 /// again at the next beat while the proof lasts; a newer generation, or a
 /// proof that lapsed, loses the lease for good.
 ///
-/// A beat is three small requests on an object store: whether the next
+/// A beat is seven small requests on an object store: whether the next
 /// generation's tag exists (a takeover creates it), then Lance's rewrite of
-/// this generation's tag (it checks that the tag exists, then writes it).
-async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
+/// this generation's tag (it checks that the tag exists, reads it, checks
+/// the version's manifest, writes it).
+async fn beat(ledger: Table, generation: u64, version: u64, ttl: Duration, fence: Fence) {
     let name = tag(generation);
     let next = tag(generation + 1);
-    let mut version = None;
     loop {
         tokio::time::sleep(ttl / 4).await;
         if fence.check().is_err() {
             return;
         }
         let issued = Instant::now();
-        if version.is_none() {
-            version = version_of(&ledger, &name).await;
-        }
         match exists(&ledger, &next).await {
             Ok(true) => {
                 warn!(generation, "migration lease lost to a newer generation");
@@ -84,27 +84,18 @@ async fn beat(ledger: Table, generation: u64, ttl: Duration, fence: Fence) {
             }
             Ok(false) => {}
             Err(e) => {
-                if std::env::var("LMT_DEBUG_BEAT").is_ok() {
-                    eprintln!("beat {generation} failed after {:?}: {e}", issued.elapsed());
-                }
-                debug!(generation, error = %e, "a lease heartbeat failed; trying again");
+                debug!(generation, error = %e, took = ?issued.elapsed(), "a lease heartbeat failed; trying again");
                 continue;
             }
         }
-        let refreshed = match version {
-            Some(version) => refresh(&ledger, &name, version).await,
-            None => false,
-        };
-        if !refreshed {
-            if std::env::var("LMT_DEBUG_BEAT").is_ok() {
-                eprintln!("refresh {generation} failed after {:?}", issued.elapsed());
-            }
-            debug!(generation, "a lease heartbeat failed; trying again");
+        if !refresh(&ledger, &name, version).await {
+            debug!(generation, took = ?issued.elapsed(), "a lease heartbeat failed; trying again");
             continue;
         }
-        if std::env::var("LMT_DEBUG_BEAT").is_ok() && issued.elapsed() > Duration::from_millis(300)
-        {
-            eprintln!("slow beat {generation} took {:?}", issued.elapsed());
+        let took = issued.elapsed();
+        if took > ttl / 10 {
+            // On an object store under load: a sign to raise the TTL.
+            debug!(generation, ?took, "a slow lease heartbeat");
         }
         if !fence.extend(issued) {
             warn!(

@@ -120,7 +120,7 @@ impl Lease {
                 });
             }
             let deadline = started + config.wait;
-            wait_for_release(ledger, config, &state, deadline).await?;
+            wait_for_release(ledger, config, &state, deadline).await;
         }
     }
 
@@ -132,10 +132,10 @@ impl Lease {
     async fn try_take(ledger: &Table, config: &LeaseConfig, seen: &State) -> Result<Option<Self>> {
         let next = seen.generation + 1;
         let issued = Instant::now();
-        if !try_create(ledger, &tag(next)).await? {
+        let Some(version) = try_create(ledger, &tag(next)).await? else {
             debug!(generation = next, "another process took the lease first");
             return Ok(None);
-        }
+        };
         let newest = State::newest(ledger).await?;
         if newest != next {
             warn!(
@@ -145,12 +145,15 @@ impl Lease {
             );
             return Ok(None);
         }
-        Ok(Some(Self::held(ledger, next, issued, config, seen).await))
+        Ok(Some(
+            Self::held(ledger, next, version, issued, config, seen).await,
+        ))
     }
 
     async fn held(
         ledger: &Table,
         generation: u64,
+        version: u64,
         issued: Instant,
         config: &LeaseConfig,
         seen: &State,
@@ -167,7 +170,12 @@ impl Lease {
         );
         clean_up(ledger, generation, seen).await;
         let fence = Fence::held(generation, issued, config.proof());
-        let heartbeat = Heartbeat::start(ledger.clone(), generation, config.ttl, fence.clone());
+        let heartbeat = Heartbeat::start(
+            ledger.clone(),
+            (generation, version),
+            config.ttl,
+            fence.clone(),
+        );
         Self {
             table: ledger.clone(),
             generation,
@@ -204,23 +212,24 @@ impl Lease {
 
 /// Waits, while generation `held.generation` is held, until it is released
 /// or could have expired (its holder's last heartbeat, as `held` shows it,
-/// is `ttl` old on this clock), or until `deadline`. Reading the whole
-/// lease state is a listing and one read per tag; watching for the release
-/// is one `HEAD` per poll, which keeps many waiting replicas cheap on an
-/// object store.
-async fn wait_for_release(
-    ledger: &Table,
-    config: &LeaseConfig,
-    held: &State,
-    deadline: Instant,
-) -> Result<()> {
+/// is `ttl` old on this clock), or until `deadline`. Reading the lease
+/// state is a listing and a read; watching for the release is one `HEAD`
+/// per poll, which keeps many waiting replicas cheap on an object store. A
+/// poll that fails counts as "not released": the state is read again (with
+/// retries) when the wait ends.
+async fn wait_for_release(ledger: &Table, config: &LeaseConfig, held: &State, deadline: Instant) {
     let left = held.time_left(config.ttl);
     let until = (Instant::now() + left.max(config.poll())).min(deadline);
     let released = format!("{}-released", tag(held.generation));
     loop {
         tokio::time::sleep(config.poll()).await;
-        if Instant::now() >= until || exists(ledger, &released).await? {
-            return Ok(());
+        if Instant::now() >= until {
+            return;
+        }
+        match exists(ledger, &released).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "could not look for the lease's release; waiting on"),
         }
     }
 }

@@ -48,7 +48,7 @@ impl State {
     /// The newest generation of the lease tags `names`: one listing, no
     /// tag read. What a creator checks after its create.
     pub(super) async fn newest(ledger: &Table) -> Result<u64> {
-        let names = tags::names(ledger).await?;
+        let names = retry("list the lease tags", |_| true, |_| tags::names(ledger)).await?;
         Ok(Self::from_names(&names).generation)
     }
 

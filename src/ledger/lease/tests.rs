@@ -262,3 +262,43 @@ fn a_stale_lease_is_free() {
         "no lease yet"
     );
 }
+
+/// What a heartbeat costs on an object store, request by request: the
+/// look for a newer generation, then Lance's rewrite of the tag (it checks
+/// the tag exists, reads it (a `HEAD` and a `GET`), checks the version's
+/// manifest twice, writes it).
+/// Kept small because every holder makes one every `ttl / 4`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heartbeat_is_seven_requests_on_s3() {
+    let Some(s3) = crate::s3_test_server::S3::from_env("a_heartbeat_is_seven_requests_on_s3")
+    else {
+        return;
+    };
+    let (bucket, db) = s3.fresh_db("beat").await;
+    let ledger = crate::ledger::Ledger::open_or_create(&db, "ledger")
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let lease = Lease::acquire(ledger.table(), &config(ttl, "beating"))
+        .await
+        .unwrap();
+    s3.reset_requests(&bucket);
+    let beat = format!("PUT db/ledger.lance/_refs/tags/{}.json", tag(1));
+    let started = Instant::now();
+    let requests = loop {
+        let requests = s3.requests(&bucket);
+        if requests.contains(&beat) {
+            break requests;
+        }
+        assert!(started.elapsed() < ttl * 2, "no heartbeat: {requests:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    lease.release().await;
+    let first_beat: Vec<&String> = requests
+        .iter()
+        .take_while(|r| **r != beat)
+        .chain([&beat])
+        .collect();
+    assert_eq!(first_beat.len(), 7, "{first_beat:#?}");
+    assert!(first_beat[0].contains(&tag(2)), "{first_beat:#?}");
+}
