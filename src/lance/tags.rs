@@ -3,10 +3,14 @@
 //! file), existence checks and in-place refresh. On an object store each
 //! of these is one or two requests.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use lance::Dataset;
+use lance::io::ObjectStore;
 use lancedb::Table;
 use lancedb::table::TagContents;
+use object_store::path::Path;
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -25,34 +29,57 @@ pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<Option<u64>
     )))?;
     if let Ok(version) = ledger.version().await {
         match tags.create(name, version).await {
-            Ok(()) => return Ok(Some(version)),
-            Err(e) if is_ref_conflict(&e) => return Ok(None),
-            Err(e) => {
+            Err(e) if !is_ref_conflict(&e) => {
                 debug!(error = %e, version, "tag on the handle's version failed; on the latest");
             }
+            created => return Ok(created.ok().map(|()| version)),
         }
     }
     let version = latest_version(ledger).await?;
     match tags.create(name, version).await {
-        Ok(()) => Ok(Some(version)),
-        Err(e) if is_ref_conflict(&e) => Ok(None),
-        Err(e) => Err(Error::lance(format!("create tag `{name}`"))(e)),
+        Err(e) if !is_ref_conflict(&e) => Err(Error::lance(format!("create tag `{name}`"))(e)),
+        created => Ok(created.ok().map(|()| version)),
+    }
+}
+
+/// The ledger's tag files, reached directly through its object store: one
+/// request per question, where Lance's tag API reads more.
+struct TagFiles {
+    dataset: Arc<Dataset>,
+    store: Arc<ObjectStore>,
+    dir: Path,
+}
+
+impl TagFiles {
+    async fn of(ledger: &Table) -> Result<Self> {
+        let dataset = local_dataset(ledger).await?;
+        let store = dataset
+            .object_store(None)
+            .await
+            .map_err(Error::lance("open the ledger's object store"))?;
+        let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);
+        Ok(Self {
+            dataset,
+            store,
+            dir,
+        })
+    }
+
+    fn path(&self, name: &str) -> Path {
+        self.dir.clone().join(format!("{name}.json").as_str())
     }
 }
 
 /// The names of the ledger's tags: one listing, no tag read.
 pub(crate) async fn names(ledger: &Table) -> Result<Vec<String>> {
-    let dataset = local_dataset(ledger).await?;
-    let lance_error = || Error::lance("list the ledger's tags");
-    let store = dataset.object_store(None).await.map_err(lance_error())?;
-    let dir = lance::dataset::refs::base_tags_path(&dataset.branch_location().path);
-    let files = match store.read_dir(dir).await {
-        Ok(files) => files,
+    let files = TagFiles::of(ledger).await?;
+    let listed = match files.store.read_dir(files.dir).await {
+        Ok(listed) => listed,
         // No tag was ever created: locally, no directory.
         Err(lance::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(lance_error()(e)),
+        Err(e) => return Err(Error::lance("list the ledger's tags")(e)),
     };
-    Ok(files
+    Ok(listed
         .into_iter()
         .filter_map(|f| f.strip_suffix(".json").map(str::to_owned))
         .collect())
@@ -65,22 +92,19 @@ pub(crate) async fn names(ledger: &Table) -> Result<Vec<String>> {
 /// landed, so a waiter never takes over too soon. Only a local file can be
 /// left half-written; an object store's put replaces an object whole.
 pub(crate) async fn updated_at(ledger: &Table, name: &str) -> Result<Option<SystemTime>> {
-    let dataset = local_dataset(ledger).await?;
-    let lance_error = || Error::lance(format!("read the ledger's tag `{name}`"));
-    let store = dataset.object_store(None).await.map_err(lance_error())?;
-    let file = format!("{name}.json");
-    let path =
-        lance::dataset::refs::base_tags_path(&dataset.branch_location().path).join(file.as_str());
-    match TagContents::from_path(&path, &store).await {
+    let files = TagFiles::of(ledger).await?;
+    match TagContents::from_path(&files.path(name), &files.store).await {
         Ok(contents) => Ok(contents
             .updated_at
             .or(contents.created_at)
             .map(SystemTime::from)),
-        Err(e) if !store.is_local() => Err(lance_error()(e)),
+        Err(e) if !files.store.is_local() => {
+            Err(Error::lance(format!("read the ledger's tag `{name}`"))(e))
+        }
         Err(e) => {
-            let local = std::path::Path::new(dataset.uri())
+            let local = std::path::Path::new(files.dataset.uri())
                 .join("_refs/tags")
-                .join(&file);
+                .join(format!("{name}.json"));
             let modified = std::fs::metadata(&local).and_then(|m| m.modified());
             debug!(error = %e, "a lease tag could not be parsed; using its file's time");
             modified.map(Some).map_err(|e| Error::Ledger {
@@ -93,12 +117,12 @@ pub(crate) async fn updated_at(ledger: &Table, name: &str) -> Result<Option<Syst
 
 /// Whether tag `name` exists: one `HEAD` on an object store.
 pub(crate) async fn exists(ledger: &Table, name: &str) -> Result<bool> {
-    let dataset = local_dataset(ledger).await?;
-    let lance_error = || Error::lance(format!("look for tag `{name}`"));
-    let store = dataset.object_store(None).await.map_err(lance_error())?;
-    let path = lance::dataset::refs::base_tags_path(&dataset.branch_location().path)
-        .join(format!("{name}.json"));
-    store.exists(&path).await.map_err(lance_error())
+    let files = TagFiles::of(ledger).await?;
+    files
+        .store
+        .exists(&files.path(name))
+        .await
+        .map_err(Error::lance(format!("look for tag `{name}`")))
 }
 
 /// The version tag `name` points at; `None` when that cannot be read.
