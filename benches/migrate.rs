@@ -7,6 +7,9 @@
 //! LANCEDB_MIGRATE_BENCH_ROWS=10000,100000 scripts/cargo bench --bench migrate
 //! # the real-model group (opt-in, ~5 minutes; needs scripts/fetch-minilm.sh):
 //! scripts/cargo bench --bench migrate -- minilm
+//! # recreating tuned indexes after their column is replaced (20 000 rows;
+//! # LANCEDB_MIGRATE_BENCH_INDEX_ROWS=N for another size):
+//! scripts/cargo bench --bench migrate -- index_recreate
 //! # object storage, without and with 20 ms per request (the S3 server of
 //! # scripts/s3-server.sh; skipped without it):
 //! LANCEDB_MIGRATE_S3="$(scripts/s3-server.sh start)" scripts/cargo bench --bench migrate -- s3_
@@ -414,6 +417,171 @@ fn index_rebuild(c: &mut Criterion, rt: &Runtime, fixtures: &[(usize, Fixture)])
     group.finish();
 }
 
+/// Rows of the index-recreation fixture (`LANCEDB_MIGRATE_BENCH_INDEX_ROWS`,
+/// default 20 000): every timed iteration trains an index.
+fn index_rows() -> usize {
+    std::env::var("LANCEDB_MIGRATE_BENCH_INDEX_ROWS")
+        .ok()
+        .map(|n| n.trim().parse().expect("row count"))
+        .unwrap_or(20_000)
+}
+
+/// Indexes with non-default parameters, each on its column: what the
+/// default `rebuild` recreates after the column is replaced.
+fn tuned_indexes() -> Vec<(&'static str, &'static str, lancedb::index::Index)> {
+    use lancedb::DistanceType;
+    use lancedb::index::Index;
+    use lancedb::index::scalar::FtsIndexBuilder;
+    use lancedb::index::vector::{IvfHnswSqIndexBuilder, IvfPqIndexBuilder};
+    vec![
+        (
+            "ivf_pq",
+            "vector",
+            Index::IvfPq(
+                IvfPqIndexBuilder::default()
+                    .distance_type(DistanceType::Cosine)
+                    .num_partitions(64)
+                    .num_sub_vectors(48)
+                    .max_iterations(30),
+            ),
+        ),
+        (
+            "ivf_hnsw_sq",
+            "vector",
+            Index::IvfHnswSq(
+                IvfHnswSqIndexBuilder::default()
+                    .num_partitions(16)
+                    .num_edges(16)
+                    .ef_construction(150),
+            ),
+        ),
+        (
+            "fts_french_positions",
+            "text",
+            Index::FTS(
+                FtsIndexBuilder::default()
+                    .language("French")
+                    .unwrap()
+                    .with_position(true),
+            ),
+        ),
+    ]
+}
+
+/// Replaces `column` by a copy of itself (add a copy, drop the original
+/// with its index, rename the copy): the default `rebuild` recreates the
+/// index from what Lance recorded of it.
+#[derive(Debug)]
+struct ReplaceColumn(&'static str);
+
+#[lancedb_migrate::async_trait]
+impl lancedb_migrate::Migration for ReplaceColumn {
+    fn id(&self) -> &str {
+        "0005_replace"
+    }
+    fn table(&self) -> &str {
+        TABLE
+    }
+    async fn transform(
+        &self,
+        ctx: &lancedb_migrate::MigrationContext,
+    ) -> lancedb_migrate::Result<()> {
+        let copy = format!("{}__copy", self.0);
+        let table = ctx.table();
+        let sql = vec![(copy.clone(), self.0.to_owned())];
+        table
+            .add_columns()
+            .transform(NewColumnTransform::SqlExpressions(sql))
+            .execute()
+            .await?;
+        table.drop_columns(&[self.0]).await?;
+        let rename = lancedb::table::ColumnAlteration::new(copy).rename(self.0.to_owned());
+        table.alter_columns(&[rename]).await?;
+        Ok(())
+    }
+    async fn verify(&self, ctx: &lancedb_migrate::MigrationContext) -> lancedb_migrate::Result<()> {
+        ctx.check_row_count().await?;
+        // Coverage and parameters; the fixture's uniform-noise vectors
+        // give low recall whatever the index, so recall is not required.
+        ctx.check_indexes_with(lancedb_migrate::MigrationContext::RECALL_SAMPLE, 0.0)
+            .await
+    }
+}
+
+/// The default `rebuild` recreating a tuned index after its column was
+/// replaced (the rebuild phase of the report: reading the index's
+/// parameters at the version before, building it), against one direct
+/// `create_index` with the same parameters on the same rows.
+fn index_recreate(c: &mut Criterion, rt: &Runtime) {
+    let rows = index_rows();
+    let mut group = c.benchmark_group("index_recreate");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    for (label, column, index) in tuned_indexes() {
+        let fixture = rt.block_on(async {
+            let tmp = TempDb::new().await.unwrap();
+            let table = testing::documents_table(tmp.db(), TABLE, rows, DIMS)
+                .await
+                .unwrap();
+            table
+                .create_index(&[column], index.clone())
+                .name("tuned_idx".to_owned())
+                .execute()
+                .await
+                .unwrap();
+            Fixture::tagged(tmp, table).await
+        });
+        let raw = index.clone();
+        group.bench_function(
+            BenchmarkId::new(format!("{label}/raw_create_index"), rows),
+            |b| {
+                b.to_async(rt).iter_custom(|iters| {
+                    timed(&fixture, iters, "unused", async || {
+                        fixture
+                            .table
+                            .create_index(&[column], raw.clone())
+                            .name("tuned_idx".to_owned())
+                            .replace(true)
+                            .execute()
+                            .await
+                            .unwrap();
+                    })
+                });
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new(format!("{label}/migrator_rebuild"), rows),
+            |b| {
+                let fixture = &fixture;
+                b.to_async(rt).iter_custom(|iters| async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        fixture.reset().await;
+                        drop_ledger(fixture.db(), "bench_ledger").await;
+                        let report = Migrator::new(fixture.db().clone())
+                            .ledger_table("bench_ledger")
+                            .add(ReplaceColumn(column))
+                            .run()
+                            .await
+                            .unwrap();
+                        let migration = &report.migrations()[0];
+                        assert_eq!(migration.details["indexes_recreated"], "tuned_idx");
+                        total += migration
+                            .phases
+                            .iter()
+                            .find(|p| p.phase == lancedb_migrate::Phase::Rebuild)
+                            .expect("a rebuild phase")
+                            .duration;
+                    }
+                    total
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
 /// Real sentences, deterministic: `i` picks one of 10 000 combinations.
 fn sentence(i: usize) -> String {
     const WHO: [&str; 10] = [
@@ -592,6 +760,7 @@ fn benches(c: &mut Criterion) {
     rollback(c, &rt, &fixtures);
     reembed(c, &rt, &fixtures);
     index_rebuild(c, &rt, &fixtures);
+    index_recreate(c, &rt);
     minilm(c, &rt);
     object_storage(c, &rt);
 }

@@ -163,6 +163,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A migration would have to build an index again (its column is
+    /// replaced, or the migration says it rebuilds it) that LanceDB cannot
+    /// build: refused before anything is written. Drop the index before
+    /// the migration and build it again after, or write a
+    /// [`rebuild`](crate::Migration::rebuild) hook that builds it.
+    #[error(
+        "index `{index}` ({index_type}) of table `{table}` cannot be rebuilt after this migration: {reason}"
+    )]
+    IndexNotRecreatable {
+        /// The table.
+        table: String,
+        /// The index's name.
+        index: String,
+        /// Its type, as LanceDB names it.
+        index_type: String,
+        /// Why it cannot be rebuilt.
+        reason: String,
+    },
+
     /// The embedding function failed or returned something unusable. The
     /// table is restored to its version before the migration. `problem`
     /// is the error's [`source`](std::error::Error::source); when the model

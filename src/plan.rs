@@ -32,6 +32,19 @@ impl TableInfo {
             .map(|i| i.name.clone())
             .collect()
     }
+
+    /// The indexes on `column`, as a migration that replaces the column
+    /// with one of `dimension` dimensions (vectors; `None` otherwise) will
+    /// build them again: same type, their parameters as the rebuild sets
+    /// them (PQ sub-vectors that do not divide the new dimension become
+    /// LanceDB's default for it). For [`Work::rebuilds`].
+    pub fn rebuilt_on(&self, column: &str, dimension: Option<usize>) -> Vec<IndexSpec> {
+        self.indexes
+            .iter()
+            .filter(|i| i.column == column)
+            .map(|i| i.rebuilt(dimension))
+            .collect()
+    }
 }
 
 /// How much data a migration writes.
@@ -79,6 +92,10 @@ pub struct Work {
     pub columns: Vec<String>,
     /// Indexes it builds or rebuilds.
     pub indexes: Vec<String>,
+    /// Indexes the table has that it builds again as they were (same type
+    /// and parameters), because it replaces their column: with the
+    /// parameters they will have.
+    pub rebuilds: Vec<IndexSpec>,
 }
 
 impl Work {
@@ -89,6 +106,7 @@ impl Work {
             writes: Writes::Unknown,
             columns: Vec::new(),
             indexes: Vec::new(),
+            rebuilds: Vec::new(),
         }
     }
 
@@ -110,6 +128,22 @@ impl Work {
     #[must_use]
     pub fn indexes(mut self, indexes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.indexes = indexes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the existing indexes it builds again as they were (e.g. from
+    /// [`TableInfo::rebuilt_on`]); adds their names to
+    /// [`indexes`](Self::indexes). Before anything is written, a run
+    /// refuses a migration naming an index LanceDB cannot build
+    /// ([`Error::IndexNotRecreatable`](crate::Error::IndexNotRecreatable)).
+    #[must_use]
+    pub fn rebuilds(mut self, indexes: impl IntoIterator<Item = IndexSpec>) -> Self {
+        self.rebuilds = indexes.into_iter().collect();
+        for spec in &self.rebuilds {
+            if !self.indexes.contains(&spec.name) {
+                self.indexes.push(spec.name.clone());
+            }
+        }
         self
     }
 }
@@ -234,8 +268,17 @@ impl fmt::Display for Plan {
                 if !work.columns.is_empty() {
                     write!(f, "; columns: {}", work.columns.join(", "))?;
                 }
-                if !work.indexes.is_empty() {
-                    write!(f, "; indexes: {}", work.indexes.join(", "))?;
+                let built: Vec<&String> = work
+                    .indexes
+                    .iter()
+                    .filter(|name| !work.rebuilds.iter().any(|r| &r.name == *name))
+                    .collect();
+                if !built.is_empty() {
+                    let names: Vec<&str> = built.iter().map(|n| n.as_str()).collect();
+                    write!(f, "; indexes: {}", names.join(", "))?;
+                }
+                for spec in &work.rebuilds {
+                    write!(f, "\n    rebuilds index {spec}")?;
                 }
             }
             writeln!(f)?;

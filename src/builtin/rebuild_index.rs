@@ -184,7 +184,12 @@ impl Migration for RebuildIndex {
 
     fn plan(&self, table: &TableInfo) -> Result<Work> {
         let name = self.index_name();
-        let summary = format!("build index `{name}` on `{}`", self.column);
+        let mut summary = format!("build index `{name}` on `{}`", self.column);
+        let requested = indexes::requested(&self.index);
+        if !requested.is_empty() {
+            let params: Vec<String> = requested.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            summary.push_str(&format!(" with {}", params.join(", ")));
+        }
         Ok(Work::new(summary)
             .writes(Writes::Index { rows: table.rows })
             .indexes([name]))
@@ -232,27 +237,26 @@ impl Migration for RebuildIndex {
             .filter(|s| s.name != name)
             .cloned()
             .collect();
+        let version_before = ctx.version_before();
         indexes::check(
             ctx.table(),
             &others,
+            version_before,
             MigrationContext::RECALL_SAMPLE,
             MigrationContext::MIN_RECALL,
         )
         .await?;
+        // Built with the type and the parameters asked for.
+        indexes::check_requested(ctx.table(), &name, &self.index).await?;
         let ours = indexes::snapshot(ctx.table())
             .await?
             .into_iter()
             .filter(|s| s.name == name)
             .collect::<Vec<_>>();
-        if ours.is_empty() {
-            return Err(Error::Index {
-                table: self.table.clone(),
-                index: name,
-                reason: "it does not exist after being built".to_owned(),
-            });
-        }
         let sample = if self.is_vector() { self.sample } else { 0 };
-        for (index, rate) in indexes::check(ctx.table(), &ours, sample, self.min_recall).await? {
+        let checked =
+            indexes::check(ctx.table(), &ours, version_before, sample, self.min_recall).await?;
+        for (index, rate) in checked.recall {
             ctx.record_detail(format!("recall.{index}"), format!("{rate:.3}"));
         }
         Ok(())

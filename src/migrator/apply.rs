@@ -16,10 +16,12 @@ use crate::context::MigrationContext;
 use crate::error::{Error, Result, chain, panic_message};
 use crate::event::{Event, Events};
 use crate::lance::commits::first_reshaping_commit;
+use crate::lance::indexes;
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::migrator::rollback::roll_back;
+use crate::plan::TableInfo;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
 
@@ -130,16 +132,48 @@ impl<'a> Apply<'a> {
     }
 
     /// The migration's `expected_schema` for the table as it is, with a
-    /// panic in it caught as an error.
+    /// panic in it caught as an error; and every index the migration will
+    /// have to build again (its column keeps its name with another type,
+    /// or the migration's plan names it in [`Work::rebuilds`]) is one
+    /// LanceDB can build.
+    ///
+    /// [`Work::rebuilds`]: crate::Work::rebuilds
     fn expected(&self, ctx: &MigrationContext) -> Result<()> {
         let schema = ctx.schema_before();
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.migration.expected_schema(schema)))
-            .unwrap_or_else(|payload| {
-                Err(Error::Panicked {
-                    message: panic_message(payload.as_ref()),
-                })
+        let caught = |payload: Box<dyn std::any::Any + Send>| {
+            Err(Error::Panicked {
+                message: panic_message(payload.as_ref()),
             })
-            .map(drop)
+        };
+        let after =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.migration.expected_schema(schema)))
+                .unwrap_or_else(caught)?;
+        if ctx.indexes_before().is_empty() {
+            return Ok(());
+        }
+        let info = TableInfo {
+            name: self.migration.table().to_owned(),
+            rows: ctx.rows_before(),
+            schema: schema.as_ref().clone(),
+            indexes: ctx.indexes_before().to_vec(),
+        };
+        // A plan that fails or panics names nothing: the column types
+        // still tell.
+        let rebuilt: Vec<String> =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.migration.plan(&info)))
+                .ok()
+                .and_then(Result::ok)
+                .map(|work| work.rebuilds.into_iter().map(|s| s.name).collect())
+                .unwrap_or_default();
+        match indexes::unrecreatable(ctx.indexes_before(), schema, &after, &rebuilt) {
+            Some((spec, reason)) => Err(Error::IndexNotRecreatable {
+                table: self.migration.table().to_owned(),
+                index: spec.name.clone(),
+                index_type: spec.index_type.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Opens the table, recovers an interrupted attempt, takes the backup.

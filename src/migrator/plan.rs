@@ -105,7 +105,7 @@ async fn table_info(db: &Connection, name: &str) -> Result<Option<TableInfo>> {
     let read = |what: &str| Error::lance(format!("read the {what} of `{name}`"));
     let schema = table.schema().await.map_err(read("schema"))?;
     let rows = table.count_rows(None).await.map_err(read("row count"))? as u64;
-    let indexes = indexes::snapshot(&table).await?;
+    let indexes = indexes::snapshot_described(&table).await?;
     Ok(Some(TableInfo {
         name: name.to_owned(),
         rows,

@@ -328,7 +328,7 @@ impl Migration for ReEmbed {
         Ok(Work::new(summary)
             .writes(Writes::Columns { rows: table.rows })
             .columns([self.target.as_str()])
-            .indexes(table.indexes_on(&self.target)))
+            .rebuilds(table.rebuilt_on(&self.target, Some(dim))))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {

@@ -1,0 +1,536 @@
+//! What an index was built with, read from what Lance records of it, and
+//! the LanceDB builder that builds it again with the same parameters.
+//!
+//! Where each parameter lives in Lance 14 (`lance-14.0.2`,
+//! `lance-index-14.0.2`):
+//!
+//! | index | parameter | recorded in |
+//! |---|---|---|
+//! | every IVF index | distance, `target_partition_size` | `VectorIndexDetails` (manifest) |
+//! | every IVF index | `sample_rate`, `max_iterations` | its runtime hints `lance.ivf.*` (manifest) |
+//! | every IVF index | `num_partitions` | the IVF model (index statistics) |
+//! | PQ | `num_sub_vectors`, `num_bits` | `VectorIndexDetails.compression.pq` |
+//! | RQ | `num_bits`, `rotation_type` | `VectorIndexDetails.compression.rq` |
+//! | SQ | `num_bits` | `VectorIndexDetails.compression.sq` |
+//! | HNSW | `m`, `ef_construction`, `max_level` | `VectorIndexDetails.hnsw_index_config` |
+//! | FTS | tokenizer settings | `InvertedIndexDetails` (manifest); custom stop words only in the index's own parameters (index statistics) |
+//! | BloomFilter | `number_of_items`, `probability` | the index file's metadata (index statistics) |
+//! | RTree | `page_size` | the index file's metadata (index statistics) |
+//! | ZoneMap | `rows_per_zone` | `ZoneMapIndexDetails` (index statistics) |
+//!
+//! BTree, Bitmap, LabelList, NGram and FM indexes have no parameters that
+//! LanceDB 0.41 lets a caller choose.
+
+use std::collections::BTreeMap;
+
+use lancedb::DistanceType;
+use lancedb::index::scalar::{
+    BTreeIndexBuilder, BitmapIndexBuilder, BloomFilterIndexBuilder, FmIndexBuilder,
+    FtsIndexBuilder, LabelListIndexBuilder, NGramIndexBuilder, RTreeIndexBuilder,
+    ZoneMapIndexBuilder,
+};
+use lancedb::index::vector::{
+    IvfFlatIndexBuilder, IvfHnswFlatIndexBuilder, IvfHnswPqIndexBuilder, IvfHnswSqIndexBuilder,
+    IvfPqIndexBuilder, IvfRqIndexBuilder, IvfSqIndexBuilder,
+};
+use lancedb::index::{Index, IndexType};
+use serde_json::{Map, Value};
+
+/// An index's parameters by LanceDB's builder names, values as text
+/// (strings bare, other values as JSON).
+pub(crate) type Params = BTreeMap<String, String>;
+
+/// Whether an index of this type has parameters only its index files hold
+/// (read through Lance's index statistics, which opens the index).
+pub(crate) fn needs_statistics(index_type: &IndexType) -> bool {
+    is_vector(index_type)
+        || matches!(
+            index_type,
+            IndexType::FTS | IndexType::BloomFilter | IndexType::RTree | IndexType::ZoneMap
+        )
+}
+
+pub(crate) fn is_vector(index_type: &IndexType) -> bool {
+    matches!(
+        index_type,
+        IndexType::IvfFlat
+            | IndexType::IvfSq
+            | IndexType::IvfPq
+            | IndexType::IvfRq
+            | IndexType::IvfHnswPq
+            | IndexType::IvfHnswSq
+            | IndexType::IvfHnswFlat
+    )
+}
+
+fn has_pq(index_type: &IndexType) -> bool {
+    matches!(index_type, IndexType::IvfPq | IndexType::IvfHnswPq)
+}
+
+fn has_hnsw(index_type: &IndexType) -> bool {
+    matches!(
+        index_type,
+        IndexType::IvfHnswPq | IndexType::IvfHnswSq | IndexType::IvfHnswFlat
+    )
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// The first value under `key` anywhere in `value`.
+pub(crate) fn find<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    match value {
+        Value::Object(map) => map
+            .get(key)
+            .filter(|v| !v.is_null())
+            .or_else(|| map.values().find_map(|v| find(v, key))),
+        Value::Array(items) => items.iter().find_map(|v| find(v, key)),
+        _ => None,
+    }
+}
+
+/// The parameters Lance's description of an index (`describe_indices`
+/// details, JSON) holds.
+pub(crate) fn from_details(index_type: &IndexType, details: &str) -> Params {
+    let mut params = Params::new();
+    let Ok(Value::Object(details)) = serde_json::from_str::<Value>(details) else {
+        return params;
+    };
+    if is_vector(index_type) {
+        if let Some(Value::String(metric)) = details.get("metric_type") {
+            params.insert("distance_type".into(), metric.to_lowercase());
+        }
+        if let Some(n) = details.get("target_partition_size") {
+            params.insert("target_partition_size".into(), render(n));
+        }
+        if let Some(Value::Object(hnsw)) = details.get("hnsw") {
+            for (from, to) in [
+                ("max_connections", "m"),
+                ("construction_ef", "ef_construction"),
+                ("max_level", "max_level"),
+            ] {
+                if let Some(v) = hnsw.get(from) {
+                    params.insert(to.into(), render(v));
+                }
+            }
+        }
+        if let Some(Value::Object(compression)) = details.get("compression") {
+            for key in ["num_sub_vectors", "num_bits", "rotation_type"] {
+                if let Some(v) = compression.get(key) {
+                    params.insert(key.into(), render(v));
+                }
+            }
+        }
+        if let Some(Value::Object(hints)) = details.get("runtime_hints") {
+            for (from, to) in [
+                ("lance.ivf.sample_rate", "sample_rate"),
+                ("lance.ivf.max_iters", "max_iterations"),
+            ] {
+                if let Some(v) = hints.get(from) {
+                    params.insert(to.into(), render(v));
+                }
+            }
+        }
+    } else if *index_type == IndexType::FTS {
+        for (key, value) in &details {
+            params.insert(key.clone(), render(value));
+        }
+    }
+    params
+}
+
+/// Adds the parameters Lance's index statistics (JSON) hold to `params`.
+pub(crate) fn add_statistics(index_type: &IndexType, statistics: &Value, params: &mut Params) {
+    let keys: &[&str] = match index_type {
+        t if is_vector(t) => &["num_partitions"],
+        IndexType::BloomFilter => &["number_of_items", "probability"],
+        IndexType::RTree => &["page_size"],
+        IndexType::ZoneMap => &["rows_per_zone"],
+        IndexType::FTS => {
+            // The index's own tokenizer parameters: the details lack custom
+            // stop words.
+            if let Some(Value::Object(own)) = find(statistics, "params") {
+                for (key, value) in own {
+                    params.insert(key.clone(), render(value));
+                }
+            }
+            &[]
+        }
+        _ => &[],
+    };
+    for key in keys {
+        if let Some(v) = find(statistics, key) {
+            params.insert((*key).into(), render(v));
+        }
+    }
+}
+
+/// The parameters of `index_type` a LanceDB 0.41 builder can set; the
+/// others are recorded, and a change in them is reported, not refused.
+fn settable(index_type: &IndexType, key: &str) -> bool {
+    match index_type {
+        t if is_vector(t) => {
+            matches!(
+                key,
+                "distance_type"
+                    | "num_partitions"
+                    | "target_partition_size"
+                    | "sample_rate"
+                    | "max_iterations"
+            ) || (has_pq(t) && matches!(key, "num_sub_vectors" | "num_bits"))
+                || (*t == IndexType::IvfRq && key == "num_bits")
+                || (has_hnsw(t) && matches!(key, "m" | "ef_construction"))
+        }
+        IndexType::FTS => true,
+        IndexType::BloomFilter => matches!(key, "number_of_items" | "probability"),
+        IndexType::RTree => key == "page_size",
+        _ => false,
+    }
+}
+
+/// An index to build again: LanceDB's builder, the parameters the new
+/// index must have, and what had to change, said in words.
+#[derive(Debug, Clone)]
+pub(crate) struct Recreate {
+    pub(crate) index: Index,
+    pub(crate) expected: Params,
+    pub(crate) changed: Vec<String>,
+}
+
+/// The number of PQ sub-vectors LanceDB chooses for `dims` dimensions
+/// (`lancedb::table::create_index::get_num_sub_vectors`).
+fn default_sub_vectors(dims: usize, num_bits: Option<u32>) -> u32 {
+    let dims = u32::try_from(dims).unwrap_or(u32::MAX);
+    let n = if dims % 16 == 0 {
+        dims / 16
+    } else if dims % 8 == 0 {
+        dims / 8
+    } else {
+        1
+    };
+    if num_bits == Some(4) && n % 2 == 1 {
+        n + 1
+    } else {
+        n
+    }
+}
+
+/// The builder that recreates an index of `index_type` with `params` on a
+/// column of `dims` dimensions (vector indexes). `Err` says why an index
+/// of that type cannot be recreated.
+pub(crate) fn recreate(
+    index_type: &IndexType,
+    params: &Params,
+    dims: Option<usize>,
+) -> Result<Recreate, String> {
+    let mut expected: Params = params
+        .iter()
+        .filter(|(k, _)| settable(index_type, k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut changed = Vec::new();
+    if is_vector(index_type) {
+        if expected.contains_key("target_partition_size") {
+            // The partition count follows from the row count.
+            expected.remove("num_partitions");
+        }
+        if has_pq(index_type)
+            && let (Some(n), Some(dims)) = (
+                expected
+                    .get("num_sub_vectors")
+                    .and_then(|n| n.parse::<u32>().ok()),
+                dims,
+            )
+            && (n == 0 || dims % n as usize != 0)
+        {
+            let bits = expected.get("num_bits").and_then(|b| b.parse().ok());
+            let m = default_sub_vectors(dims, bits);
+            changed.push(format!(
+                "num_sub_vectors {n} → {m}: {n} does not divide the new {dims} dimensions; {m} is LanceDB's default for {dims}"
+            ));
+            expected.insert("num_sub_vectors".into(), m.to_string());
+        }
+    }
+    let u32_of = |key: &str| expected.get(key).and_then(|v| v.parse::<u32>().ok());
+    let distance = expected
+        .get("distance_type")
+        .and_then(|d| serde_json::from_value::<DistanceType>(Value::String(d.clone())).ok())
+        .unwrap_or_default();
+    macro_rules! ivf {
+        ($builder:expr) => {{
+            let mut b = $builder.distance_type(distance);
+            if let Some(n) = u32_of("num_partitions") {
+                b = b.num_partitions(n);
+            }
+            if let Some(n) = u32_of("target_partition_size") {
+                b = b.target_partition_size(n);
+            }
+            if let Some(n) = u32_of("sample_rate") {
+                b = b.sample_rate(n);
+            }
+            if let Some(n) = u32_of("max_iterations") {
+                b = b.max_iterations(n);
+            }
+            b
+        }};
+    }
+    macro_rules! pq {
+        ($builder:expr) => {{
+            let mut b = $builder;
+            if let Some(n) = u32_of("num_sub_vectors") {
+                b = b.num_sub_vectors(n);
+            }
+            if let Some(n) = u32_of("num_bits") {
+                b = b.num_bits(n);
+            }
+            b
+        }};
+    }
+    macro_rules! hnsw {
+        ($builder:expr) => {{
+            let mut b = $builder;
+            if let Some(n) = u32_of("m") {
+                b = b.num_edges(n);
+            }
+            if let Some(n) = u32_of("ef_construction") {
+                b = b.ef_construction(n);
+            }
+            b
+        }};
+    }
+    let index = match index_type {
+        IndexType::IvfFlat => Index::IvfFlat(ivf!(IvfFlatIndexBuilder::default())),
+        IndexType::IvfSq => Index::IvfSq(ivf!(IvfSqIndexBuilder::default())),
+        IndexType::IvfPq => Index::IvfPq(pq!(ivf!(IvfPqIndexBuilder::default()))),
+        IndexType::IvfRq => {
+            let mut b = ivf!(IvfRqIndexBuilder::default());
+            if let Some(n) = u32_of("num_bits") {
+                b = b.num_bits(n);
+            }
+            Index::IvfRq(b)
+        }
+        IndexType::IvfHnswPq => {
+            Index::IvfHnswPq(pq!(hnsw!(ivf!(IvfHnswPqIndexBuilder::default()))))
+        }
+        IndexType::IvfHnswSq => Index::IvfHnswSq(hnsw!(ivf!(IvfHnswSqIndexBuilder::default()))),
+        IndexType::IvfHnswFlat => {
+            Index::IvfHnswFlat(hnsw!(ivf!(IvfHnswFlatIndexBuilder::default())))
+        }
+        IndexType::BTree => Index::BTree(BTreeIndexBuilder::default()),
+        IndexType::Bitmap => Index::Bitmap(BitmapIndexBuilder::default()),
+        IndexType::LabelList => Index::LabelList(LabelListIndexBuilder::default()),
+        IndexType::NGram => Index::NGram(NGramIndexBuilder::default()),
+        IndexType::ZoneMap => Index::ZoneMap(ZoneMapIndexBuilder::default()),
+        IndexType::Fm => Index::Fm(FmIndexBuilder::default()),
+        IndexType::BloomFilter => {
+            let mut b = BloomFilterIndexBuilder::default();
+            if let Some(n) = expected
+                .get("number_of_items")
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                b = b.number_of_items(n).map_err(|e| e.to_string())?;
+            }
+            if let Some(p) = expected
+                .get("probability")
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                b = b.probability(p).map_err(|e| e.to_string())?;
+            }
+            Index::BloomFilter(b)
+        }
+        IndexType::RTree => {
+            let mut b = RTreeIndexBuilder::default();
+            if let Some(n) = u32_of("page_size") {
+                b = b.page_size(n).map_err(|e| e.to_string())?;
+            }
+            Index::RTree(b)
+        }
+        IndexType::FTS => {
+            let object: Map<String, Value> = expected
+                .iter()
+                .map(|(k, v)| (k.clone(), parse(v)))
+                .collect();
+            Index::FTS(
+                serde_json::from_value::<FtsIndexBuilder>(Value::Object(object)).map_err(|e| {
+                    format!("its tokenizer settings cannot be read back by LanceDB: {e}")
+                })?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "LanceDB 0.41 has no builder for an index of type {other} (only Lance's own API or a plugin can build it); drop it before the migration and build it again after"
+            ));
+        }
+    };
+    Ok(Recreate {
+        index,
+        expected,
+        changed,
+    })
+}
+
+/// The parameters a LanceDB builder asks for: the ones set on it, by the
+/// names [`from_details`] and [`add_statistics`] use.
+pub(crate) fn requested(index: &Index) -> Params {
+    let value = match index {
+        Index::IvfFlat(b) => serde_json::to_value(b),
+        Index::IvfSq(b) => serde_json::to_value(b),
+        Index::IvfPq(b) => serde_json::to_value(b),
+        Index::IvfRq(b) => serde_json::to_value(b),
+        Index::IvfHnswPq(b) => serde_json::to_value(b),
+        Index::IvfHnswSq(b) => serde_json::to_value(b),
+        Index::IvfHnswFlat(b) => serde_json::to_value(b),
+        Index::BloomFilter(b) => serde_json::to_value(b),
+        Index::RTree(b) => serde_json::to_value(b),
+        Index::FTS(b) => serde_json::to_value(b),
+        _ => Ok(Value::Null),
+    };
+    let mut params = Params::new();
+    if let Ok(Value::Object(map)) = value {
+        for (key, value) in map {
+            if key == "metric_type" {
+                params.insert("distance_type".into(), render(&value).to_lowercase());
+            } else if !value.is_null() {
+                params.insert(key, render(&value));
+            }
+        }
+    }
+    if params.contains_key("num_partitions") {
+        // LanceDB uses the partition count and ignores the target size.
+        params.remove("target_partition_size");
+    }
+    params
+}
+
+/// Where `actual` differs from `expected`, on `expected`'s keys.
+pub(crate) fn differences(expected: &Params, actual: &Params) -> Vec<String> {
+    expected
+        .iter()
+        .filter_map(|(key, want)| {
+            let found = actual.get(key);
+            let same = found.is_some_and(|f| {
+                f == want || same_number(f, want) || (key == "num_partitions" && fewer(f, want))
+            });
+            (!same).then(|| {
+                format!(
+                    "{key} is {}, was {want}",
+                    found.map_or("not recorded", String::as_str)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Lance trains fewer IVF partitions than asked for when the rows do not
+/// support more (k-means drops empty clusters): not a change of
+/// parameters, but said by [`fewer_partitions`].
+fn fewer(found: &str, asked: &str) -> bool {
+    matches!((found.parse::<u64>(), asked.parse::<u64>()), (Ok(f), Ok(a)) if f < a)
+}
+
+/// Says so when Lance trained fewer partitions than `expected` asked for.
+pub(crate) fn fewer_partitions(expected: &Params, actual: &Params) -> Option<String> {
+    let (asked, found) = (
+        expected.get("num_partitions")?,
+        actual.get("num_partitions")?,
+    );
+    fewer(found, asked).then(|| {
+        format!("num_partitions {asked} → {found}: Lance trained fewer partitions than asked for on these rows")
+    })
+}
+
+fn same_number(a: &str, b: &str) -> bool {
+    matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Parameters that changed from `before` to `after` outside `expected`
+/// (those LanceDB cannot set), said in words.
+pub(crate) fn unsettable_changes(
+    before: &Params,
+    after: &Params,
+    expected: &Params,
+) -> Vec<String> {
+    before
+        .iter()
+        .filter(|(key, _)| !expected.contains_key(*key))
+        .filter_map(|(key, was)| {
+            let now = after.get(key)?;
+            (now != was && !same_number(now, was)).then(|| {
+                format!("{key} {was} → {now} (LanceDB 0.41 cannot set it; its default was used)")
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_details_are_read_under_builder_names() {
+        let details = r#"{"metric_type":"COSINE","hnsw":{"max_connections":12,"construction_ef":150},
+            "compression":{"type":"pq","num_bits":8,"num_sub_vectors":4},
+            "runtime_hints":{"lance.ivf.sample_rate":"128","lance.ivf.max_iters":"20","lance.skip_transpose":"false"}}"#;
+        let params = from_details(&IndexType::IvfHnswPq, details);
+        let want: Params = [
+            ("distance_type", "cosine"),
+            ("m", "12"),
+            ("ef_construction", "150"),
+            ("num_bits", "8"),
+            ("num_sub_vectors", "4"),
+            ("sample_rate", "128"),
+            ("max_iterations", "20"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(params, want);
+        let rebuilt = recreate(&IndexType::IvfHnswPq, &params, Some(32)).unwrap();
+        assert!(rebuilt.changed.is_empty());
+        assert_eq!(requested(&rebuilt.index), rebuilt.expected);
+    }
+
+    #[test]
+    fn sub_vectors_that_do_not_divide_the_new_dimension_are_replaced_and_said() {
+        let params: Params = [("num_sub_vectors", "6"), ("num_bits", "8")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let rebuilt = recreate(&IndexType::IvfPq, &params, Some(64)).unwrap();
+        assert_eq!(rebuilt.expected["num_sub_vectors"], "4");
+        assert_eq!(rebuilt.changed.len(), 1, "{:?}", rebuilt.changed);
+        assert!(
+            rebuilt.changed[0].contains("6 → 4"),
+            "{:?}",
+            rebuilt.changed
+        );
+        let kept = recreate(&IndexType::IvfPq, &params, Some(48)).unwrap();
+        assert_eq!(kept.expected["num_sub_vectors"], "6");
+        assert!(kept.changed.is_empty());
+    }
+
+    #[test]
+    fn unknown_index_types_are_refused_with_a_reason() {
+        let err = recreate(&IndexType::Custom("minhash".into()), &Params::new(), None)
+            .expect_err("no builder");
+        assert!(err.contains("no builder"), "{err}");
+    }
+
+    #[test]
+    fn differences_compare_numbers_by_value() {
+        let want: Params = [("probability".to_owned(), "0.010".to_owned())].into();
+        let same: Params = [("probability".to_owned(), "0.01".to_owned())].into();
+        let other: Params = [("probability".to_owned(), "0.02".to_owned())].into();
+        assert!(differences(&want, &same).is_empty());
+        assert_eq!(differences(&want, &other).len(), 1);
+        assert_eq!(differences(&want, &Params::new()).len(), 1);
+    }
+}
