@@ -138,6 +138,14 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// of the plan. It is only called after
     /// [`expected_schema`](Self::expected_schema) accepted that schema.
     ///
+    /// A run also calls it, before anything is written, when the table has
+    /// indexes: an index the plan names in [`Work::rebuilds`] (because the
+    /// migration replaces its column, keeping the column's type) must be
+    /// one LanceDB can build again, or the run is refused with
+    /// [`Error::IndexNotRecreatable`](crate::Error::IndexNotRecreatable). A
+    /// column whose type the migration changes
+    /// ([`expected_schema`](Self::expected_schema)) is checked without it.
+    ///
     /// # Default implementation
     ///
     /// "custom migration", writing an unknown amount of data. Override it to

@@ -138,7 +138,7 @@ impl<'a> Apply<'a> {
     /// LanceDB can build.
     ///
     /// [`Work::rebuilds`]: crate::Work::rebuilds
-    fn expected(&self, ctx: &MigrationContext) -> Result<()> {
+    async fn expected(&self, ctx: &MigrationContext) -> Result<()> {
         let schema = ctx.schema_before();
         let caught = |payload: Box<dyn std::any::Any + Send>| {
             Err(Error::Panicked {
@@ -165,15 +165,8 @@ impl<'a> Apply<'a> {
                 .and_then(Result::ok)
                 .map(|work| work.rebuilds.into_iter().map(|s| s.name).collect())
                 .unwrap_or_default();
-        match indexes::unrecreatable(ctx.indexes_before(), schema, &after, &rebuilt) {
-            Some((spec, reason)) => Err(Error::IndexNotRecreatable {
-                table: self.migration.table().to_owned(),
-                index: spec.name.clone(),
-                index_type: spec.index_type.to_string(),
-                reason,
-            }),
-            None => Ok(()),
-        }
+        let specs = indexes::to_rebuild(ctx.indexes_before(), schema, &after, &rebuilt);
+        indexes::check_buildable(ctx.table(), ctx.version_before(), &specs, &after).await
     }
 
     /// Opens the table, recovers an interrupted attempt, takes the backup.
@@ -202,7 +195,7 @@ impl<'a> Apply<'a> {
                 .map_err(during(Phase::Prepare))?;
         }
         // Bad input is refused here, before anything is written.
-        self.expected(&ctx).map_err(during(Phase::Prepare))?;
+        self.expected(&ctx).await.map_err(during(Phase::Prepare))?;
         let copy_to = self.copy_to;
         let backup = async {
             let backup = m.backup(&ctx).await?;
@@ -246,7 +239,7 @@ impl<'a> Apply<'a> {
         let backup = Backup::new(ctx.table_name(), entry.version_before, tag).with_copy(copy);
         ctx.resume(entry.version_before, entry.rows_before, backup)
             .await?;
-        self.expected(ctx)
+        self.expected(ctx).await
     }
 
     /// A previous attempt died mid-migration: undo it exactly as a failed

@@ -174,21 +174,26 @@ pub(crate) async fn snapshot(table: &Table) -> Result<Vec<IndexSpec>> {
         let Some(column) = config.columns.first().cloned() else {
             continue;
         };
-        let stats = table
-            .index_stats(&config.name)
-            .await
-            .map_err(read("index statistics"))?;
         let info = lance_info.remove(&config.name);
         let details = info.as_ref().and_then(|i| i.details.clone());
         let mut parameters = details
             .as_deref()
             .map(|d| params::from_details(&config.index_type, d))
             .unwrap_or_default();
-        let distance_type = stats.and_then(|s| s.distance_type);
-        if let Some(d) = distance_type {
-            parameters
-                .entry("distance_type".to_owned())
-                .or_insert_with(|| d.to_string());
+        // Lance records a vector index's distance type in its details;
+        // indexes from before it did are asked (which opens the index).
+        let mut distance_type = parameters
+            .get("distance_type")
+            .and_then(|d| serde_json::from_value(serde_json::Value::String(d.clone())).ok());
+        if distance_type.is_none() && params::is_vector(&config.index_type) {
+            let stats = table
+                .index_stats(&config.name)
+                .await
+                .map_err(read("index statistics"))?;
+            distance_type = stats.and_then(|s| s.distance_type);
+            if let Some(d) = distance_type {
+                parameters.insert("distance_type".to_owned(), d.to_string());
+            }
         }
         specs.push(IndexSpec {
             name: config.name,
@@ -300,32 +305,70 @@ async fn unindexed_rows(table: &Table, index: &str) -> Result<usize> {
     Ok(stats.map_or(0, |s| s.num_unindexed_rows))
 }
 
-/// The indexes of `before` (the table's indexes at `version_before`) that
-/// a migration into `after` (the schema it will leave) must build again
-/// and cannot: their column keeps its name with another type, or the
-/// migration names them among the indexes it rebuilds (`rebuilt`).
-/// Returns the first such index with the reason.
-pub(crate) fn unrecreatable<'a>(
+/// The indexes of `before` that a migration into `after` (the schema it
+/// will leave) must build again: their column keeps its name with another
+/// type, or the migration names them among the indexes it rebuilds
+/// (`rebuilt`).
+pub(crate) fn to_rebuild<'a>(
     before: &'a [IndexSpec],
     schema_before: &arrow_schema::Schema,
     after: &arrow_schema::Schema,
     rebuilt: &[String],
-) -> Option<(&'a IndexSpec, String)> {
-    before.iter().find_map(|spec| {
-        let replaced = match (
-            schema_before.field_with_name(&spec.column),
-            after.field_with_name(&spec.column),
-        ) {
-            (Ok(was), Ok(now)) => was.data_type() != now.data_type(),
-            _ => false,
-        };
-        if !replaced && !rebuilt.contains(&spec.name) {
-            return None;
+) -> Vec<&'a IndexSpec> {
+    before
+        .iter()
+        .filter(|spec| {
+            let replaced = match (
+                schema_before.field_with_name(&spec.column),
+                after.field_with_name(&spec.column),
+            ) {
+                (Ok(was), Ok(now)) => was.data_type() != now.data_type(),
+                _ => false,
+            };
+            replaced || rebuilt.contains(&spec.name)
+        })
+        .collect()
+}
+
+/// Refuses, naming it, the first of `specs` (indexes of `table` at
+/// `version_before` that a migration into `after` will build again) that
+/// LanceDB cannot build:
+/// a type without a LanceDB builder, or parameters this build of Lance
+/// cannot read back (e.g. an R-tree index without LanceDB's `geo`
+/// feature, which alone compiles Lance's R-tree).
+pub(crate) async fn check_buildable(
+    table: &Table,
+    version_before: u64,
+    specs: &[&IndexSpec],
+    after: &arrow_schema::Schema,
+) -> Result<()> {
+    let refuse = |spec: &IndexSpec, reason: String| Error::IndexNotRecreatable {
+        table: table.name().to_owned(),
+        index: spec.name.clone(),
+        index_type: spec.index_type.to_string(),
+        reason,
+    };
+    for spec in specs {
+        let mut full = vec![(*spec).clone()];
+        if let Err(e) = describe(table, Some(version_before), &mut full).await {
+            return Err(refuse(
+                spec,
+                format!(
+                    "this build of Lance cannot read it back ({}){}",
+                    crate::error::chain(&e),
+                    if spec.index_type == IndexType::RTree {
+                        "; R-tree indexes need LanceDB's `geo` feature"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
-        spec.recreate(dims_of(after, &spec.column))
-            .err()
-            .map(|reason| (spec, reason))
-    })
+        if let Err(reason) = full[0].recreate(dims_of(after, &spec.column)) {
+            return Err(refuse(spec, reason));
+        }
+    }
+    Ok(())
 }
 
 /// What [`restore`] did to one index.
