@@ -723,3 +723,84 @@ async fn rebuild_index_builds_every_type_with_the_parameters_asked_for() {
         assert_eq!(unindexed(&table, &index_name(column)).await, 0, "{column}");
     }
 }
+
+/// Replaces `vector` and builds its index again itself, with another
+/// partition count than the index had.
+#[derive(Debug)]
+struct RebuildDifferently;
+
+#[async_trait]
+impl Migration for RebuildDifferently {
+    fn id(&self) -> &str {
+        "0001_rebuild_differently"
+    }
+    fn table(&self) -> &str {
+        "docs"
+    }
+    async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+        let table = ctx.table();
+        let copy = vec![("vector__copy".to_owned(), "vector".to_owned())];
+        table
+            .add_columns()
+            .transform(NewColumnTransform::SqlExpressions(copy))
+            .execute()
+            .await?;
+        table.drop_columns(&["vector"]).await?;
+        let rename = ColumnAlteration::new("vector__copy".to_owned()).rename("vector".to_owned());
+        table.alter_columns(&[rename]).await?;
+        Ok(())
+    }
+    async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
+        let other = IvfFlatIndexBuilder::default()
+            .distance_type(DistanceType::Cosine)
+            .num_partitions(2);
+        ctx.table()
+            .create_index(&["vector"], Index::IvfFlat(other))
+            .name("vec_idx".to_owned())
+            .execute()
+            .await?;
+        Ok(())
+    }
+    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+        ctx.check_row_count().await?;
+        ctx.check_indexes().await
+    }
+}
+
+/// The default verify compares a rebuilt index with the one before: other
+/// parameters fail the migration, and the table is restored with its
+/// index as it was.
+#[tokio::test]
+async fn an_index_rebuilt_with_other_parameters_fails_verify_and_is_restored() {
+    let db = testing::memory_db().await.unwrap();
+    let ivf = IvfFlatIndexBuilder::default()
+        .distance_type(DistanceType::Cosine)
+        .num_partitions(4)
+        .max_iterations(25);
+    let table = vector_table(&db, "docs", Index::IvfFlat(ivf)).await;
+    let before = IndexSpec::list(&table).await.unwrap();
+    assert_eq!(param(&before[0], "num_partitions"), "4");
+    let version = table.version().await.unwrap();
+
+    let err = Migrator::new(db.clone())
+        .add(RebuildDifferently)
+        .run()
+        .await
+        .expect_err("the index was rebuilt with other parameters");
+    assert_eq!(err.phase(), Some(lancedb_migrate::Phase::Verify), "{err}");
+    match err.cause() {
+        Error::Index { index, reason, .. } => {
+            assert_eq!(index, "vec_idx");
+            assert!(reason.contains("num_partitions is 2, was 4"), "{reason}");
+            assert!(reason.contains("max_iterations is 50, was 25"), "{reason}");
+        }
+        other => panic!("expected Index, got {other:?}"),
+    }
+    let after = IndexSpec::list(&table).await.unwrap();
+    assert_eq!(after[0].parameters, before[0].parameters);
+    assert!(
+        table.version().await.unwrap() > version,
+        "restored as a new version"
+    );
+    assert_eq!(table.count_rows(None).await.unwrap(), 300);
+}

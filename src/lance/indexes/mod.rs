@@ -477,7 +477,9 @@ pub(crate) struct Checked {
 /// Checks every index of `before` (the table's indexes at
 /// `version_before`) whose column still exists: it exists again with the
 /// same type; if it was rebuilt, with the same parameters (where one could
-/// not carry over, as [`IndexSpec::recreate`] chose instead); it covers
+/// not carry over, as [`IndexSpec::recreate`] chose instead; for those
+/// [`restore`] recreated, named in `recreated`, fewer partitions than asked
+/// are Lance's adjustment); it covers
 /// every row; and, for vector indexes, an indexed search for a sample of
 /// rows' own vectors finds them in the top 10 for at least `min_recall`
 /// of them.
@@ -485,6 +487,7 @@ pub(crate) async fn check(
     table: &Table,
     before: &[IndexSpec],
     version_before: u64,
+    recreated: &[String],
     sample: usize,
     min_recall: f64,
 ) -> Result<Checked> {
@@ -523,8 +526,16 @@ pub(crate) async fn check(
             ));
         }
         if after.segments != spec.segments
-            && let Some(changed) =
-                compare_rebuilt(table, spec, after, version_before, &schema, &column).await?
+            && let Some(changed) = compare_rebuilt(
+                table,
+                spec,
+                after,
+                version_before,
+                &schema,
+                &column,
+                recreated.contains(&spec.name),
+            )
+            .await?
         {
             checked.changed.push((spec.name.clone(), changed));
         }
@@ -560,7 +571,8 @@ pub(crate) async fn check(
 
 /// An index that was rebuilt (its segments changed) has the parameters it
 /// had at `version_before`, but for those a rebuild had to change. Returns
-/// the parameters LanceDB could not set that changed, if any.
+/// the parameters LanceDB could not set that changed, if any. `ours`: the
+/// default rebuild recreated it, asking for exactly those parameters.
 async fn compare_rebuilt(
     table: &Table,
     before: &IndexSpec,
@@ -568,6 +580,7 @@ async fn compare_rebuilt(
     version_before: u64,
     schema: &arrow_schema::Schema,
     column: &str,
+    ours: bool,
 ) -> Result<Option<Vec<String>>> {
     let mut was = vec![before.clone()];
     describe(table, Some(version_before), &mut was).await?;
@@ -578,7 +591,7 @@ async fn compare_rebuilt(
         // Not a type LanceDB builds: whoever rebuilt it chose its parameters.
         return Ok(None);
     };
-    let differences = params::differences(&rebuild.expected, &now.parameters);
+    let differences = params::differences(&rebuild.expected, &now.parameters, ours);
     if !differences.is_empty() {
         return Err(Error::Index {
             table: table.name().to_owned(),
@@ -615,7 +628,7 @@ pub(crate) async fn check_requested(table: &Table, name: &str, index: &Index) ->
             reason: "it does not exist after being built".to_owned(),
         });
     };
-    let differences = params::differences(&params::requested(index), &now.parameters);
+    let differences = params::differences(&params::requested(index), &now.parameters, true);
     if differences.is_empty() {
         Ok(())
     } else {

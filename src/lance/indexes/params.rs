@@ -410,14 +410,18 @@ pub(crate) fn requested(index: &Index) -> Params {
     params
 }
 
-/// Where `actual` differs from `expected`, on `expected`'s keys.
-pub(crate) fn differences(expected: &Params, actual: &Params) -> Vec<String> {
+/// Where `actual` differs from `expected`, on `expected`'s keys. With
+/// `asked`, `expected` is exactly what the builder was given, and fewer
+/// partitions than that are Lance's own adjustment, not a difference.
+pub(crate) fn differences(expected: &Params, actual: &Params, asked: bool) -> Vec<String> {
     expected
         .iter()
         .filter_map(|(key, want)| {
             let found = actual.get(key);
             let same = found.is_some_and(|f| {
-                f == want || same_number(f, want) || (key == "num_partitions" && fewer(f, want))
+                f == want
+                    || same_number(f, want)
+                    || (asked && key == "num_partitions" && fewer(f, want))
             });
             (!same).then(|| {
                 format!(
@@ -529,8 +533,13 @@ mod tests {
         let want: Params = [("probability".to_owned(), "0.010".to_owned())].into();
         let same: Params = [("probability".to_owned(), "0.01".to_owned())].into();
         let other: Params = [("probability".to_owned(), "0.02".to_owned())].into();
-        assert!(differences(&want, &same).is_empty());
-        assert_eq!(differences(&want, &other).len(), 1);
-        assert_eq!(differences(&want, &Params::new()).len(), 1);
+        assert!(differences(&want, &same, false).is_empty());
+        assert_eq!(differences(&want, &other, false).len(), 1);
+        assert_eq!(differences(&want, &Params::new(), false).len(), 1);
+        let four: Params = [("num_partitions".to_owned(), "4".to_owned())].into();
+        let two: Params = [("num_partitions".to_owned(), "2".to_owned())].into();
+        assert!(differences(&four, &two, true).is_empty());
+        assert_eq!(differences(&four, &two, false).len(), 1);
+        assert_eq!(differences(&two, &four, true).len(), 1);
     }
 }
