@@ -120,7 +120,9 @@ impl MigrationContext {
     pub const MIN_RECALL: f64 = 0.9;
 
     /// The table's indexes before the migration (name, column, type,
-    /// distance type, Lance's parameter description).
+    /// distance type, and the parameters Lance keeps in the manifest; see
+    /// [`IndexSpec::parameters`] for those read only when an index is
+    /// rebuilt).
     pub fn indexes_before(&self) -> &[IndexSpec] {
         &self.indexes_before
     }

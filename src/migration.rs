@@ -208,9 +208,12 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// # Default implementation
     ///
     /// [`MigrationContext::restore_indexes`]: every index the table had
-    /// before exists again on the column it now belongs to, covering every
-    /// row. A transform that must drop an index first (e.g. to cast its
-    /// column) can just drop it; this recreates it.
+    /// before exists again on the column it now belongs to, with its type
+    /// and parameters, covering every row. A transform that must drop an
+    /// index first (e.g. to cast its column) can just drop it; this
+    /// recreates it. An override that rebuilds an index with other
+    /// parameters on purpose also overrides [`verify`](Self::verify): the
+    /// default one compares them with the index before.
     ///
     /// # Errors
     ///

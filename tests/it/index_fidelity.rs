@@ -280,31 +280,34 @@ impl Migration for ReplaceColumns {
         Ok(Work::new("replace every indexed column").rebuilds(rebuilds))
     }
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        let table = ctx.table();
-        let copies = self
-            .columns
-            .iter()
-            .map(|c| (format!("{c}__copy"), (*c).to_owned()))
-            .collect();
-        table
-            .add_columns()
-            .transform(NewColumnTransform::SqlExpressions(copies))
-            .execute()
-            .await?;
-        table.drop_columns(&self.columns).await?;
-        let renames: Vec<ColumnAlteration> = self
-            .columns
-            .iter()
-            .map(|c| ColumnAlteration::new(format!("{c}__copy")).rename((*c).to_owned()))
-            .collect();
-        table.alter_columns(&renames).await?;
-        Ok(())
+        replace_columns(ctx.table(), &self.columns).await
     }
     // Only the indexes are checked: SQL copies may relax nullability.
     async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
         ctx.check_row_count().await?;
         ctx.check_indexes().await
     }
+}
+
+/// Replaces each of `columns` of `table` by a copy of itself: add a copy,
+/// drop the original (which drops its index), rename the copy.
+async fn replace_columns(table: &Table, columns: &[&str]) -> Result<()> {
+    let copies = columns
+        .iter()
+        .map(|c| (format!("{c}__copy"), (*c).to_owned()))
+        .collect();
+    table
+        .add_columns()
+        .transform(NewColumnTransform::SqlExpressions(copies))
+        .execute()
+        .await?;
+    table.drop_columns(columns).await?;
+    let renames: Vec<ColumnAlteration> = columns
+        .iter()
+        .map(|c| ColumnAlteration::new(format!("{c}__copy")).rename((*c).to_owned()))
+        .collect();
+    table.alter_columns(&renames).await?;
+    Ok(())
 }
 
 fn by_name(specs: Vec<IndexSpec>) -> BTreeMap<String, IndexSpec> {
@@ -361,19 +364,7 @@ async fn recall(table: &Table, column: &str) -> f64 {
             .try_collect()
             .await
             .unwrap();
-        let ids: Vec<i64> = found
-            .iter()
-            .flat_map(|b| {
-                b.column_by_name("id")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        hits += usize::from(ids.contains(id));
+        hits += usize::from(ids_of(&found).contains(id));
     }
     hits as f64 / sample.len() as f64
 }
@@ -400,7 +391,14 @@ async fn ids_matching(table: &Table, query: FullTextSearchQuery) -> Vec<i64> {
         .try_collect()
         .await
         .unwrap();
-    let mut ids: Vec<i64> = batches
+    let mut ids = ids_of(&batches);
+    ids.sort_unstable();
+    ids
+}
+
+/// The `id` column of `batches`.
+fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
         .iter()
         .flat_map(|b| {
             b.column_by_name("id")
@@ -411,9 +409,7 @@ async fn ids_matching(table: &Table, query: FullTextSearchQuery) -> Vec<i64> {
                 .values()
                 .to_vec()
         })
-        .collect();
-    ids.sort_unstable();
-    ids
+        .collect()
 }
 
 fn param<'s>(spec: &'s IndexSpec, key: &str) -> &'s str {
@@ -738,17 +734,7 @@ impl Migration for RebuildDifferently {
         "docs"
     }
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        let table = ctx.table();
-        let copy = vec![("vector__copy".to_owned(), "vector".to_owned())];
-        table
-            .add_columns()
-            .transform(NewColumnTransform::SqlExpressions(copy))
-            .execute()
-            .await?;
-        table.drop_columns(&["vector"]).await?;
-        let rename = ColumnAlteration::new("vector__copy".to_owned()).rename("vector".to_owned());
-        table.alter_columns(&[rename]).await?;
-        Ok(())
+        replace_columns(ctx.table(), &["vector"]).await
     }
     async fn rebuild(&self, ctx: &MigrationContext) -> Result<()> {
         let other = IvfFlatIndexBuilder::default()
