@@ -15,7 +15,9 @@ use crate::testing::vector_type;
 /// gives the vector a row should have. It counts the texts it embeds, and
 /// can be told to misbehave ([`fail_after`](Self::fail_after),
 /// [`wrong_dimension`](Self::wrong_dimension), [`nan_for`](Self::nan_for),
-/// [`drop_a_row`](Self::drop_a_row)) to test how a migration copes.
+/// [`drop_a_row`](Self::drop_a_row), [`change_after`](Self::change_after))
+/// or to vary between calls as a model served by GPUs does
+/// ([`jitter`](Self::jitter)) to test how a migration copes.
 ///
 /// # Examples
 ///
@@ -40,6 +42,8 @@ pub struct TestEmbedding {
     embedded: Arc<std::sync::atomic::AtomicU64>,
     fault: Option<Fault>,
     delay: std::time::Duration,
+    jitter: f32,
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +52,7 @@ enum Fault {
     WrongDimension(usize),
     NanFor(String),
     DropARow,
+    ChangeAfter(u64),
 }
 
 impl TestEmbedding {
@@ -60,6 +65,8 @@ impl TestEmbedding {
             embedded: Arc::default(),
             fault: None,
             delay: std::time::Duration::ZERO,
+            jitter: 0.0,
+            calls: Arc::default(),
         }
     }
 
@@ -116,6 +123,23 @@ impl TestEmbedding {
         self
     }
 
+    /// Once `rows` texts have been embedded, gives every text another
+    /// vector (as if another model answered): a later re-embedding of a
+    /// sample no longer matches what was stored.
+    pub fn change_after(mut self, rows: u64) -> Self {
+        self.fault = Some(Fault::ChangeAfter(rows));
+        self
+    }
+
+    /// Adds to every element a perturbation of up to `amplitude` that
+    /// differs from call to call, as an embedding service's GPU kernels
+    /// and batch composition do (around 1e-4 per element for real
+    /// services): the same text gets slightly different vectors each time.
+    pub fn jitter(mut self, amplitude: f32) -> Self {
+        self.jitter = amplitude;
+        self
+    }
+
     /// Sleeps this long per call, to make a run slow enough to interrupt.
     pub fn delay(mut self, per_call: std::time::Duration) -> Self {
         self.delay = per_call;
@@ -147,6 +171,9 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
         let before = self
             .embedded
             .fetch_add(texts.len() as u64, Ordering::SeqCst);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let changed = matches!(&self.fault, Some(Fault::ChangeAfter(n)) if before >= *n);
+        let jitter = self.jitter;
         let mut dims = self.dims;
         let mut rows = texts.len();
         match &self.fault {
@@ -166,11 +193,20 @@ impl lancedb::embeddings::EmbeddingFunction for TestEmbedding {
                 ""
             };
             let nan = matches!(&self.fault, Some(Fault::NanFor(n)) if text.contains(n.as_str()));
-            Some(
+            let vector = if changed {
+                Self::vector(&format!("{text} (another model)"), dims)
+            } else {
                 Self::vector(text, dims)
-                    .into_iter()
-                    .map(move |x| Some(if nan { f32::NAN } else { x })),
-            )
+            };
+            Some(vector.into_iter().enumerate().map(move |(j, x)| {
+                // A sign pattern that depends on the call and the element.
+                let sign = if (call.wrapping_mul(31) + j as u64).is_multiple_of(2) {
+                    1.0
+                } else {
+                    -1.0
+                };
+                Some(if nan { f32::NAN } else { x + sign * jitter })
+            }))
         });
         let dims = i32::try_from(dims).unwrap_or(i32::MAX);
         Ok(Arc::new(FixedSizeListArray::from_iter_primitive::<

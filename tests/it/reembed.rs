@@ -717,3 +717,104 @@ async fn the_clients_embedding_configuration_follows_the_new_model() {
         );
     }
 }
+
+/// The least cosine similarity of any row's stored vector with the test
+/// embedding of its text.
+async fn lowest_similarity(table: &Table, dims: usize) -> f32 {
+    let mut lowest = 1.0f32;
+    for batch in rows(table, &["text", "vector"]).await {
+        let texts = batch.column(0).as_string::<i32>();
+        let vectors = batch.column(1).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            let want = TestEmbedding::vector(texts.value(i), dims);
+            let dot: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            lowest = lowest.min(dot / (norm(got) * norm(&want)));
+        }
+    }
+    lowest
+}
+
+/// A model whose vectors for one text differ between calls by ~1e-4 per
+/// element (as GPU services' do) passes the default cosine verification,
+/// which records the lowest similarity it saw; the opt-in element-wise
+/// tolerance tighter than that jitter fails and restores the table.
+#[tokio::test]
+async fn verification_accepts_a_services_jitter_and_records_the_lowest_similarity() {
+    let db = testing::memory_db().await.unwrap();
+    let docs = table(&db, 2, 150).await;
+    let model = TestEmbedding::new("jittery-768", 768).jitter(1e-4);
+    let report = Migrator::new(db.clone())
+        .add(reembed(&model))
+        .run()
+        .await
+        .unwrap();
+    let lowest: f32 = report.migrations()[0].details["lowest_similarity"]
+        .parse()
+        .unwrap();
+    assert!(
+        (ReEmbed::DEFAULT_MIN_SIMILARITY..1.0).contains(&lowest),
+        "{lowest}"
+    );
+    assert!(lowest_similarity(&docs, 768).await >= 0.999);
+
+    let db = testing::memory_db().await.unwrap();
+    let strict = table(&db, 2, 150).await;
+    let before = Snapshot::take(&strict, "id").await.unwrap();
+    let err = Migrator::new(db.clone())
+        .add(reembed(&model).tolerance(1e-5))
+        .run()
+        .await
+        .unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, lancedb_migrate::Phase::Verify);
+    assert!(matches!(cause, Error::Verification { .. }), "{cause:?}");
+    assert!(cause.to_string().contains("tolerance 0.00001"), "{cause}");
+    assert!(
+        matches!(rollback, Rollback::Restored { .. }),
+        "{rollback:?}"
+    );
+    Snapshot::take(&strict, "id")
+        .await
+        .unwrap()
+        .assert_same_columns(&before, &["id", "text", "vector"]);
+}
+
+/// Vectors that no longer match a fresh embedding of their text (the
+/// model answering verify is not the one that wrote them) fail the cosine
+/// verification; the table is restored.
+#[tokio::test]
+async fn verification_refuses_vectors_of_another_model() {
+    let db = testing::memory_db().await.unwrap();
+    let table = table(&db, 2, 150).await;
+    let before = Snapshot::take(&table, "id").await.unwrap();
+    let model = TestEmbedding::new("changing-768", 768).change_after(300);
+    let err = Migrator::new(db.clone())
+        .add(reembed(&model))
+        .run()
+        .await
+        .unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, lancedb_migrate::Phase::Verify);
+    assert!(cause.to_string().contains("cosine similarity"), "{cause}");
+    assert!(
+        matches!(rollback, Rollback::Restored { .. }),
+        "{rollback:?}"
+    );
+    let ledger = Migrator::new(db.clone()).ledger().await.unwrap();
+    assert!(
+        ledger[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("min_similarity"),
+        "{:?}",
+        ledger[0].error
+    );
+    Snapshot::take(&table, "id")
+        .await
+        .unwrap()
+        .assert_same_columns(&before, &["id", "text", "vector"]);
+}

@@ -75,9 +75,13 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 /// the table is restored. After the swap, `verify` checks that no row with
 /// text lacks a vector (without reading again the vectors it checked while
 /// writing them), that a sample of rows' vectors match a fresh
-/// embedding of their text (within [`tolerance`](Self::tolerance)), and, as
-/// for every migration, that the table's indexes (a vector index on the
-/// target is rebuilt) are back and find sampled rows.
+/// embedding of their text — cosine similarity at least
+/// [`min_similarity`](Self::min_similarity), 0.999 by default, since
+/// embedding services and GPU kernels are not bit-deterministic (the
+/// same text differs by up to ~1e-4 per element between calls); the
+/// lowest similarity seen is recorded as the detail `lowest_similarity` —
+/// and, as for every migration, that the table's indexes (a vector index
+/// on the target is rebuilt) are back and find sampled rows.
 ///
 /// Rows whose text is NULL get a NULL vector.
 ///
@@ -121,7 +125,8 @@ pub struct ReEmbed {
     concurrency: usize,
     checkpoint_every: Duration,
     sample: usize,
-    tolerance: f32,
+    min_similarity: f32,
+    tolerance: Option<f32>,
     /// What other clients (Python, TypeScript) should embed queries with:
     /// `{"name": …, "model": {…}}` of their embedding registry.
     client_config: Option<String>,
@@ -139,6 +144,7 @@ impl fmt::Debug for ReEmbed {
             .field("concurrency", &self.concurrency)
             .field("checkpoint_every", &self.checkpoint_every)
             .field("sample", &self.sample)
+            .field("min_similarity", &self.min_similarity)
             .field("tolerance", &self.tolerance)
             .field("client_config", &self.client_config)
             .finish_non_exhaustive()
@@ -156,8 +162,16 @@ impl ReEmbed {
     /// Default number of rows `verify` re-embeds and compares.
     pub const DEFAULT_SAMPLE: usize = 16;
     /// Default largest difference allowed, per vector element, between a
-    /// stored vector and a fresh embedding of its text.
+    /// stored vector and a fresh embedding of its text, when
+    /// [`tolerance`](Self::tolerance) asks for that comparison.
     pub const DEFAULT_TOLERANCE: f32 = 1e-4;
+    /// Default least cosine similarity between a stored vector and a fresh
+    /// embedding of its text in `verify`: a real model served by GPUs or an
+    /// API is not bit-deterministic, and its vectors for one text differ by
+    /// up to ~1e-4 per element between calls (cosine ≥ 0.9999 for unit
+    /// vectors of a few hundred dimensions), while a vector of another text,
+    /// or of another model, is far below.
+    pub const DEFAULT_MIN_SIMILARITY: f32 = 0.999;
 
     /// The text column re-embedded from, unless
     /// [`source_column`](Self::source_column) names another.
@@ -189,7 +203,8 @@ impl ReEmbed {
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             sample: Self::DEFAULT_SAMPLE,
-            tolerance: Self::DEFAULT_TOLERANCE,
+            min_similarity: Self::DEFAULT_MIN_SIMILARITY,
+            tolerance: None,
             client_config: None,
         }
     }
@@ -266,11 +281,26 @@ impl ReEmbed {
         self
     }
 
-    /// Largest difference allowed per element between a stored vector and a
-    /// fresh embedding of its text. Default
-    /// [`DEFAULT_TOLERANCE`](Self::DEFAULT_TOLERANCE).
+    /// The least cosine similarity `verify` accepts between a sampled
+    /// row's stored vector and a fresh embedding of its text, in [-1, 1].
+    /// Default [`DEFAULT_MIN_SIMILARITY`](Self::DEFAULT_MIN_SIMILARITY).
+    /// Lower it for a model whose outputs vary more between calls (say
+    /// quantised inference on mixed hardware); `verify` records the lowest
+    /// similarity it saw as the detail `lowest_similarity`, which shows how
+    /// much room there is.
+    pub fn min_similarity(mut self, similarity: f32) -> Self {
+        self.min_similarity = similarity;
+        self
+    }
+
+    /// Also compares element by element: the largest difference allowed
+    /// per element between a stored vector and a fresh embedding of its
+    /// text (e.g. [`DEFAULT_TOLERANCE`](Self::DEFAULT_TOLERANCE) for a
+    /// deterministic in-process model). Off by default: the cosine
+    /// comparison ([`min_similarity`](Self::min_similarity)) is the one
+    /// that fits models served by GPUs or APIs.
     pub fn tolerance(mut self, tolerance: f32) -> Self {
-        self.tolerance = tolerance;
+        self.tolerance = Some(tolerance);
         self
     }
 

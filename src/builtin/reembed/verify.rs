@@ -1,6 +1,6 @@
 //! What `ReEmbed::verify` checks beyond every migration's checks: no row
 //! with text lacks a vector, and a sample of stored vectors matches a fresh
-//! embedding of its text.
+//! embedding of its text (cosine similarity).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
@@ -32,6 +32,7 @@ impl ReEmbed {
     /// vectors just compared, at the cost of reading the whole column.
     pub(super) async fn check_sample(&self, ctx: &MigrationContext) -> Result<()> {
         let compute = self.compute()?;
+        let mut lowest: Option<f32> = None;
         for batch in self.sample(ctx).await? {
             let column = |name: &str| {
                 batch
@@ -42,13 +43,18 @@ impl ReEmbed {
                         column: name.to_owned(),
                     })
             };
-            self.compare(
-                ctx,
-                &compute,
-                &column(&self.source)?,
-                &column(&self.target)?,
-            )
-            .await?;
+            let seen = self
+                .compare(
+                    ctx,
+                    &compute,
+                    &column(&self.source)?,
+                    &column(&self.target)?,
+                )
+                .await?;
+            lowest = Some(lowest.map_or(seen, |l| l.min(seen)));
+        }
+        if let Some(lowest) = lowest {
+            ctx.record_detail("lowest_similarity", format!("{lowest:.6}"));
         }
         Ok(())
     }
@@ -82,18 +88,20 @@ impl ReEmbed {
     }
 
     /// Embeds the non-NULL `texts` again and compares each with its stored
-    /// vector, element by element, within `tolerance`.
+    /// vector: cosine similarity at least `min_similarity` (and, when asked,
+    /// element by element within `tolerance`). Returns the lowest
+    /// similarity seen (1.0 when nothing was compared).
     async fn compare(
         &self,
         ctx: &MigrationContext,
         compute: &Compute,
         texts: &ArrayRef,
         stored: &ArrayRef,
-    ) -> Result<()> {
+    ) -> Result<f32> {
         let stored = stored.as_fixed_size_list();
         let live: Vec<usize> = (0..texts.len()).filter(|&i| texts.is_valid(i)).collect();
         if live.is_empty() {
-            return Ok(());
+            return Ok(1.0);
         }
         let indices = UInt32Array::from_iter_values(live.iter().map(|&i| i as u32));
         let input = arrow_select::take::take(texts, &indices, None)
@@ -110,31 +118,94 @@ impl ReEmbed {
             },
         })??;
         let fresh = fresh.as_fixed_size_list();
+        let mut lowest = 1.0f32;
         for (k, &i) in live.iter().enumerate() {
             let want = floats(&fresh.value(k))?;
             let got = floats(&stored.value(i))?;
-            let worst = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            if got.len() != want.len() || worst > self.tolerance {
-                return Err(Error::verification(
+            let text = || arrow_cast::display::array_value_to_string(texts, i).unwrap_or_default();
+            let differs = |what: String| {
+                Error::verification(
                     ctx.table_name(),
-                    format!(
-                        "the stored vector of sampled row {} differs from a fresh embedding of its text by {worst} (tolerance {})",
-                        arrow_cast::display::array_value_to_string(texts, i).unwrap_or_default(),
-                        self.tolerance
-                    ),
-                ));
+                    format!("the stored vector of sampled row {} {what}", text()),
+                )
+            };
+            if got.len() != want.len() {
+                return Err(differs(format!(
+                    "has {} dimensions, a fresh embedding of its text {}",
+                    got.len(),
+                    want.len()
+                )));
+            }
+            let similarity = cosine(&want, &got);
+            lowest = lowest.min(similarity);
+            if similarity.is_nan() || similarity < self.min_similarity {
+                return Err(differs(format!(
+                    "has cosine similarity {similarity:.6} with a fresh embedding of its text (at least {} required; lower it with ReEmbed::min_similarity if the model's outputs vary more between calls)",
+                    self.min_similarity
+                )));
+            }
+            if let Some(tolerance) = self.tolerance {
+                let worst = want
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                if worst > tolerance {
+                    return Err(differs(format!(
+                        "differs from a fresh embedding of its text by {worst} (tolerance {tolerance})"
+                    )));
+                }
             }
         }
-        Ok(())
+        Ok(lowest)
     }
+}
+
+/// The cosine similarity of `a` and `b` (same length): 1 for two zero
+/// vectors, 0 for a zero vector and another.
+pub(super) fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 && bb == 0.0 {
+        return 1.0;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (dot / (aa.sqrt() * bb.sqrt())) as f32
 }
 
 fn floats(values: &ArrayRef) -> Result<Vec<f32>> {
     let as_f32 =
         arrow_cast::cast(values, &DataType::Float32).map_err(Error::arrow("read a vector"))?;
     Ok(as_f32.as_primitive::<Float32Type>().values().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine;
+
+    #[test]
+    fn cosine_similarity_is_one_for_the_same_direction_and_handles_zeros() {
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 0.0], &[-1.0, 0.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        // A perturbation of 1e-4 per element of a unit 384-d vector.
+        let a: Vec<f32> = (0..384).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let norm = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let a: Vec<f32> = a.iter().map(|x| x / norm).collect();
+        let b: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + if i % 2 == 0 { 1e-4 } else { -1e-4 })
+            .collect();
+        assert!(cosine(&a, &b) > 0.9999, "{}", cosine(&a, &b));
+    }
 }
