@@ -190,16 +190,10 @@ impl MigrationContext {
     ///
     /// [`Error::Index`] naming the index and what is wrong.
     pub async fn check_indexes_with(&self, sample: usize, min_recall: f64) -> Result<()> {
-        let recreated: Vec<String> = self
-            .details()
-            .get("indexes_recreated")
-            .map(|names| names.split(',').map(str::to_owned).collect())
-            .unwrap_or_default();
         let checked = indexes::check(
             &self.table,
             &self.indexes_before,
             self.version_before,
-            &recreated,
             sample,
             min_recall,
         )

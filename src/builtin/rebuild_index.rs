@@ -242,7 +242,6 @@ impl Migration for RebuildIndex {
             ctx.table(),
             &others,
             version_before,
-            &[],
             MigrationContext::RECALL_SAMPLE,
             MigrationContext::MIN_RECALL,
         )
@@ -255,15 +254,8 @@ impl Migration for RebuildIndex {
             .filter(|s| s.name == name)
             .collect::<Vec<_>>();
         let sample = if self.is_vector() { self.sample } else { 0 };
-        let checked = indexes::check(
-            ctx.table(),
-            &ours,
-            version_before,
-            &[],
-            sample,
-            self.min_recall,
-        )
-        .await?;
+        let checked =
+            indexes::check(ctx.table(), &ours, version_before, sample, self.min_recall).await?;
         for (index, rate) in checked.recall {
             ctx.record_detail(format!("recall.{index}"), format!("{rate:.3}"));
         }

@@ -526,7 +526,15 @@ async fn every_index_type_comes_back_with_its_parameters() {
         assert_eq!(now.index_type, was.index_type, "{name}");
         assert_eq!(now.column, was.column, "{name}");
         assert_eq!(now.distance_type, was.distance_type, "{name}");
-        assert_eq!(now.parameters, was.parameters, "{name}");
+        // Lance may train another partition count; the report says so.
+        let (mut now_params, mut was_params) = (now.parameters.clone(), was.parameters.clone());
+        if now_params.get("num_partitions") != was_params.get("num_partitions") {
+            let said = &details[&format!("index_changed.{name}")];
+            assert!(said.contains("num_partitions"), "{said}");
+            now_params.remove("num_partitions");
+            was_params.remove("num_partitions");
+        }
+        assert_eq!(now_params, was_params, "{name}");
         assert_eq!(unindexed(&table, name).await, 0, "{name}");
     }
     for (column, was) in recall_before {
@@ -720,8 +728,8 @@ async fn rebuild_index_builds_every_type_with_the_parameters_asked_for() {
     }
 }
 
-/// Replaces `vector` and builds its index again itself, with another
-/// partition count than the index had.
+/// Replaces `vector` and builds its index again itself, with other
+/// parameters than the index had (LanceDB's default iterations).
 #[derive(Debug)]
 struct RebuildDifferently;
 
@@ -777,7 +785,6 @@ async fn an_index_rebuilt_with_other_parameters_fails_verify_and_is_restored() {
     match err.cause() {
         Error::Index { index, reason, .. } => {
             assert_eq!(index, "vec_idx");
-            assert!(reason.contains("num_partitions is 2, was 4"), "{reason}");
             assert!(reason.contains("max_iterations is 50, was 25"), "{reason}");
         }
         other => panic!("expected Index, got {other:?}"),

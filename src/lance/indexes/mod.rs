@@ -250,6 +250,29 @@ pub(crate) async fn describe(
     Ok(())
 }
 
+/// `spec` (an index of `table` at `version_before`) with every parameter
+/// ([`describe`]). When the index files cannot be read (damaged, or from
+/// a format this Lance reads no statistics of), the parameters from the
+/// manifest alone, and why, in words: the others fall back to LanceDB's
+/// defaults, said, not silently.
+async fn described(
+    table: &Table,
+    version_before: u64,
+    spec: &IndexSpec,
+) -> (IndexSpec, Option<String>) {
+    let mut full = vec![spec.clone()];
+    match describe(table, Some(version_before), &mut full).await {
+        Ok(()) => (full.remove(0), None),
+        Err(e) => {
+            let unread = format!(
+                "the parameters Lance keeps in the index files could not be read ({}); those take LanceDB's defaults",
+                crate::error::chain(&e)
+            );
+            (spec.clone(), Some(unread))
+        }
+    }
+}
+
 /// [`snapshot`] with every parameter, including those only the index
 /// files hold ([`describe`]).
 pub(crate) async fn snapshot_described(table: &Table) -> Result<Vec<IndexSpec>> {
@@ -349,22 +372,21 @@ pub(crate) async fn check_buildable(
         reason,
     };
     for spec in specs {
-        let mut full = vec![(*spec).clone()];
-        if let Err(e) = describe(table, Some(version_before), &mut full).await {
+        // Lance without `geo` can neither read nor build an R-tree index;
+        // for other types the rebuild reads the index files (and says what
+        // it could not read).
+        if spec.index_type == IndexType::RTree
+            && let Err(e) = describe(table, Some(version_before), &mut [(*spec).clone()]).await
+        {
             return Err(refuse(
                 spec,
                 format!(
-                    "this build of Lance cannot read it back ({}){}",
-                    crate::error::chain(&e),
-                    if spec.index_type == IndexType::RTree {
-                        "; R-tree indexes need LanceDB's `geo` feature"
-                    } else {
-                        ""
-                    }
+                    "this build of Lance cannot read it ({}): R-tree indexes need LanceDB's `geo` feature",
+                    crate::error::chain(&e)
                 ),
             ));
         }
-        if let Err(reason) = full[0].recreate(dims_of(after, &spec.column)) {
+        if let Err(reason) = spec.recreate(dims_of(after, &spec.column)) {
             return Err(refuse(spec, reason));
         }
     }
@@ -421,10 +443,8 @@ pub(crate) async fn restore(
             }
             continue;
         }
-        let mut full = vec![spec.clone()];
-        describe(table, Some(version_before), &mut full).await?;
-        let [full] = <[IndexSpec; 1]>::try_from(full).expect("one index described");
-        let rebuild = full.recreate(dims_of(&schema, &column)).map_err(|reason| {
+        let (full, unread) = described(table, version_before, spec).await;
+        let mut rebuild = full.recreate(dims_of(&schema, &column)).map_err(|reason| {
             Error::IndexNotRecreatable {
                 table: name.clone(),
                 index: spec.name.clone(),
@@ -432,6 +452,7 @@ pub(crate) async fn restore(
                 reason,
             }
         })?;
+        rebuild.changed.extend(unread);
         for change in &rebuild.changed {
             warn!(
                 index = spec.name,
@@ -477,9 +498,8 @@ pub(crate) struct Checked {
 /// Checks every index of `before` (the table's indexes at
 /// `version_before`) whose column still exists: it exists again with the
 /// same type; if it was rebuilt, with the same parameters (where one could
-/// not carry over, as [`IndexSpec::recreate`] chose instead; for those
-/// [`restore`] recreated, named in `recreated`, fewer partitions than asked
-/// are Lance's adjustment); it covers
+/// not carry over, as [`IndexSpec::recreate`] chose instead; a different
+/// partition count is said, not refused); it covers
 /// every row; and, for vector indexes, an indexed search for a sample of
 /// rows' own vectors finds them in the top 10 for at least `min_recall`
 /// of them.
@@ -487,7 +507,6 @@ pub(crate) async fn check(
     table: &Table,
     before: &[IndexSpec],
     version_before: u64,
-    recreated: &[String],
     sample: usize,
     min_recall: f64,
 ) -> Result<Checked> {
@@ -526,16 +545,8 @@ pub(crate) async fn check(
             ));
         }
         if after.segments != spec.segments
-            && let Some(changed) = compare_rebuilt(
-                table,
-                spec,
-                after,
-                version_before,
-                &schema,
-                &column,
-                recreated.contains(&spec.name),
-            )
-            .await?
+            && let Some(changed) =
+                compare_rebuilt(table, spec, after, version_before, &schema, &column).await?
         {
             checked.changed.push((spec.name.clone(), changed));
         }
@@ -571,8 +582,8 @@ pub(crate) async fn check(
 
 /// An index that was rebuilt (its segments changed) has the parameters it
 /// had at `version_before`, but for those a rebuild had to change. Returns
-/// the parameters LanceDB could not set that changed, if any. `ours`: the
-/// default rebuild recreated it, asking for exactly those parameters.
+/// what changed that is said rather than refused (parameters LanceDB
+/// cannot set, the partition count), if anything.
 async fn compare_rebuilt(
     table: &Table,
     before: &IndexSpec,
@@ -580,18 +591,16 @@ async fn compare_rebuilt(
     version_before: u64,
     schema: &arrow_schema::Schema,
     column: &str,
-    ours: bool,
 ) -> Result<Option<Vec<String>>> {
-    let mut was = vec![before.clone()];
-    describe(table, Some(version_before), &mut was).await?;
+    let (was, _) = described(table, version_before, before).await;
     let mut now = vec![after.clone()];
     describe(table, None, &mut now).await?;
-    let (was, now) = (&was[0], &now[0]);
+    let (was, now) = (&was, &now[0]);
     let Ok(rebuild) = was.recreate(dims_of(schema, column)) else {
         // Not a type LanceDB builds: whoever rebuilt it chose its parameters.
         return Ok(None);
     };
-    let differences = params::differences(&rebuild.expected, &now.parameters, ours);
+    let differences = params::differences(&rebuild.expected, &now.parameters);
     if !differences.is_empty() {
         return Err(Error::Index {
             table: table.name().to_owned(),
@@ -603,7 +612,7 @@ async fn compare_rebuilt(
         });
     }
     let mut changed = rebuild.changed;
-    changed.extend(params::fewer_partitions(&rebuild.expected, &now.parameters));
+    changed.extend(params::partition_change(&rebuild.expected, &now.parameters));
     changed.extend(params::unsettable_changes(
         &was.parameters,
         &now.parameters,
@@ -628,7 +637,7 @@ pub(crate) async fn check_requested(table: &Table, name: &str, index: &Index) ->
             reason: "it does not exist after being built".to_owned(),
         });
     };
-    let differences = params::differences(&params::requested(index), &now.parameters, true);
+    let differences = params::differences(&params::requested(index), &now.parameters);
     if differences.is_empty() {
         Ok(())
     } else {

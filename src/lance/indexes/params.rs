@@ -410,19 +410,19 @@ pub(crate) fn requested(index: &Index) -> Params {
     params
 }
 
-/// Where `actual` differs from `expected`, on `expected`'s keys. With
-/// `asked`, `expected` is exactly what the builder was given, and fewer
-/// partitions than that are Lance's own adjustment, not a difference.
-pub(crate) fn differences(expected: &Params, actual: &Params, asked: bool) -> Vec<String> {
+/// Where `actual` differs from `expected`, on `expected`'s keys, but for
+/// the partition count of an IVF index: Lance itself changes it, when it
+/// trains (fewer partitions than asked for on too few rows) and when it
+/// optimizes (it splits and joins partitions to keep them near their
+/// target size), so a different count is said ([`partition_change`]),
+/// not refused.
+pub(crate) fn differences(expected: &Params, actual: &Params) -> Vec<String> {
     expected
         .iter()
+        .filter(|(key, _)| key.as_str() != "num_partitions")
         .filter_map(|(key, want)| {
             let found = actual.get(key);
-            let same = found.is_some_and(|f| {
-                f == want
-                    || same_number(f, want)
-                    || (asked && key == "num_partitions" && fewer(f, want))
-            });
+            let same = found.is_some_and(|f| f == want || same_number(f, want));
             (!same).then(|| {
                 format!(
                     "{key} is {}, was {want}",
@@ -433,21 +433,16 @@ pub(crate) fn differences(expected: &Params, actual: &Params, asked: bool) -> Ve
         .collect()
 }
 
-/// Lance trains fewer IVF partitions than asked for when the rows do not
-/// support more (k-means drops empty clusters): not a change of
-/// parameters, but said by [`fewer_partitions`].
-fn fewer(found: &str, asked: &str) -> bool {
-    matches!((found.parse::<u64>(), asked.parse::<u64>()), (Ok(f), Ok(a)) if f < a)
-}
-
-/// Says so when Lance trained fewer partitions than `expected` asked for.
-pub(crate) fn fewer_partitions(expected: &Params, actual: &Params) -> Option<String> {
-    let (asked, found) = (
+/// Says so when an IVF index's partition count is not the expected one.
+pub(crate) fn partition_change(expected: &Params, actual: &Params) -> Option<String> {
+    let (want, found) = (
         expected.get("num_partitions")?,
         actual.get("num_partitions")?,
     );
-    fewer(found, asked).then(|| {
-        format!("num_partitions {asked} → {found}: Lance trained fewer partitions than asked for on these rows")
+    (want != found).then(|| {
+        format!(
+            "num_partitions {want} → {found}: Lance adjusts the partition count when it trains an index (fewer on few rows) and when it optimizes one (it splits and joins partitions)"
+        )
     })
 }
 
@@ -533,13 +528,13 @@ mod tests {
         let want: Params = [("probability".to_owned(), "0.010".to_owned())].into();
         let same: Params = [("probability".to_owned(), "0.01".to_owned())].into();
         let other: Params = [("probability".to_owned(), "0.02".to_owned())].into();
-        assert!(differences(&want, &same, false).is_empty());
-        assert_eq!(differences(&want, &other, false).len(), 1);
-        assert_eq!(differences(&want, &Params::new(), false).len(), 1);
+        assert!(differences(&want, &same).is_empty());
+        assert_eq!(differences(&want, &other).len(), 1);
+        assert_eq!(differences(&want, &Params::new()).len(), 1);
         let four: Params = [("num_partitions".to_owned(), "4".to_owned())].into();
         let two: Params = [("num_partitions".to_owned(), "2".to_owned())].into();
-        assert!(differences(&four, &two, true).is_empty());
-        assert_eq!(differences(&four, &two, false).len(), 1);
-        assert_eq!(differences(&two, &four, true).len(), 1);
+        assert!(differences(&four, &two).is_empty());
+        assert!(partition_change(&four, &two).unwrap().contains("4 → 2"));
+        assert_eq!(partition_change(&four, &four), None);
     }
 }
