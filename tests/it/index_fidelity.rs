@@ -227,20 +227,24 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
+/// Table `all` with rows `ids` of [`batch`], no index.
+async fn unindexed_table(db: &lancedb::Connection, ids: std::ops::Range<i64>) -> Table {
+    let first = batch(ids);
+    let schema = first.schema();
+    let reader = RecordBatchIterator::new(vec![Ok(first)], schema);
+    db.create_table(
+        "all",
+        Box::new(reader) as Box<dyn arrow_array::RecordBatchReader + Send>,
+    )
+    .execute()
+    .await
+    .unwrap()
+}
+
 /// A table with every index type LanceDB 0.41 builds without extra
 /// features, on two fragments.
 async fn every_index_table(db: &lancedb::Connection) -> Table {
-    let first = batch(0..ROWS / 2);
-    let schema = first.schema();
-    let reader = RecordBatchIterator::new(vec![Ok(first)], schema);
-    let table = db
-        .create_table(
-            "all",
-            Box::new(reader) as Box<dyn arrow_array::RecordBatchReader + Send>,
-        )
-        .execute()
-        .await
-        .unwrap();
+    let table = unindexed_table(db, 0..ROWS / 2).await;
     table.add(batch(ROWS / 2..ROWS)).execute().await.unwrap();
     for (column, index) in every_index() {
         table
@@ -701,17 +705,7 @@ impl Migration for ReplaceText {
 #[tokio::test]
 async fn rebuild_index_builds_every_type_with_the_parameters_asked_for() {
     let db = testing::memory_db().await.unwrap();
-    let first = batch(0..ROWS);
-    let schema = first.schema();
-    let reader = RecordBatchIterator::new(vec![Ok(first)], schema);
-    let table = db
-        .create_table(
-            "all",
-            Box::new(reader) as Box<dyn arrow_array::RecordBatchReader + Send>,
-        )
-        .execute()
-        .await
-        .unwrap();
+    let table = unindexed_table(&db, 0..ROWS).await;
     let mut migrator = Migrator::new(db.clone());
     for (i, (column, index)) in every_index().into_iter().enumerate() {
         migrator = migrator.add(
