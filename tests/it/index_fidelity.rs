@@ -458,6 +458,7 @@ fn assert_reads_what_was_built(specs: &BTreeMap<String, IndexSpec>) {
 
 #[tokio::test]
 async fn every_index_type_comes_back_with_its_parameters() {
+    let _turn = crate::support::heavy().await;
     let dir = testing::TempDb::new().await.unwrap();
     let db = dir.db().clone();
     let table = every_index_table(&db).await;
@@ -704,6 +705,7 @@ impl Migration for ReplaceText {
 /// built with what was asked.
 #[tokio::test]
 async fn rebuild_index_builds_every_type_with_the_parameters_asked_for() {
+    let _turn = crate::support::heavy().await;
     let db = testing::memory_db().await.unwrap();
     let table = unindexed_table(&db, 0..ROWS).await;
     let mut migrator = Migrator::new(db.clone());

@@ -686,6 +686,7 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
 /// row the new model's vector.
 #[tokio::test(flavor = "multi_thread")]
 async fn migrations_finish_on_a_busy_table() {
+    let _turn = crate::support::heavy().await;
     const BIG: usize = 20_000;
     let mut busy = Busy::with_fragments(BIG, 250, 40).await;
     busy.wait_for_acks(3);

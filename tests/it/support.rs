@@ -162,3 +162,12 @@ pub(crate) fn lease_ttl(db: &lancedb::Connection) -> std::time::Duration {
         std::time::Duration::from_secs(1)
     }
 }
+
+/// Taken by the CPU-heavy tests (training every index type, the busy-table
+/// run with its appending process): they take turns, so that a liveness
+/// test's time limit does not depend on which heavy test the harness runs
+/// beside it on a 2-core machine.
+pub(crate) async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
