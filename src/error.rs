@@ -19,6 +19,13 @@ pub enum EmbeddingProblem {
     /// [`source`](std::error::Error::source) chain, and in the ledger).
     #[error("returned an error; fix the model or its inputs and run again")]
     Failed(#[source] lancedb::Error),
+    /// An embedding service failed: an answer retrying cannot change (400,
+    /// 401...), or failures until the retry budget was spent. The
+    /// [`ServiceError`](crate::embeddings::ServiceError) names the last
+    /// status and body; [`ServiceError::status`](crate::embeddings::ServiceError::status)
+    /// gives the status.
+    #[error("{0}")]
+    Service(#[source] crate::embeddings::ServiceError),
     /// It returned vectors of another dimension than it declared.
     #[error("returned vectors of dimension {actual}, but declares {expected}")]
     WrongDimension {

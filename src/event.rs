@@ -9,6 +9,23 @@ use std::time::Duration;
 
 use crate::report::Phase;
 
+/// An embedder's work in a phase so far, in [`Event::Progress`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct EmbeddingProgress {
+    /// Texts embedded (only rows with text are sent).
+    pub texts: u64,
+    /// Texts per second since the phase began.
+    pub texts_per_sec: f64,
+    /// Tokens the embedding service says it processed, when it reports
+    /// usage (see [`embeddings::report_tokens`](crate::embeddings::report_tokens)).
+    pub tokens: Option<u64>,
+    /// Tokens per second since the phase began, when reported.
+    pub tokens_per_sec: Option<f64>,
+    /// Failed requests or calls retried so far.
+    pub retries: u64,
+}
+
 /// Something that happened during a run.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -55,6 +72,9 @@ pub enum Event {
         /// Time left at that rate, when the total is known and rows are
         /// moving.
         eta: Option<Duration>,
+        /// The embedder's throughput, for a phase that embeds text
+        /// ([`ReEmbed`](crate::ReEmbed)); `None` for other work.
+        embedding: Option<EmbeddingProgress>,
     },
     /// A migration was applied and verified.
     MigrationApplied {

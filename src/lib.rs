@@ -88,6 +88,7 @@
 mod backup;
 mod builtin;
 mod context;
+pub mod embeddings;
 mod error;
 mod event;
 mod lance;
@@ -120,7 +121,7 @@ pub use builtin::{
 };
 pub use context::MigrationContext;
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
-pub use event::Event;
+pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
 pub use migrator::{DEFAULT_LEDGER_TABLE, LaterWrites, Migrator, Retention, StatusTable};

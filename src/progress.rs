@@ -1,11 +1,12 @@
 //! Progress of a long phase, reported by the migration doing the work.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use crate::event::{Event, Events};
+use crate::embeddings::usage::Usage;
+use crate::event::{EmbeddingProgress, Event, Events};
 
 /// A handle a migration uses to report rows processed during a long phase.
 ///
@@ -17,6 +18,7 @@ pub struct Progress {
     migration: String,
     events: Events,
     state: Mutex<State>,
+    embedding: Arc<Usage>,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Progress {
                 started: Instant::now(),
                 last_sent: None,
             }),
+            embedding: Arc::default(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Progress {
             started: Instant::now(),
             last_sent: None,
         };
+        self.embedding.reset();
     }
 
     /// Records `rows` more rows done.
@@ -87,6 +91,11 @@ impl Progress {
         self.lock().done
     }
 
+    /// The counters an embedder's work in this phase is counted into.
+    pub(crate) fn embedding_usage(&self) -> Arc<Usage> {
+        self.embedding.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -104,12 +113,22 @@ impl Progress {
             .total
             .filter(|_| rate > 0.0)
             .map(|total| Duration::from_secs_f64(total.saturating_sub(state.done) as f64 / rate));
+        let (texts, tokens, retries) = self.embedding_usage().read();
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let embedding = (texts > 0 || retries > 0).then(|| EmbeddingProgress {
+            texts,
+            texts_per_sec: per_sec(texts),
+            tokens,
+            tokens_per_sec: tokens.map(per_sec),
+            retries,
+        });
         Event::Progress {
             migration: self.migration.clone(),
             done: state.done,
             total: state.total,
             rate,
             eta,
+            embedding,
         }
     }
 
@@ -119,17 +138,31 @@ impl Progress {
             total,
             rate,
             eta,
+            embedding,
             ..
         } = &event
         {
-            info!(
-                migration = self.migration,
-                done,
-                total,
-                rate = *rate as u64,
-                eta_secs = eta.map(|e| e.as_secs()),
-                "progress"
-            );
+            match embedding {
+                Some(e) => info!(
+                    migration = self.migration,
+                    done,
+                    total,
+                    rate = *rate as u64,
+                    eta_secs = eta.map(|e| e.as_secs()),
+                    texts_per_sec = e.texts_per_sec as u64,
+                    tokens_per_sec = e.tokens_per_sec.map(|t| t as u64),
+                    retries = e.retries,
+                    "progress"
+                ),
+                None => info!(
+                    migration = self.migration,
+                    done,
+                    total,
+                    rate = *rate as u64,
+                    eta_secs = eta.map(|e| e.as_secs()),
+                    "progress"
+                ),
+            }
         }
         self.events.emit(event);
     }

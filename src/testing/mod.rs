@@ -40,6 +40,7 @@
 
 mod conformance;
 mod embedder;
+mod embedding_server;
 mod fixtures;
 mod snapshot;
 
@@ -49,6 +50,7 @@ use crate::error::{Error, Result};
 
 pub use conformance::conformance;
 pub use embedder::TestEmbedding;
+pub use embedding_server::{EmbeddingServer, Fault, Faults};
 pub use fixtures::{
     document_text, document_vector, documents_batch, documents_schema, documents_table, vector_type,
 };

@@ -13,6 +13,7 @@ mod minilm;
 mod nothing_lost;
 mod ops;
 mod reembed;
+mod remote;
 #[path = "../support/s3.rs"]
 mod s3;
 mod s3_store;

@@ -24,7 +24,7 @@ use lancedb_migrate::{MODEL_KEY, Migrator, ReEmbed};
 
 /// The model directory, or `None` (with a message) when it is not there
 /// and not required.
-fn model_dir() -> Option<PathBuf> {
+pub(crate) fn model_dir() -> Option<PathBuf> {
     let dir = default_model_dir();
     if dir.join("model.safetensors").is_file() {
         return Some(dir);

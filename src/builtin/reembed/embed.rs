@@ -10,6 +10,8 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, Field};
 
 use crate::builtin::reembed::{DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, ReEmbed};
+use crate::embeddings::ServiceError;
+use crate::embeddings::usage::{self, Usage};
 use crate::error::{EmbeddingProblem, Error, Result, panic_message};
 use crate::lance::backfill::Compute;
 
@@ -49,8 +51,10 @@ impl ReEmbed {
         Ok(Field::new(&self.target, dest, true).with_metadata(metadata.into()))
     }
 
-    /// Builds the embedding step: embed, then check what came back.
-    pub(super) fn compute(&self) -> Result<Compute> {
+    /// Builds the embedding step: embed, then check what came back. The
+    /// texts embedded, and what the embedder reports (tokens, retries),
+    /// are counted into `usage` when given.
+    pub(super) fn compute(&self, usage: Option<Arc<Usage>>) -> Result<Compute> {
         let (dest, dim) = self.dest()?;
         let embedder = self.embedder.clone();
         let model = self.model.clone();
@@ -59,15 +63,30 @@ impl ReEmbed {
                 model: model.clone(),
                 problem,
             };
-            let call = || embedder.compute_source_embeddings(texts.clone());
+            let call = || match &usage {
+                Some(usage) => {
+                    usage::scoped(usage, || embedder.compute_source_embeddings(texts.clone()))
+                }
+                None => embedder.compute_source_embeddings(texts.clone()),
+            };
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
                 .map_err(|payload| {
                     fail(EmbeddingProblem::Panicked {
                         message: panic_message(payload.as_ref()),
                     })
                 })?
-                .map_err(|e| fail(EmbeddingProblem::Failed(e)))?;
+                .map_err(|e| {
+                    fail(match ServiceError::from_lancedb(e) {
+                        Ok(service) => EmbeddingProblem::Service(service),
+                        Err(other) => EmbeddingProblem::Failed(other),
+                    })
+                })?;
             check_vectors(&out, &texts, dim).map_err(fail)?;
+            if let Some(usage) = &usage {
+                usage
+                    .texts
+                    .fetch_add(texts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             if out.data_type() == &dest {
                 Ok(out)
             } else {

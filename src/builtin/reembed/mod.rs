@@ -479,7 +479,7 @@ impl ReEmbed {
             ctx.table(),
             column,
             ctx.version_before(),
-            self.compute()?,
+            self.compute(Some(ctx.progress().embedding_usage()))?,
             key,
             ctx.progress(),
             ctx.fence().clone(),

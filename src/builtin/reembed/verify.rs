@@ -31,7 +31,7 @@ impl ReEmbed {
     /// searches through it; without one a search would only scan the very
     /// vectors just compared, at the cost of reading the whole column.
     pub(super) async fn check_sample(&self, ctx: &MigrationContext) -> Result<()> {
-        let compute = self.compute()?;
+        let compute = self.compute(None)?;
         let mut lowest: Option<f32> = None;
         for batch in self.sample(ctx).await? {
             let column = |name: &str| {
