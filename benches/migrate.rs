@@ -7,6 +7,9 @@
 //! LANCEDB_MIGRATE_BENCH_ROWS=10000,100000 scripts/cargo bench --bench migrate
 //! # the real-model group (opt-in, ~5 minutes; needs scripts/fetch-minilm.sh):
 //! scripts/cargo bench --bench migrate -- minilm
+//! # re-embedding through an OpenAI-compatible service (opt-in; MiniLM
+//! # behind the crate's test server):
+//! scripts/cargo bench --bench migrate -- remote
 //! # recreating tuned indexes after their column is replaced (20 000 rows;
 //! # LANCEDB_MIGRATE_BENCH_INDEX_ROWS=N for another size):
 //! scripts/cargo bench --bench migrate -- index_recreate
@@ -749,6 +752,114 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
     group.finish();
 }
 
+/// Re-embedding through an embedding service: the crate's test server
+/// ([`testing::EmbeddingServer`], speaking OpenAI `/v1/embeddings`) with
+/// all-MiniLM-L6-v2 behind it, on `LANCEDB_MIGRATE_REMOTE_ROWS` (default
+/// 2000) sentences. A plain load generator (reqwest, the same requests of
+/// 32 texts, the same number in flight) measures what the server can do;
+/// `ReEmbed` with `RemoteEmbedding` does the whole migration (read, embed,
+/// write, verify, ledger) against it. Target: ≥ 90% of the load
+/// generator's throughput.
+///
+/// Opt-in like `minilm` (`-- remote`, or `LANCEDB_MIGRATE_BENCH_REMOTE`).
+fn remote(c: &mut Criterion, rt: &Runtime) {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use futures::StreamExt;
+    use lancedb::embeddings::EmbeddingFunction;
+    use lancedb_migrate::embeddings::RemoteEmbedding;
+    use lancedb_migrate::minilm::SentenceTransformer;
+    use lancedb_migrate::testing::EmbeddingServer;
+
+    const PER_REQUEST: usize = 32;
+    let asked = std::env::var_os("LANCEDB_MIGRATE_BENCH_REMOTE").is_some()
+        || std::env::args().skip(1).any(|a| a.contains("remote"));
+    if !asked {
+        eprintln!(
+            "remote_reembed: not run by default; `-- remote` or LANCEDB_MIGRATE_BENCH_REMOTE=1 runs it"
+        );
+        return;
+    }
+    let dir = lancedb_migrate::minilm::default_model_dir();
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "remote_reembed: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
+        );
+        return;
+    }
+    let rows: usize = std::env::var("LANCEDB_MIGRATE_REMOTE_ROWS")
+        .map_or(2000, |n| n.trim().parse().expect("row count"));
+    let in_flight: usize = std::env::var("LANCEDB_MIGRATE_REMOTE_IN_FLIGHT")
+        .map_or(2, |n| n.trim().parse().expect("requests in flight"));
+    let model = Arc::new(SentenceTransformer::from_dir(dir).unwrap());
+    let server = EmbeddingServer::start(model).unwrap();
+    let url = format!("{}/embeddings", server.base_url());
+    let texts: Vec<String> = (0..rows).map(sentence).collect();
+    let fixture = rt.block_on(async {
+        let tmp = TempDb::new().await.unwrap();
+        let text: ArrayRef = Arc::new(StringArray::from(texts.clone()));
+        let placeholder = TestEmbedding::new("placeholder", DIMS);
+        let batch = RecordBatch::try_new(
+            testing::documents_schema(DIMS),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+                text.clone(),
+                placeholder.compute_source_embeddings(text).unwrap(),
+            ],
+        )
+        .unwrap();
+        let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
+        Fixture::tagged(tmp, table).await
+    });
+
+    let mut group = c.benchmark_group("remote_reembed");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(500));
+    group.throughput(criterion::Throughput::Elements(rows as u64));
+    let client = reqwest::Client::new();
+    group.bench_function(
+        BenchmarkId::new(format!("load_generator_{in_flight}_in_flight"), rows),
+        |b| {
+            b.to_async(rt).iter(|| async {
+                let requests = texts.chunks(PER_REQUEST).map(|chunk| {
+                    let body = serde_json::json!({"model": "all-MiniLM-L6-v2", "input": chunk});
+                    let request = client.post(&url).json(&body);
+                    async move {
+                        let answer: serde_json::Value =
+                            request.send().await.unwrap().json().await.unwrap();
+                        assert_eq!(answer["data"].as_array().unwrap().len(), chunk.len());
+                    }
+                });
+                futures::stream::iter(requests)
+                    .buffer_unordered(in_flight)
+                    .collect::<Vec<()>>()
+                    .await;
+            });
+        },
+    );
+    let remote = Arc::new(
+        RemoteEmbedding::builder("all-MiniLM-L6-v2")
+            .base_url(server.base_url())
+            .no_api_key()
+            .dimension(DIMS)
+            .max_batch_texts(PER_REQUEST)
+            .max_in_flight(in_flight)
+            .build()
+            .unwrap(),
+    );
+    group.bench_function(BenchmarkId::new("migrator", rows), |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            timed(&fixture, iters, "bench_ledger", async || {
+                let m = ReEmbed::new("0002", TABLE, remote.clone()).concurrency(in_flight);
+                let migrator = Migrator::new(fixture.db().clone()).ledger_table("bench_ledger");
+                let report = migrator.add(m).run().await.unwrap();
+                assert_eq!(report.applied().count(), 1);
+            })
+        });
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let fixtures: Vec<_> = sizes()
@@ -762,6 +873,7 @@ fn benches(c: &mut Criterion) {
     index_rebuild(c, &rt, &fixtures);
     index_recreate(c, &rt);
     minilm(c, &rt);
+    remote(c, &rt);
     object_storage(c, &rt);
 }
 

@@ -77,6 +77,12 @@
 //! - `minilm`: the `minilm` module — a sentence-transformers model such as
 //!   all-MiniLM-L6-v2, loaded from local files and run in-process, as an
 //!   embedding function for [`ReEmbed`].
+//! - `remote`: [`embeddings::RemoteEmbedding`], an embedding function for
+//!   services speaking the OpenAI `/v1/embeddings` protocol (OpenAI,
+//!   text-embeddings-inference, vLLM, Infinity, Ollama), with batching,
+//!   bounded concurrency and retries. The rest of [`embeddings`] (the
+//!   retry wrapper for any embedding function, the service error) is
+//!   always there.
 //! - `aws`, `gcs`, `azure`: tables on S3 (and S3-compatible stores),
 //!   Google Cloud Storage and Azure Blob Storage, through LanceDB's
 //!   features of the same names. The connection's storage options reach

@@ -91,9 +91,13 @@ impl ServiceError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
-            Self::RetriesExhausted { last, .. } => {
-                last.downcast_ref::<Self>().and_then(Self::status)
-            }
+            Self::RetriesExhausted { last, .. } => last
+                .downcast_ref::<Self>()
+                .or_else(|| {
+                    last.downcast_ref::<lancedb::Error>()
+                        .and_then(Self::in_lancedb)
+                })
+                .and_then(Self::status),
             _ => None,
         }
     }

@@ -348,10 +348,10 @@ impl State {
             return Reply::error(404, &format!("no route {path}"));
         }
         let required = lock(&self.api_key).clone();
-        if let Some(key) = required {
-            if headers.get("authorization") != Some(&format!("Bearer {key}")) {
-                return Reply::error(401, "Incorrect API key provided");
-            }
+        if let Some(key) = required
+            && headers.get("authorization") != Some(&format!("Bearer {key}"))
+        {
+            return Reply::error(401, "Incorrect API key provided");
         }
         let request = self.requests.fetch_add(1, Ordering::Relaxed);
         let fault = lock(&self.faults).pick(request, self.injected.load(Ordering::Relaxed));
