@@ -645,6 +645,27 @@ fn sentence(i: usize) -> String {
     )
 }
 
+/// A table of `texts` (ids from 0) with placeholder 384-d vectors, tagged.
+async fn sentences_fixture(texts: &[String]) -> Fixture {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use lancedb::embeddings::EmbeddingFunction;
+
+    let tmp = TempDb::new().await.unwrap();
+    let text: ArrayRef = Arc::new(StringArray::from(texts.to_vec()));
+    let placeholder = TestEmbedding::new("placeholder", DIMS);
+    let batch = RecordBatch::try_new(
+        testing::documents_schema(DIMS),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..texts.len() as i64)),
+            text.clone(),
+            placeholder.compute_source_embeddings(text).unwrap(),
+        ],
+    )
+    .unwrap();
+    let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
+    Fixture::tagged(tmp, table).await
+}
+
 /// Re-embedding with the real model: the model alone over the same texts
 /// (sequential calls of the migration's batch size) against the `ReEmbed`
 /// migration (read, embed, write, verify, ledger), on a table of
@@ -654,7 +675,7 @@ fn sentence(i: usize) -> String {
 /// benchmark filter names it (`-- minilm`) or `LANCEDB_MIGRATE_BENCH_MINILM`
 /// is set, so that the default suite stays under 15 minutes.
 fn minilm(c: &mut Criterion, rt: &Runtime) {
-    use arrow_array::{Array as _, ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_array::{Array as _, ArrayRef, StringArray};
     use lancedb::embeddings::EmbeddingFunction;
     use lancedb_migrate::minilm::SentenceTransformer;
 
@@ -681,22 +702,7 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
             .named("all-MiniLM-L6-v2"),
     );
     let texts: Vec<String> = (0..rows).map(sentence).collect();
-    let fixture = rt.block_on(async {
-        let tmp = TempDb::new().await.unwrap();
-        let text: ArrayRef = Arc::new(StringArray::from(texts.clone()));
-        let placeholder = TestEmbedding::new("placeholder", DIMS);
-        let batch = RecordBatch::try_new(
-            testing::documents_schema(DIMS),
-            vec![
-                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-                text.clone(),
-                placeholder.compute_source_embeddings(text).unwrap(),
-            ],
-        )
-        .unwrap();
-        let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
-        Fixture::tagged(tmp, table).await
-    });
+    let fixture = rt.block_on(sentences_fixture(&texts));
 
     let mut group = c.benchmark_group("minilm_reembed");
     group.sample_size(10);
@@ -753,24 +759,27 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
 }
 
 /// Re-embedding through an embedding service: the crate's test server
-/// ([`testing::EmbeddingServer`], speaking OpenAI `/v1/embeddings`) with
-/// all-MiniLM-L6-v2 behind it, on `LANCEDB_MIGRATE_REMOTE_ROWS` (default
-/// 2000) sentences. A plain load generator (reqwest, the same requests of
-/// 32 texts, the same number in flight) measures what the server can do;
-/// `ReEmbed` with `RemoteEmbedding` does the whole migration (read, embed,
-/// write, verify, ledger) against it. Target: ≥ 90% of the load
-/// generator's throughput.
+/// ([`testing::EmbeddingServer`], speaking OpenAI `/v1/embeddings`) on
+/// `LANCEDB_MIGRATE_REMOTE_ROWS` (default 2000) sentences, with two models
+/// behind it:
+///
+/// - `remote_reembed_minilm`: all-MiniLM-L6-v2, computed on the same CPU
+///   as the migration (skipped without the model files);
+/// - `remote_reembed_latency`: a service bound by latency, not by this
+///   machine's CPU, as a GPU service elsewhere is: every request takes
+///   50 ms (`TestEmbedding::delay`), so what the client does is what is
+///   measured.
+///
+/// A plain load generator (reqwest, the same requests of 32 texts, the same
+/// number in flight) measures what the server can do; `ReEmbed` with
+/// `RemoteEmbedding` does the whole migration (read, embed, write, verify,
+/// ledger) against it. Target: ≥ 90% of the load generator's throughput.
 ///
 /// Opt-in like `minilm` (`-- remote`, or `LANCEDB_MIGRATE_BENCH_REMOTE`).
 fn remote(c: &mut Criterion, rt: &Runtime) {
-    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-    use futures::StreamExt;
     use lancedb::embeddings::EmbeddingFunction;
-    use lancedb_migrate::embeddings::RemoteEmbedding;
     use lancedb_migrate::minilm::SentenceTransformer;
-    use lancedb_migrate::testing::EmbeddingServer;
 
-    const PER_REQUEST: usize = 32;
     let asked = std::env::var_os("LANCEDB_MIGRATE_BENCH_REMOTE").is_some()
         || std::env::args().skip(1).any(|a| a.contains("remote"));
     if !asked {
@@ -779,39 +788,48 @@ fn remote(c: &mut Criterion, rt: &Runtime) {
         );
         return;
     }
-    let dir = lancedb_migrate::minilm::default_model_dir();
-    if !dir.join("model.safetensors").is_file() {
-        eprintln!(
-            "remote_reembed: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
-        );
-        return;
-    }
     let rows: usize = std::env::var("LANCEDB_MIGRATE_REMOTE_ROWS")
         .map_or(2000, |n| n.trim().parse().expect("row count"));
     let in_flight: usize = std::env::var("LANCEDB_MIGRATE_REMOTE_IN_FLIGHT")
         .map_or(2, |n| n.trim().parse().expect("requests in flight"));
-    let model = Arc::new(SentenceTransformer::from_dir(dir).unwrap());
+    let texts: Vec<String> = (0..rows).map(sentence).collect();
+    let fixture = rt.block_on(sentences_fixture(&texts));
+    let latency = TestEmbedding::new("latency-bound", DIMS).delay(Duration::from_millis(50));
+    let mut models: Vec<(&str, Arc<dyn EmbeddingFunction>)> =
+        vec![("remote_reembed_latency", Arc::new(latency))];
+    let dir = lancedb_migrate::minilm::default_model_dir();
+    if dir.join("model.safetensors").is_file() {
+        let minilm = SentenceTransformer::from_dir(dir).unwrap();
+        models.insert(0, ("remote_reembed_minilm", Arc::new(minilm)));
+    } else {
+        eprintln!(
+            "remote_reembed_minilm: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
+        );
+    }
+    for (name, model) in models {
+        remote_pair(c, rt, name, model, &texts, &fixture, in_flight);
+    }
+}
+
+/// The load generator and the migration against one server.
+fn remote_pair(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    model: Arc<dyn lancedb::embeddings::EmbeddingFunction>,
+    texts: &[String],
+    fixture: &Fixture,
+    in_flight: usize,
+) {
+    use futures::StreamExt;
+    use lancedb_migrate::embeddings::RemoteEmbedding;
+    use lancedb_migrate::testing::EmbeddingServer;
+
+    const PER_REQUEST: usize = 32;
+    let rows = texts.len();
     let server = EmbeddingServer::start(model).unwrap();
     let url = format!("{}/embeddings", server.base_url());
-    let texts: Vec<String> = (0..rows).map(sentence).collect();
-    let fixture = rt.block_on(async {
-        let tmp = TempDb::new().await.unwrap();
-        let text: ArrayRef = Arc::new(StringArray::from(texts.clone()));
-        let placeholder = TestEmbedding::new("placeholder", DIMS);
-        let batch = RecordBatch::try_new(
-            testing::documents_schema(DIMS),
-            vec![
-                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-                text.clone(),
-                placeholder.compute_source_embeddings(text).unwrap(),
-            ],
-        )
-        .unwrap();
-        let table = tmp.db().create_table(TABLE, batch).execute().await.unwrap();
-        Fixture::tagged(tmp, table).await
-    });
-
-    let mut group = c.benchmark_group("remote_reembed");
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_millis(500));
@@ -822,7 +840,7 @@ fn remote(c: &mut Criterion, rt: &Runtime) {
         |b| {
             b.to_async(rt).iter(|| async {
                 let requests = texts.chunks(PER_REQUEST).map(|chunk| {
-                    let body = serde_json::json!({"model": "all-MiniLM-L6-v2", "input": chunk});
+                    let body = serde_json::json!({"model": "m", "input": chunk});
                     let request = client.post(&url).json(&body);
                     async move {
                         let answer: serde_json::Value =
@@ -838,7 +856,7 @@ fn remote(c: &mut Criterion, rt: &Runtime) {
         },
     );
     let remote = Arc::new(
-        RemoteEmbedding::builder("all-MiniLM-L6-v2")
+        RemoteEmbedding::builder("m")
             .base_url(server.base_url())
             .no_api_key()
             .dimension(DIMS)
@@ -849,7 +867,7 @@ fn remote(c: &mut Criterion, rt: &Runtime) {
     );
     group.bench_function(BenchmarkId::new("migrator", rows), |b| {
         b.to_async(rt).iter_custom(|iters| {
-            timed(&fixture, iters, "bench_ledger", async || {
+            timed(fixture, iters, "bench_ledger", async || {
                 let m = ReEmbed::new("0002", TABLE, remote.clone()).concurrency(in_flight);
                 let migrator = Migrator::new(fixture.db().clone()).ledger_table("bench_ledger");
                 let report = migrator.add(m).run().await.unwrap();

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::embeddings::usage::{self, Usage};
 use crate::embeddings::{RetryPolicy, ServiceError};
+use crate::error::chain;
 
 /// The text sent for an empty one: OpenAI refuses empty inputs, and BERT
 /// tokenizers read a space as nothing.
@@ -402,9 +403,7 @@ impl Shared {
                     timeout: self.timeout,
                 }
             } else {
-                ServiceError::Connection {
-                    message: error_chain(&e),
-                }
+                ServiceError::Connection { message: chain(&e) }
             }
         };
         let response = self
@@ -512,18 +511,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     number("retry-after-ms")
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .or_else(|| number("retry-after").map(Duration::from_secs_f64))
-}
-
-/// An error and its sources, joined.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 impl RemoteEmbeddingBuilder {
@@ -672,7 +659,7 @@ impl RemoteEmbeddingBuilder {
             .pool_max_idle_per_host(self.max_in_flight)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| invalid(format!("the HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| invalid(format!("the HTTP client: {}", chain(&e))))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("lancedb-migrate-embed")
