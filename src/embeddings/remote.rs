@@ -781,8 +781,8 @@ mod tests {
         assert_eq!(
             sizes,
             vec![
-                vec!["aaaa", "bbbb"],
-                vec!["cc", "d"],
+                vec!["aaaa", "bbbb", "cc"],
+                vec!["d"],
                 vec!["eeeeeeeeeeeeeeee"],
                 vec!["f", "g", "h"],
                 vec!["i"],
