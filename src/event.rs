@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use crate::report::Phase;
 
-/// An embedder's work in a phase so far, in [`Event::Progress`].
+/// An embedder's work in a migration so far, in [`Event::Progress`]:
+/// counted from the first pass over the table, through the passes over
+/// rows appended meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct EmbeddingProgress {
     /// Texts embedded (only rows with text are sent).
     pub texts: u64,
-    /// Texts per second since the phase began.
+    /// Texts per second since the first pass began.
     pub texts_per_sec: f64,
     /// Tokens the embedding service says it processed, when it reports
     /// usage (see [`embeddings::report_tokens`](crate::embeddings::report_tokens)).
     pub tokens: Option<u64>,
-    /// Tokens per second since the phase began, when reported.
+    /// Tokens per second since the first pass began, when reported.
     pub tokens_per_sec: Option<f64>,
     /// Failed requests or calls retried so far.
     pub retries: u64,

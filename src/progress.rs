@@ -57,7 +57,7 @@ impl Progress {
             started: Instant::now(),
             last_sent: None,
         };
-        self.embedding.reset();
+        self.embedding.begin();
     }
 
     /// Records `rows` more rows done.
@@ -114,7 +114,14 @@ impl Progress {
             .filter(|_| rate > 0.0)
             .map(|total| Duration::from_secs_f64(total.saturating_sub(state.done) as f64 / rate));
         let (texts, tokens, retries) = self.embedding_usage().read();
-        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let embedding_secs = self.embedding.elapsed_secs().unwrap_or(secs);
+        let per_sec = |n: u64| {
+            if embedding_secs > 0.0 {
+                n as f64 / embedding_secs
+            } else {
+                0.0
+            }
+        };
         let embedding = (texts > 0 || retries > 0).then(|| EmbeddingProgress {
             texts,
             texts_per_sec: per_sec(texts),

@@ -6,8 +6,9 @@
 //! thread, or from tasks given [`current`]'s handle).
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// Counters of one migration's embedding work.
 #[derive(Debug, Default)]
@@ -16,6 +17,7 @@ pub(crate) struct Usage {
     pub(crate) tokens: AtomicU64,
     pub(crate) has_tokens: AtomicBool,
     pub(crate) retries: AtomicU64,
+    started: OnceLock<Instant>,
 }
 
 impl Usage {
@@ -28,12 +30,15 @@ impl Usage {
         self.retries.fetch_add(retries, Ordering::Relaxed);
     }
 
-    /// Counts from zero again.
-    pub(crate) fn reset(&self) {
-        self.texts.store(0, Ordering::Relaxed);
-        self.tokens.store(0, Ordering::Relaxed);
-        self.has_tokens.store(false, Ordering::Relaxed);
-        self.retries.store(0, Ordering::Relaxed);
+    /// Marks the start of the work, once: later passes over appended rows
+    /// keep counting from the first.
+    pub(crate) fn begin(&self) {
+        self.started.get_or_init(Instant::now);
+    }
+
+    /// Seconds since [`begin`](Self::begin), if it was called.
+    pub(crate) fn elapsed_secs(&self) -> Option<f64> {
+        self.started.get().map(|t| t.elapsed().as_secs_f64())
     }
 
     /// Texts, tokens (if ever reported) and retries so far.

@@ -259,7 +259,15 @@ async fn rows_appended_while_running_are_embedded() {
     let model = TestEmbedding::new("slow", 768).delay(Duration::from_millis(40));
     let db = tmp.db().clone();
     let migration = reembed(&model).checkpoint_every(Duration::ZERO);
-    let run = tokio::spawn(async move { Migrator::new(db).add(migration).run().await });
+    let events = testing::EventLog::default();
+    let observer = events.observer();
+    let run = tokio::spawn(async move {
+        Migrator::new(db)
+            .on_event(observer)
+            .add(migration)
+            .run()
+            .await
+    });
     let app = tmp
         .connect()
         .await
@@ -285,6 +293,24 @@ async fn rows_appended_while_running_are_embedded() {
     assert!(appended > 0, "the application appended while it ran");
     let rows = assert_reembedded(&table, 768).await;
     assert_eq!(rows as i64, 400 + appended, "no appended row was lost");
+    // The embedder's count runs on through the passes over appended rows
+    // (and after the swap), not from zero at each.
+    let texts = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            lancedb_migrate::Event::Progress {
+                embedding: Some(p), ..
+            } => Some(p.texts),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert!(texts.is_sorted(), "texts embedded never go back: {texts:?}");
+    assert_eq!(
+        texts.last(),
+        Some(&(rows as u64)),
+        "every row's text was counted once"
+    );
 }
 
 /// Entry point of the child process of the kill test; does nothing in a
