@@ -118,6 +118,7 @@ impl ServiceError {
     }
 
     /// This error as the `lancedb::Error` an `EmbeddingFunction` returns.
+    #[cfg(feature = "remote")]
     pub(crate) fn into_lancedb(self) -> lancedb::Error {
         lancedb::Error::External {
             source: Box::new(self),

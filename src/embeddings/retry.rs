@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use tracing::warn;
 
 use crate::embeddings::ServiceError;
 use crate::embeddings::usage;
+use crate::lance::retry::random_fraction;
 
 /// How often and how long a failed embedding call is retried.
 ///
@@ -153,14 +153,6 @@ impl Attempts {
             })
         }
     }
-}
-
-/// A random number in [0, 1), from the standard library's randomly keyed
-/// hasher (no random-number crate needed for jitter).
-fn random_fraction() -> f64 {
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 type RetryIf = Arc<dyn Fn(&lancedb::Error) -> bool + Send + Sync>;

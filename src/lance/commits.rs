@@ -19,7 +19,9 @@ use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use lancedb::Table;
 
 use crate::error::{Error, Result};
+use crate::lance::retry::{is_conflict, retry, single_attempt};
 use crate::lance::{dataset, latest_version, local_dataset};
+use crate::ledger::lease::Fence;
 
 /// The transaction property that marks the commits in which a rollback
 /// appended other writers' rows again (its value is the migration id), so
@@ -118,12 +120,16 @@ pub(crate) async fn rows_at(table: &Table, version: u64) -> Result<Vec<RecordBat
 }
 
 /// Appends `batches` (of `schema`) to `table` in one commit marked with
-/// [`REAPPEND_KEY`] = `migration`, and moves the handle to it.
+/// [`REAPPEND_KEY`] = `migration`, and moves the handle to it. The files
+/// are written once; the commit is retried on lost races, each attempt
+/// after checking `fence`.
 pub(crate) async fn reappend(
     table: &Table,
     migration: &str,
     batches: Vec<RecordBatch>,
+    fence: &Fence,
 ) -> Result<()> {
+    let operation = format!("re-append rows to `{}`", table.name());
     let dataset = local_dataset(table).await?;
     let params = WriteParams {
         mode: WriteMode::Append,
@@ -133,14 +139,20 @@ pub(crate) async fn reappend(
         )]))),
         ..Default::default()
     };
-    InsertBuilder::new(dataset)
+    let transaction = InsertBuilder::new(dataset)
         .with_params(&params)
-        .execute(batches)
+        .execute_uncommitted(batches)
         .await
-        .map_err(Error::lance(format!(
-            "re-append rows to `{}`",
-            table.name()
-        )))?;
+        .map_err(Error::lance(operation.as_str()))?;
+    retry(&operation, is_conflict, |_| async {
+        fence.check()?;
+        latest_version(table).await?;
+        single_attempt(local_dataset(table).await?)
+            .execute(transaction.clone())
+            .await
+            .map_err(Error::lance(operation.as_str()))
+    })
+    .await?;
     latest_version(table).await?;
     Ok(())
 }

@@ -687,6 +687,7 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn migrations_finish_on_a_busy_table() {
     let _turn = crate::support::heavy().await;
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_test_writer().try_init();
     const BIG: usize = 20_000;
     let mut busy = Busy::with_fragments(BIG, 250, 40).await;
     busy.wait_for_acks(3);

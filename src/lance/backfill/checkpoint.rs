@@ -3,17 +3,19 @@
 //! fragment in progress saved in the table's config, so that a process that
 //! dies mid-fragment resumes from its last part.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use lance::Dataset;
-use lance::dataset::transaction::{DataReplacementGroup, Operation, Transaction};
-use lance::dataset::{CommitBuilder, DataFilePart, DataFileTarget};
+use lance::dataset::transaction::{
+    DataReplacementGroup, Operation, Transaction, UpdateMap, UpdateMapEntry,
+};
+use lance::dataset::{DataFilePart, DataFileTarget};
 use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::lance::retry::{is_conflict, retry};
+use crate::lance::retry::{is_conflict, retry, single_attempt};
 
 /// What one fragment's work produced, waiting for a commit.
 pub(super) struct Filled {
@@ -57,10 +59,22 @@ impl Backfill<'_> {
         let operation = "save a checkpoint in the table config";
         retry(operation, is_conflict, |_| async {
             self.fence.check()?;
-            let mut dataset = (*self.latest().await?).clone();
-            let entry: (&str, Option<&str>) = (key, value.as_deref());
-            dataset
-                .update_config([entry])
+            let dataset = self.latest().await?;
+            let update = Operation::UpdateConfig {
+                config_updates: Some(UpdateMap {
+                    update_entries: vec![UpdateMapEntry {
+                        key: key.to_owned(),
+                        value: value.clone(),
+                    }],
+                    replace: false,
+                }),
+                table_metadata_updates: None,
+                schema_metadata_updates: None,
+                field_metadata_updates: HashMap::new(),
+            };
+            let transaction = Transaction::new(dataset.version().version, update, None);
+            single_attempt(dataset)
+                .execute(transaction)
                 .await
                 .map_err(Error::lance(operation))?;
             Ok(())
@@ -129,7 +143,7 @@ impl Backfill<'_> {
                 },
                 None,
             );
-            CommitBuilder::new(dataset.clone())
+            single_attempt(dataset)
                 .execute(transaction)
                 .await
                 .map_err(Error::lance(operation.as_str()))?;

@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 
-use lance::dataset::CommitBuilder;
 use lance::dataset::transaction::{Operation, Transaction};
 use lance::datatypes::Schema;
 use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::lance::retry::{is_conflict, retry};
+use crate::lance::retry::{is_conflict, retry, single_attempt};
 
 /// Rewrites a table's schema metadata for a new field order: given the
 /// column names before and after the swap, in order, and the metadata.
@@ -52,7 +51,7 @@ impl Backfill<'_> {
                 },
                 None,
             );
-            CommitBuilder::new(dataset.clone())
+            single_attempt(dataset.clone())
                 .execute(transaction)
                 .await
                 .map_err(Error::lance(operation.as_str()))?;
