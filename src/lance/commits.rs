@@ -19,7 +19,7 @@ use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use lancedb::Table;
 
 use crate::error::{Error, Result};
-use crate::lance::retry::{is_conflict, retry, single_attempt};
+use crate::lance::retry::{retry_commit, single_attempt};
 use crate::lance::{dataset, latest_version, local_dataset};
 use crate::ledger::lease::Fence;
 
@@ -144,11 +144,20 @@ pub(crate) async fn reappend(
         .execute_uncommitted(batches)
         .await
         .map_err(Error::lance(operation.as_str()))?;
-    retry(&operation, is_conflict, |_| async {
+    retry_commit(&operation, |_| async {
         fence.check()?;
         latest_version(table).await?;
-        single_attempt(local_dataset(table).await?)
-            .execute(transaction.clone())
+        let dataset = local_dataset(table).await?;
+        // Read at the latest version: an append does not depend on what
+        // it read, and Lance would otherwise re-check every commit since
+        // the first attempt's version on each attempt, a window that grows
+        // as long as the application keeps appending.
+        let transaction = Transaction {
+            read_version: dataset.version().version,
+            ..transaction.clone()
+        };
+        single_attempt(dataset)
+            .execute(transaction)
             .await
             .map_err(Error::lance(operation.as_str()))
     })

@@ -4,8 +4,9 @@
 //! Lance commits optimistically: a commit that finds a newer version than it
 //! read either rebases (appends and most data changes do) or fails with a
 //! conflict. Every write of this crate that can lose such a race goes
-//! through [`retry`], with one limit ([`ATTEMPTS`]) and one backoff, so that
-//! a busy table is treated the same way everywhere.
+//! through [`retry`] (a few attempts) or, for the crate's own commits to the
+//! migrated table, [`retry_commit`] (many), so that a busy table is treated
+//! the same way everywhere.
 //!
 //! The crate's own commits make one attempt each ([`single_attempt`]):
 //! Lance's loop would retry a lost commit for up to 30 s with an
@@ -18,7 +19,7 @@
 //! - The lease is checked before a commit, not inside Lance's loop: a
 //!   commit that lands 30 s after its check can land after a takeover.
 //!
-//! One attempt per call, and [`retry`]'s short random pauses, check the
+//! One attempt per call, and [`retry_commit`]'s short random pauses, check the
 //! lease before every attempt and keep attempting while the appends last.
 
 use std::future::Future;
@@ -33,23 +34,46 @@ use tracing::{debug, warn};
 use crate::error::Error;
 
 /// The most attempts [`retry`] makes (the first one included).
-pub(crate) const ATTEMPTS: u32 = 60;
+pub(crate) const ATTEMPTS: u32 = 10;
 
-/// The longest pause between two attempts.
-const MAX_PAUSE: Duration = Duration::from_millis(500);
+/// The most attempts [`retry_commit`] makes (the first one included).
+pub(crate) const COMMIT_ATTEMPTS: u32 = 60;
 
-/// The ceiling of the pause before attempt `attempt + 1`: 40 ms doubling to
-/// at most [`MAX_PAUSE`]. The pause itself is a random time up to it.
-fn ceiling(attempt: u32) -> Duration {
-    Duration::from_millis(20 << attempt.min(6)).min(MAX_PAUSE)
+/// How many attempts, and how long the pauses between them may grow.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    attempts: u32,
+    max_pause: Duration,
 }
 
-/// The pause before attempt `attempt + 1`: random between half the
-/// [`ceiling`] and all of it, so that attempts do not fall into step with
-/// a writer that commits on a rhythm.
-fn pause(attempt: u32) -> Duration {
-    let ceiling = ceiling(attempt);
-    ceiling / 2 + ceiling.mul_f64(random_fraction() / 2.0)
+/// [`retry`]'s: a few attempts, for races that end (a read racing a
+/// deletion, a ledger write racing another process's).
+const FEW: Policy = Policy {
+    attempts: ATTEMPTS,
+    max_pause: Duration::from_secs(1),
+};
+
+/// [`retry_commit`]'s: many short-spaced attempts, for a commit racing an
+/// application that keeps writing.
+const MANY: Policy = Policy {
+    attempts: COMMIT_ATTEMPTS,
+    max_pause: Duration::from_millis(500),
+};
+
+impl Policy {
+    /// The ceiling of the pause before attempt `attempt + 1`: 40 ms
+    /// doubling to at most `max_pause`.
+    fn ceiling(self, attempt: u32) -> Duration {
+        Duration::from_millis(20 << attempt.min(6)).min(self.max_pause)
+    }
+
+    /// The pause before attempt `attempt + 1`: random between half the
+    /// [`ceiling`](Self::ceiling) and all of it, so that attempts do not
+    /// fall into step with a writer that commits on a rhythm.
+    fn pause(self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        ceiling / 2 + ceiling.mul_f64(random_fraction() / 2.0)
+    }
 }
 
 /// A random number in [0, 1), from the standard library's randomly keyed
@@ -61,9 +85,9 @@ pub(crate) fn random_fraction() -> f64 {
 }
 
 /// A commit of a transaction read from `dataset` that makes a single
-/// attempt: on a lost race it fails at once with a conflict, for [`retry`]
-/// to check the lease and try again from the latest version (see the
-/// module docs for why not Lance's own retries).
+/// attempt: on a lost race it fails at once with a conflict, for
+/// [`retry_commit`] to check the lease and try again from the latest
+/// version (see the module docs for why not Lance's own retries).
 pub(crate) fn single_attempt<'a>(dataset: Arc<Dataset>) -> CommitBuilder<'a> {
     // Lance makes `max(num_retries, 1)` attempts.
     CommitBuilder::new(dataset).with_max_retries(1)
@@ -80,37 +104,52 @@ pub(crate) async fn retry<T, E, F, Fut>(
     step: F,
 ) -> Result<T, E>
 where
-    E: std::fmt::Display,
+    E: std::error::Error,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    paced(operation, retryable, pause, step).await
+    paced(operation, retryable, FEW, step).await
 }
 
-/// [`retry`] with the pauses given by `pause`.
+/// [`retry`] for a [`single_attempt`] commit to the migrated table, which
+/// the application may keep writing to: conflicts are retried, up to
+/// [`COMMIT_ATTEMPTS`] times with pauses of at most 0.5 s (about half a
+/// minute in all, as long as Lance's own retries would take, with
+/// several times the attempts). `step` checks the lease first.
+pub(crate) async fn retry_commit<T, F, Fut>(operation: &str, step: F) -> Result<T, Error>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    paced(operation, is_conflict, MANY, step).await
+}
+
 async fn paced<T, E, F, Fut>(
     operation: &str,
     retryable: impl Fn(&E) -> bool,
-    pause: fn(u32) -> Duration,
+    policy: Policy,
     mut step: F,
 ) -> Result<T, E>
 where
-    E: std::fmt::Display,
+    E: std::error::Error,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     let mut attempt = 1;
     loop {
         match step(attempt).await {
-            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+            Err(e) if attempt < policy.attempts && retryable(&e) => {
                 // On a busy table a lost race is routine: only a run of
                 // them is worth a warning.
+                let error = crate::error::chain(&e);
                 if attempt % 10 == 0 {
-                    warn!(operation, attempt, error = %e, "lost a race with another writer again; retrying");
+                    warn!(operation, attempt, error, "lost a race with another writer again; retrying");
                 } else {
-                    debug!(operation, attempt, error = %e, "lost a race with another writer; retrying");
+                    debug!(operation, attempt, error, "lost a race with another writer; retrying");
                 }
-                tokio::time::sleep(pause(attempt)).await;
+                if policy.max_pause > Duration::ZERO {
+                    tokio::time::sleep(policy.pause(attempt)).await;
+                }
                 attempt += 1;
             }
             result => return result,
@@ -167,62 +206,63 @@ mod tests {
 
     #[test]
     fn the_pause_grows_is_capped_and_varies() {
-        assert_eq!(ceiling(1), Duration::from_millis(40));
-        assert_eq!(ceiling(2), Duration::from_millis(80));
-        assert_eq!(ceiling(9), MAX_PAUSE);
+        assert_eq!(FEW.ceiling(1), Duration::from_millis(40));
+        assert_eq!(FEW.ceiling(2), Duration::from_millis(80));
+        assert_eq!(FEW.ceiling(9), Duration::from_secs(1));
+        assert_eq!(MANY.ceiling(9), Duration::from_millis(500));
         for attempt in [1, 2, 9] {
-            let p = pause(attempt);
-            assert!(ceiling(attempt) / 2 <= p && p <= ceiling(attempt), "{p:?}");
+            let p = MANY.pause(attempt);
+            let ceiling = MANY.ceiling(attempt);
+            assert!(ceiling / 2 <= p && p <= ceiling, "{p:?}");
         }
-        let pauses: std::collections::HashSet<Duration> = (0..20).map(|_| pause(9)).collect();
+        let pauses: std::collections::HashSet<Duration> = (0..20).map(|_| MANY.pause(9)).collect();
         assert!(pauses.len() > 10, "{} distinct pauses of 20", pauses.len());
     }
 
-    fn no_pause(_: u32) -> Duration {
-        Duration::ZERO
+    const NO_PAUSE: Policy = Policy {
+        attempts: ATTEMPTS,
+        max_pause: Duration::ZERO,
+    };
+
+    fn error(text: &str) -> std::io::Error {
+        std::io::Error::other(text.to_owned())
     }
 
-    /// How many times `retry` calls a step that always fails with `error`.
-    async fn calls_for(error: &str) -> (Result<(), String>, u32) {
+    /// How many times `retry` calls a step that always fails with `text`.
+    async fn calls_for(text: &str) -> (String, u32) {
         let mut calls = 0;
-        let result = paced(
+        let result: Result<(), _> = paced(
             "test",
-            |e: &String| e == "conflict",
-            no_pause,
+            |e: &std::io::Error| e.to_string() == "conflict",
+            NO_PAUSE,
             |_| {
                 calls += 1;
-                let error = error.to_owned();
-                async move { Err(error) }
+                let e = error(text);
+                async move { Err(e) }
             },
         )
         .await;
-        (result, calls)
+        (result.unwrap_err().to_string(), calls)
     }
 
     #[tokio::test]
     async fn retries_only_what_it_is_told_to_and_at_most_attempts_times() {
-        assert_eq!(
-            calls_for("conflict").await,
-            (Err("conflict".to_owned()), ATTEMPTS)
-        );
-        assert_eq!(
-            calls_for("disk full").await,
-            (Err("disk full".to_owned()), 1)
-        );
+        assert_eq!(calls_for("conflict").await, ("conflict".to_owned(), ATTEMPTS));
+        assert_eq!(calls_for("disk full").await, ("disk full".to_owned(), 1));
 
-        let result: Result<u32, String> = paced(
+        let result = paced(
             "test",
-            |_: &String| true,
-            no_pause,
+            |_: &std::io::Error| true,
+            NO_PAUSE,
             |attempt| async move {
                 if attempt < 3 {
-                    Err("conflict".to_owned())
+                    Err(error("conflict"))
                 } else {
                     Ok(attempt)
                 }
             },
         )
         .await;
-        assert_eq!(result, Ok(3));
+        assert_eq!(result.unwrap(), 3);
     }
 }

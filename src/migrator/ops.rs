@@ -92,7 +92,7 @@ impl Migrator {
             }
             lease.check()?;
             Backup::new(&target.table, target.version_before, tag)
-                .restore(&table)
+                .restore_fenced(&table, &lease.fence())
                 .await?;
             let version = latest_version(&table).await?;
             let mut updated = Vec::new();
@@ -227,7 +227,7 @@ impl Migrator {
                     }
                     lease.check()?;
                     Backup::new(&entry.table, entry.version_before, tag)
-                        .restore(&table)
+                        .restore_fenced(&table, &lease.fence())
                         .await?;
                     let version = latest_version(&table).await?;
                     entry.version_after = Some(version);

@@ -74,7 +74,7 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
     if ctx.check_lease().is_err() {
         return Rollback::Deferred;
     }
-    if let Err(e) = backup.restore(ctx.table()).await {
+    if let Err(e) = backup.restore_fenced(ctx.table(), ctx.fence()).await {
         return failed(chain(&e));
     }
     let appended = match appended_rows(ctx, backup.version()).await {

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::lance::retry::{is_conflict, retry, single_attempt};
+use crate::lance::retry::{retry_commit, single_attempt};
 
 /// What one fragment's work produced, waiting for a commit.
 pub(super) struct Filled {
@@ -57,7 +57,7 @@ impl Backfill<'_> {
     async fn set_config(&self, value: Option<String>) -> Result<()> {
         let key = self.checkpoint_key.as_str();
         let operation = "save a checkpoint in the table config";
-        retry(operation, is_conflict, |_| async {
+        retry_commit(operation, |_| async {
             self.fence.check()?;
             let dataset = self.latest().await?;
             let update = Operation::UpdateConfig {
@@ -114,7 +114,7 @@ impl Backfill<'_> {
             return Ok(());
         }
         let operation = format!("commit the filled column of `{}`", self.table.name());
-        retry(&operation, is_conflict, |_| async {
+        retry_commit(&operation, |_| async {
             self.fence.check()?;
             let dataset = self.latest().await?;
             let present: HashSet<u64> = dataset

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::lance::retry::{is_conflict, retry, single_attempt};
+use crate::lance::retry::{retry_commit, single_attempt};
 
 /// Rewrites a table's schema metadata for a new field order: given the
 /// column names before and after the swap, in order, and the metadata.
@@ -35,7 +35,7 @@ impl Backfill<'_> {
         rewrite: RewriteMetadata<'_>,
     ) -> Result<()> {
         let operation = format!("swap the filled column in as `{target}`");
-        retry(&operation, is_conflict, |_| async {
+        retry_commit(&operation, |_| async {
             let dataset = self.latest().await?;
             let Some(schema) = self.swapped(dataset.schema(), target, field_metadata, rewrite)?
             else {
