@@ -143,9 +143,15 @@ where
                 // them is worth a warning.
                 let error = crate::error::chain(&e);
                 if attempt % 10 == 0 {
-                    warn!(operation, attempt, error, "lost a race with another writer again; retrying");
+                    warn!(
+                        operation,
+                        attempt, error, "lost a race with another writer again; retrying"
+                    );
                 } else {
-                    debug!(operation, attempt, error, "lost a race with another writer; retrying");
+                    debug!(
+                        operation,
+                        attempt, error, "lost a race with another writer; retrying"
+                    );
                 }
                 if policy.max_pause > Duration::ZERO {
                     tokio::time::sleep(policy.pause(attempt)).await;
@@ -247,7 +253,10 @@ mod tests {
 
     #[tokio::test]
     async fn retries_only_what_it_is_told_to_and_at_most_attempts_times() {
-        assert_eq!(calls_for("conflict").await, ("conflict".to_owned(), ATTEMPTS));
+        assert_eq!(
+            calls_for("conflict").await,
+            ("conflict".to_owned(), ATTEMPTS)
+        );
         assert_eq!(calls_for("disk full").await, ("disk full".to_owned(), 1));
 
         let result = paced(

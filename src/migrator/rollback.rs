@@ -92,7 +92,9 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
         if ctx.check_lease().is_err() {
             return Rollback::Deferred;
         }
-        if let Err(e) = commits::reappend(ctx.table(), ctx.migration_id(), appended, ctx.fence()).await {
+        if let Err(e) =
+            commits::reappend(ctx.table(), ctx.migration_id(), appended, ctx.fence()).await
+        {
             warn!(rows = reappended, error = %chain(&e), "restored, but could not re-append rows");
             return failed(format!(
                 "restored, but {reappended} rows appended during the migration could not be re-appended: {}",

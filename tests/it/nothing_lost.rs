@@ -718,7 +718,6 @@ async fn migrations_finish_on_a_busy_table() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_migration_on_a_busy_table_is_restored() {
     let _turn = crate::support::heavy().await;
-    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_test_writer().try_init();
     const BIG: usize = 20_000;
     let mut busy = Busy::with_fragments(BIG, 250, 10).await;
     busy.wait_for_acks(3);
