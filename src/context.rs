@@ -314,8 +314,11 @@ impl MigrationContext {
     /// Use it only for a step that is correct to redo against newer data:
     /// `step` is called again after
     /// [`checkout_latest`](lancedb::Table::checkout_latest), up to
-    /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a pause
-    /// growing from 40 ms to at most 1 s. A writer that commits faster than
+    /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a random
+    /// pause (between half and all of a ceiling that doubles from 40 ms to
+    /// 1 s, so attempts do not fall into step with a writer that commits on
+    /// a rhythm). A LanceDB call inside `step` keeps LanceDB's own retries
+    /// (up to 30 s), which run after the lease check. A writer that commits faster than
     /// the step can run may still exhaust the attempts; the migration then
     /// fails and is rolled back (keeping the writer's rows).
     ///
