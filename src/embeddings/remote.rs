@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array};
@@ -43,7 +43,7 @@ const BODY_LIMIT: usize = 2000;
 ///   once across all calls.
 /// - **Retries.** 429, 408 and 5xx answers, timeouts and dropped
 ///   connections are retried with exponential backoff and jitter, waiting
-///   at least what `Retry-After` (or `retry-after-ms`) asks, within the
+///   at least what `Retry-After` (seconds or an HTTP date; or `retry-after-ms`) asks, within the
 ///   [`RetryPolicy`]'s budget; then the call fails with
 ///   [`ServiceError::RetriesExhausted`] naming the last status and body.
 ///   Other answers (400, 401, 404...) fail at once with
@@ -499,18 +499,65 @@ struct AnswerUsage {
     total_tokens: Option<u64>,
 }
 
-/// The wait a `retry-after-ms` or `Retry-After` (seconds) header asks for.
+/// The wait a `retry-after-ms` or `Retry-After` (seconds, or an HTTP date)
+/// header asks for.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, SystemTime::now())
+}
+
+/// [`retry_after`] with the clock given: a date in the past asks for no wait.
+fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let number = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
+        header(name)
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
     number("retry-after-ms")
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+        .or_else(|| {
+            let date = http_date(header("retry-after")?)?;
+            Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+        })
+}
+
+/// An HTTP date in its one current form (IMF-fixdate, RFC 9110 §5.6.7:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`); `None` for anything else.
+fn http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_weekday, rest) = value.trim().split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts[..] else {
+        return None;
+    };
+    let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
+    let year: i64 = year.parse().ok().filter(|y| *y >= 1970)?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = hms[..] else {
+        return None;
+    };
+    if h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * i64::from(mo) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + sec))
 }
 
 impl RemoteEmbeddingBuilder {
@@ -802,7 +849,31 @@ mod tests {
             "retry-after",
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        assert_eq!(retry_after(&date), None, "dates fall back to the backoff");
+        // 1445412480 is 2015-10-21T07:28:00Z.
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(
+            retry_after_at(&date, at(1_445_412_480 - 90)),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after_at(&date, at(1_445_412_480 + 5)),
+            Some(Duration::ZERO),
+            "a date passed asks for no wait"
+        );
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
+        assert_eq!(
+            http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
+            Some(at(1_835_481_599))
+        );
+        for bad in [
+            "Wed, 21 Oct 2015 07:28:00 UTC",
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Okt 2015 07:28:00 GMT",
+            "soon",
+        ] {
+            assert_eq!(http_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

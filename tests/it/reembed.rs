@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::types::Float32Type;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use lancedb::Table;
@@ -15,7 +15,7 @@ use lancedb_migrate::{
     AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migrator, NewColumn, ReEmbed, Rollback, Value,
 };
 
-use crate::support::{Place, failure, field_names, rows, tags, version};
+use crate::support::{Place, failure, field_names, kill_at, rows, sorted_ids, tags, version};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_DB";
 const LOG_ENV: &str = "LANCEDB_MIGRATE_REEMBED_CHILD_LOG";
@@ -445,20 +445,7 @@ async fn killed_reembed(place: &Place) {
         .spawn()
         .unwrap();
     // Kill it once it has done about half the table.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while logged_rows(&log) < 1300 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child made no progress"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "child ended before the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at(&mut child, || logged_rows(&log), 1300).await;
     let before_kill = logged_rows(&log);
 
     let model = LoggingEmbedding {
@@ -486,14 +473,8 @@ async fn killed_reembed(place: &Place) {
     );
     // The 16 rows `verify` re-embeds to compare are not redone work.
     assert!(redone - 16 <= 2 * 50, "{redone} rows were embedded twice");
-    let ids = rows(&table, &["id"]).await;
-    let mut seen: Vec<i64> = ids
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect();
-    seen.sort_unstable();
     assert_eq!(
-        seen,
+        sorted_ids(&table).await,
         (0..2600).collect::<Vec<_>>(),
         "no row lost or duplicated"
     );

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_schema::DataType;
 use lancedb::Table;
@@ -20,7 +20,7 @@ use lancedb_migrate::testing::{
 };
 use lancedb_migrate::{EmbeddingProblem, Error, Event, Migrator, Phase, ReEmbed, Rollback};
 
-use crate::support::{failure, field_names, rows, version};
+use crate::support::{failure, field_names, kill_at, rows, sorted_ids, version};
 
 const URL_ENV: &str = "LANCEDB_MIGRATE_REMOTE_CHILD_URL";
 const DB_ENV: &str = "LANCEDB_MIGRATE_REMOTE_CHILD_DB";
@@ -566,20 +566,7 @@ async fn a_killed_reembed_resumes_through_the_service() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while server.texts_embedded() < 900 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child made no progress"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child ended before the kill"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at(&mut child, || server.texts_embedded(), 900).await;
     let before_kill = server.texts_embedded();
 
     let report = Migrator::new(tmp.connect().await.unwrap())
@@ -604,15 +591,8 @@ async fn a_killed_reembed_resumes_through_the_service() {
     // A checkpoint is `batch_size × concurrency` = 100 rows; up to as many
     // more were in flight at the kill; the verification re-embeds 16.
     assert!(redone <= 2 * 100 + 16, "{redone} texts embedded again");
-    let ids: Vec<i64> = rows(&table, &["id"])
-        .await
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect();
-    let mut sorted = ids.clone();
-    sorted.sort_unstable();
     assert_eq!(
-        sorted,
+        sorted_ids(&table).await,
         (0..2000).collect::<Vec<_>>(),
         "no row lost or duplicated"
     );

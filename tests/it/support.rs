@@ -171,3 +171,36 @@ pub(crate) async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
     static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     HEAVY.lock().await
 }
+
+/// Waits until `progress()` reaches `at` (failing the test if `child` ends
+/// first or two minutes pass), then kills `child` (SIGKILL) and reaps it.
+pub(crate) async fn kill_at(child: &mut std::process::Child, progress: impl Fn() -> u64, at: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while progress() < at {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The `id` column of every row of `table`, sorted: compared with the ids
+/// written, it shows rows lost or duplicated.
+pub(crate) async fn sorted_ids(table: &Table) -> Vec<i64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let mut ids: Vec<i64> = rows(table, &["id"])
+        .await
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort_unstable();
+    ids
+}

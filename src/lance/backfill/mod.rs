@@ -369,7 +369,7 @@ mod tests {
         let original = latest_version(&table).await.unwrap();
         let progress = Progress::new("m", Events::default());
         let compute: Compute = Arc::new(|a: ArrayRef| Ok(a));
-        let backfill = |column: &'static str, original: u64| {
+        let missing = |column: &'static str, original: u64| {
             let table = &table;
             let progress = &progress;
             let compute = compute.clone();
@@ -386,17 +386,10 @@ mod tests {
                 .await
                 .unwrap();
                 b.source = Some("text".to_owned());
-                b
+                b.missing_rows().await.unwrap()
             }
         };
-        assert_eq!(
-            backfill("value", original)
-                .await
-                .missing_rows()
-                .await
-                .unwrap(),
-            0
-        );
+        assert_eq!(missing("value", original).await, 0);
 
         // Appended fragments: one unfilled row with text, one without text,
         // and a filled fragment.
@@ -407,14 +400,7 @@ mod tests {
         ] {
             table.add(batch).execute().await.unwrap();
         }
-        assert_eq!(
-            backfill("value", original)
-                .await
-                .missing_rows()
-                .await
-                .unwrap(),
-            2
-        );
+        assert_eq!(missing("value", original).await, 2);
 
         // A column added without data: the table's own fragments count too.
         table
@@ -427,7 +413,7 @@ mod tests {
             .unwrap();
         let after = latest_version(&table).await.unwrap();
         assert_eq!(
-            backfill("new", after).await.missing_rows().await.unwrap(),
+            missing("new", after).await,
             6,
             "every row with text, the original fragment's included"
         );
