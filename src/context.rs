@@ -11,7 +11,7 @@ use crate::backup::Backup;
 use crate::error::{Error, Result};
 use crate::lance::commits::append_commits;
 use crate::lance::indexes::{self, IndexSpec};
-use crate::lance::retry::{is_conflict, retry};
+use crate::lance::retry::retry_commit;
 use crate::ledger::lease::Fence;
 use crate::progress::Progress;
 
@@ -303,7 +303,7 @@ impl MigrationContext {
 
     /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)
     /// makes.
-    pub const CONFLICT_ATTEMPTS: u32 = crate::lance::retry::ATTEMPTS;
+    pub const CONFLICT_ATTEMPTS: u32 = crate::lance::retry::COMMIT_ATTEMPTS;
 
     /// Runs one LanceDB write, retrying it from the table's latest version
     /// when it conflicts with a concurrent writer (for example the
@@ -316,8 +316,8 @@ impl MigrationContext {
     /// [`checkout_latest`](lancedb::Table::checkout_latest), up to
     /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a random
     /// pause (between half and all of a ceiling that doubles from 40 ms to
-    /// 1 s, so attempts do not fall into step with a writer that commits on
-    /// a rhythm). A LanceDB call inside `step` keeps LanceDB's own retries
+    /// 0.5 s, so attempts do not fall into step with a writer that commits on
+    /// a rhythm; about half a minute in all). A LanceDB call inside `step` keeps LanceDB's own retries
     /// (up to 30 s), which run after the lease check. A writer that commits faster than
     /// the step can run may still exhaust the attempts; the migration then
     /// fails and is rolled back (keeping the writer's rows).
@@ -336,7 +336,7 @@ impl MigrationContext {
         // Each attempt starts from the latest version: a retry made on a
         // handle that went stale while it paused would lose again.
         let step = std::sync::Mutex::new(step);
-        retry(operation, is_conflict, |attempt| {
+        retry_commit(operation, |attempt| {
             let step = &step;
             async move {
                 self.check_lease()?;

@@ -111,8 +111,9 @@ where
     paced(operation, retryable, FEW, step).await
 }
 
-/// [`retry`] for a [`single_attempt`] commit to the migrated table, which
-/// the application may keep writing to: conflicts are retried, up to
+/// [`retry`] for a commit to the migrated table, which the application may
+/// keep writing to (a [`single_attempt`] commit, or a LanceDB schema change
+/// through `MigrationContext::retry_on_conflict`): conflicts are retried, up to
 /// [`COMMIT_ATTEMPTS`] times with pauses of at most 0.5 s (about half a
 /// minute in all, as long as Lance's own retries would take, with
 /// several times the attempts). `step` checks the lease first.
