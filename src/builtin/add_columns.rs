@@ -16,6 +16,7 @@ use crate::builtin::value::Value;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
+use crate::lance::columns::add_null_columns;
 use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
@@ -221,11 +222,10 @@ impl AddColumns {
         if fields.is_empty() {
             return Ok(());
         }
-        let schema = Arc::new(Schema::new(fields));
-        self.add(ctx, "all-null", || {
-            NewColumnTransform::AllNulls(schema.clone())
-        })
-        .await
+        ctx.check_lease()?;
+        let version = add_null_columns(ctx.table(), &Schema::new(fields), ctx.fence()).await?;
+        info!(table = self.table, version, "all-null columns added");
+        Ok(())
     }
 
     async fn add_defaults(&self, ctx: &MigrationContext) -> Result<()> {
@@ -300,16 +300,8 @@ impl AddColumns {
     async fn fill_while_busy(&self, ctx: &MigrationContext, columns: &[&NewColumn]) -> Result<()> {
         let table = ctx.table();
         let fields: Vec<Field> = columns.iter().map(|c| c.field()).collect();
-        let schema = Arc::new(Schema::new(fields));
-        let operation = format!("add columns to `{}`", self.table);
-        let added = ctx
-            .retry_on_conflict(&operation, || {
-                table
-                    .add_columns()
-                    .transform(NewColumnTransform::AllNulls(schema.clone()))
-                    .execute()
-            })
-            .await?;
+        ctx.check_lease()?;
+        let added = add_null_columns(table, &Schema::new(fields), ctx.fence()).await?;
         for column in columns {
             let value = column
                 .default
@@ -336,7 +328,7 @@ impl AddColumns {
                 ..Backfill::new(
                     table,
                     &column.name,
-                    added.version,
+                    added,
                     compute,
                     key,
                     ctx.progress(),
@@ -349,7 +341,7 @@ impl AddColumns {
         }
         info!(
             table = self.table,
-            version = added.version,
+            version = added,
             "columns added and filled"
         );
         Ok(())

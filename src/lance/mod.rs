@@ -1,6 +1,7 @@
 //! Small helpers over LanceDB table handles.
 
 pub(crate) mod backfill;
+pub(crate) mod columns;
 pub(crate) mod commits;
 pub(crate) mod files;
 pub(crate) mod fragments;

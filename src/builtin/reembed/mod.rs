@@ -13,13 +13,13 @@ use std::time::Duration;
 use arrow_schema::Schema;
 use async_trait::async_trait;
 use lancedb::embeddings::EmbeddingFunction;
-use lancedb::table::NewColumnTransform;
 use tracing::{info, warn};
 
 use crate::context::MigrationContext;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
+use crate::lance::columns::add_null_columns;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 
@@ -453,20 +453,14 @@ impl ReEmbed {
         ctx.record_detail("embedding_functions", note);
     }
 
-    /// Adds the staging column, all-null (metadata only).
+    /// Adds the staging column, all-null (metadata only, in a commit that
+    /// does not conflict with the application's appends).
     async fn add_staging_column(&self, ctx: &MigrationContext) -> Result<()> {
         let staging = self.staging_column();
         let mut field = self.target_field()?;
         field.set_name(&staging);
-        let schema = Arc::new(Schema::new(vec![field]));
-        let operation = format!("add staging column `{staging}` to `{}`", self.table);
-        ctx.retry_on_conflict(&operation, || {
-            ctx.table()
-                .add_columns()
-                .transform(NewColumnTransform::AllNulls(schema.clone()))
-                .execute()
-        })
-        .await?;
+        ctx.check_lease()?;
+        add_null_columns(ctx.table(), &Schema::new(vec![field]), ctx.fence()).await?;
         info!(table = self.table, staging, "staging column added");
         Ok(())
     }
