@@ -316,11 +316,12 @@ impl MigrationContext {
     /// [`checkout_latest`](lancedb::Table::checkout_latest), up to
     /// [`CONFLICT_ATTEMPTS`](Self::CONFLICT_ATTEMPTS) times with a random
     /// pause (between half and all of a ceiling that doubles from 40 ms to
-    /// 0.5 s, so attempts do not fall into step with a writer that commits on
-    /// a rhythm; about half a minute in all). A LanceDB call inside `step` keeps LanceDB's own retries
-    /// (up to 30 s), which run after the lease check. A writer that commits faster than
-    /// the step can run may still exhaust the attempts; the migration then
-    /// fails and is rolled back (keeping the writer's rows).
+    /// 0.5 s, so attempts do not fall into step with a writer that commits
+    /// on a rhythm; about half a minute in all). A LanceDB call inside
+    /// `step` keeps LanceDB's own retries (up to 30 s), which run after the
+    /// lease check. A writer that commits faster than the step can run may
+    /// still exhaust the attempts; the migration then fails and is rolled
+    /// back (keeping the writer's rows).
     ///
     /// # Errors
     ///

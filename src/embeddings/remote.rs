@@ -43,8 +43,9 @@ const BODY_LIMIT: usize = 2000;
 ///   once across all calls.
 /// - **Retries.** 429, 408 and 5xx answers, timeouts and dropped
 ///   connections are retried with exponential backoff and jitter, waiting
-///   at least what `Retry-After` (seconds or an HTTP date; or `retry-after-ms`) asks, within the
-///   [`RetryPolicy`]'s budget; then the call fails with
+///   at least what `Retry-After` (seconds or an HTTP date) or
+///   `retry-after-ms` asks, within the [`RetryPolicy`]'s budget; then the
+///   call fails with
 ///   [`ServiceError::RetriesExhausted`] naming the last status and body.
 ///   Other answers (400, 401, 404...) fail at once with
 ///   [`ServiceError::Status`].

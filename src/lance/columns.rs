@@ -19,7 +19,7 @@ use lancedb::table::NewColumnTransform;
 
 use crate::error::{Error, Result};
 use crate::lance::retry::{retry_commit, single_attempt};
-use crate::lance::{dataset, latest_version, local_dataset};
+use crate::lance::{dataset, latest_version};
 use crate::ledger::lease::Fence;
 
 /// Adds `columns` (all nullable) to `table`, all NULL, in one commit that
@@ -40,34 +40,33 @@ pub(crate) async fn add_null_columns(
             )),
         ));
     }
-    let local = dataset(table).await?;
-    if local.as_deref().is_none_or(legacy_format) {
-        // A remote table, or one in Lance's legacy file format (which cannot
-        // read a column it has no data for: LanceDB refuses the add too).
-        let columns = std::sync::Arc::new(columns.clone());
-        return retry_commit(&operation, |_| async {
-            fence.check()?;
-            latest_version(table).await?;
-            let added = table
-                .add_columns()
-                .transform(NewColumnTransform::AllNulls(columns.clone()))
-                .execute()
-                .await
-                .map_err(Error::lance(operation.as_str()))?;
-            Ok(added.version)
-        })
-        .await;
-    }
+    let columns_arc = std::sync::Arc::new(columns.clone());
     let version = retry_commit(&operation, |_| async {
         fence.check()?;
         latest_version(table).await?;
-        let dataset = local_dataset(table).await?;
-        let transaction = widened(&dataset, columns).map_err(Error::lance(operation.as_str()))?;
-        let committed = single_attempt(dataset)
-            .execute(transaction)
-            .await
-            .map_err(Error::lance(operation.as_str()))?;
-        Ok(committed.version().version)
+        match dataset(table).await? {
+            Some(dataset) if !legacy_format(&dataset) => {
+                let lance = Error::lance(operation.as_str());
+                let transaction = widened(&dataset, columns).map_err(&lance)?;
+                let committed = single_attempt(dataset)
+                    .execute(transaction)
+                    .await
+                    .map_err(&lance)?;
+                Ok(committed.version().version)
+            }
+            // A remote table, or one in Lance's legacy file format (which
+            // cannot read a column it has no data for: LanceDB refuses the
+            // add too).
+            _ => {
+                let added = table
+                    .add_columns()
+                    .transform(NewColumnTransform::AllNulls(columns_arc.clone()))
+                    .execute()
+                    .await
+                    .map_err(Error::lance(operation.as_str()))?;
+                Ok(added.version)
+            }
+        }
     })
     .await?;
     // Move the handle on, so that the caller's next LanceDB write reads the
@@ -110,6 +109,7 @@ mod tests {
     use lance::dataset::CommitBuilder;
 
     use super::*;
+    use crate::lance::local_dataset;
 
     fn ids(range: std::ops::Range<i32>) -> RecordBatch {
         let schema = Arc::new(ArrowSchema::new(vec![Field::new(

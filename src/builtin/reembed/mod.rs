@@ -459,7 +459,6 @@ impl ReEmbed {
         let staging = self.staging_column();
         let mut field = self.target_field()?;
         field.set_name(&staging);
-        ctx.check_lease()?;
         add_null_columns(ctx.table(), &Schema::new(vec![field]), ctx.fence()).await?;
         info!(table = self.table, staging, "staging column added");
         Ok(())

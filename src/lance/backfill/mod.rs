@@ -133,16 +133,10 @@ impl<'a> Backfill<'a> {
     /// not read the column's values again. Needs a source.
     pub(crate) async fn missing_rows(&self) -> Result<u64> {
         let dataset = self.latest().await?;
-        let column = self.column(&dataset)?;
-        let Some(source) = &self.source else {
+        let Some(filter) = self.unfilled(&self.column(&dataset)?) else {
             return Ok(0);
         };
-        let filter = format!(
-            "{} IS NULL AND {} IS NOT NULL",
-            quote(&column),
-            quote(source)
-        );
-        let count = Error::lance(format!("count unfilled rows of `{}`", self.table.name()));
+        let count = self.count_error();
         // One scan over every fragment that needs looking at, not a count
         // per fragment: on a busy table there are hundreds of small
         // appended fragments.
@@ -160,6 +154,21 @@ impl<'a> Backfill<'a> {
             .filter(&filter)
             .map_err(&count)?;
         scan.count_rows().await.map_err(&count)
+    }
+
+    /// The filter for rows the fill has yet to cover in `column`: the
+    /// column NULL and the source set; `None` without a source.
+    fn unfilled(&self, column: &str) -> Option<String> {
+        let source = self.source.as_ref()?;
+        Some(format!(
+            "{} IS NULL AND {} IS NOT NULL",
+            quote(column),
+            quote(source)
+        ))
+    }
+
+    fn count_error(&self) -> impl Fn(lance::Error) -> Error {
+        Error::lance(format!("count unfilled rows of `{}`", self.table.name()))
     }
 
     /// Whether `fragment` has a data file for the column.
@@ -298,21 +307,13 @@ impl<'a> Backfill<'a> {
             if original || done_new.contains(&id) {
                 continue;
             }
-            let Some(source) = &self.source else {
+            let Some(filter) = self.unfilled(&column) else {
                 continue;
             };
-            let filter = format!(
-                "{} IS NULL AND {} IS NOT NULL",
-                quote(&column),
-                quote(source)
-            );
             let missing = fragment
                 .count_rows(Some(filter))
                 .await
-                .map_err(Error::lance(format!(
-                    "count unfilled rows of `{}`",
-                    self.table.name()
-                )))?;
+                .map_err(self.count_error())?;
             if missing > 0 {
                 todo.push(fragment);
             } else {
