@@ -21,7 +21,9 @@ use lancedb_migrate::{
     Status,
 };
 
-use crate::support::{Db, Place, add_word_count, lease_ttl, tags, with_word_count};
+use crate::support::{
+    Db, Pause, Place, add_word_count, lease_ttl, pause_observer, pause_point, tags, with_word_count,
+};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_CHILD_DB";
 const ROWS: usize = 200;
@@ -31,6 +33,14 @@ const ROWS: usize = 200;
 #[derive(Debug)]
 struct Marker {
     delay: Duration,
+    /// When set, the transform waits for it after its marker row.
+    hold: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Marker {
+    fn slow(delay: Duration) -> Self {
+        Self { delay, hold: None }
+    }
 }
 
 #[async_trait]
@@ -57,8 +67,13 @@ impl Migration for Marker {
             .add(marker_batch(std::process::id().into()))
             .execute()
             .await?;
+        pause_point("marker_added");
+        if let Some(hold) = &self.hold {
+            hold.notified().await;
+        }
         tokio::time::sleep(self.delay).await;
         add_word_count(ctx.table()).await?;
+        pause_point("word_count_added");
         tokio::time::sleep(self.delay).await;
         Ok(())
     }
@@ -83,12 +98,14 @@ fn migrator_with_delay(db: Connection, delay: Duration) -> Migrator {
     Migrator::new(db)
         .lease_ttl(ttl)
         .lease_wait(Duration::from_secs(60))
+        // In a child: stops where the test asked (see `support::Pause`).
+        .on_event(pause_observer())
         .add(
             AddColumns::new("0001_category", "documents")
                 .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
                 .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
         )
-        .add(Marker { delay })
+        .add(Marker::slow(delay))
         .add(
             AddColumns::new("0003_metadata", "documents")
                 .column(NewColumn::new("metadata", DataType::Utf8)),
@@ -137,8 +154,14 @@ fn spawn_child(tmp: &Db) -> Child {
 }
 
 fn spawn_child_with_delay(tmp: &Db, delay_ms: u64) -> Child {
+    spawn_child_to(tmp, delay_ms, None)
+}
+
+/// A child that stops at `pause`.
+fn spawn_child_to(tmp: &Db, delay_ms: u64, pause: Option<&Pause>) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .env(DELAY_ENV, delay_ms.to_string())
+        .envs(pause.map(Pause::env).into_iter().flatten())
         .args(["concurrency::child", "--exact", "--ignored", "--nocapture"])
         .env(DB_ENV, tmp.uri())
         .env("RUST_BACKTRACE", "0")
@@ -214,9 +237,13 @@ async fn concurrent_starts(place: &Place, processes: usize) {
     s.assert_same_columns(&reference().await, &COLUMNS);
 }
 
-/// A child is killed with SIGKILL at 20 points spread over its run; each
-/// time a fresh run completes, the table equals a clean run's, and the
-/// killed holder's lease blocks it no longer than the lease TTL.
+/// A child is killed with SIGKILL at 20 points of its run; each time a
+/// fresh run completes, the table equals a clean run's, and the killed
+/// holder's lease blocks it no longer than the lease TTL.
+///
+/// Every other kill lands at a point the test names (the child stops there
+/// until it is killed), in each of the three migrations and their phases;
+/// the rest at times spread over the run, wherever they fall.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_runs_are_recovered() {
     killed_runs(&Place::Local, 20).await;
@@ -230,21 +257,80 @@ async fn killed_runs_are_recovered_on_s3() {
     }
 }
 
+/// The points of the kills that are not timed, with the migration each is
+/// inside of and the ledger row it has there (none while it backs up: the
+/// row is written once the backup is taken).
+const KILL_POINTS: [(&str, &str, Option<Status>); 10] = [
+    ("phase:0001_category:Backup", "0001_category", None),
+    (
+        "phase:0001_category:Transform",
+        "0001_category",
+        Some(Status::Running),
+    ),
+    (
+        "phase:0001_category:Verify",
+        "0001_category",
+        Some(Status::Running),
+    ),
+    (
+        "phase:0002_marker:Transform",
+        "0002_marker",
+        Some(Status::Running),
+    ),
+    ("point:marker_added", "0002_marker", Some(Status::Running)),
+    (
+        "point:word_count_added",
+        "0002_marker",
+        Some(Status::Running),
+    ),
+    (
+        "finished:0002_marker:Transform",
+        "0002_marker",
+        Some(Status::Running),
+    ),
+    ("phase:0003_metadata:Backup", "0003_metadata", None),
+    (
+        "phase:0003_metadata:Transform",
+        "0003_metadata",
+        Some(Status::Running),
+    ),
+    (
+        "phase:0003_metadata:Verify",
+        "0003_metadata",
+        Some(Status::Running),
+    ),
+];
+
 async fn killed_runs(place: &Place, runs: u64) {
     let expected = reference().await;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for run in 0..runs {
         let tmp = fixture_on(place).await;
-        // The slow migration sleeps 2 × 400 ms, so the child's run spans
-        // about 1.2 s after start-up; the kills are spread over it.
-        let mut child = spawn_child_with_delay(&tmp, 400);
-        let delay = 100 + (run * 7919) % 1_200;
-        std::thread::sleep(Duration::from_millis(delay));
+        let point = (run % 2 == 0).then(|| KILL_POINTS[(run as usize / 2 * 3) % KILL_POINTS.len()]);
+        let pause = point.map(|(spec, _, _)| Pause::at(spec));
+        let mut child = spawn_child_to(&tmp, 400, pause.as_ref());
+        let at = if let Some(pause) = &pause {
+            pause.reached(&mut child).await;
+            pause.spec().to_owned()
+        } else {
+            // The slow migration sleeps 2 × 400 ms; these kills are spread
+            // over the first 1.3 s, wherever the run is by then.
+            let delay = 100 + (run * 7919) % 1_200;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            format!("{delay} ms")
+        };
         child.kill().unwrap();
         child.wait().unwrap();
 
         let db = tmp.connect().await;
         let seen: Vec<_> = migrator(db.clone()).ledger().await.unwrap();
+        if let Some((_, inside, row)) = point {
+            let found = seen.iter().find(|e| e.id == inside).map(|e| e.status);
+            assert_eq!(
+                found, row,
+                "run {run}: killed at {at}, the ledger's row for `{inside}`: {seen:?}"
+            );
+        }
         let state = seen
             .iter()
             .map(|e| format!("{:?}", e.status))
@@ -259,15 +345,16 @@ async fn killed_runs(place: &Place, runs: u64) {
             .or_default() += 1;
 
         let started = Instant::now();
-        let report = migrator(db.clone()).run().await.unwrap();
+        migrator(db.clone()).run().await.unwrap();
+        // A liveness bound, far above the TTL plus a small run's time.
         assert!(
-            started.elapsed() < lease_ttl(&db) + Duration::from_secs(20),
-            "run {run} waited too long"
+            started.elapsed() < lease_ttl(&db) + Duration::from_secs(60),
+            "run {run} (killed at {at}) waited too long"
         );
         let ledger = migrator(db.clone()).ledger().await.unwrap();
         assert!(
             ledger.iter().all(|e| e.status == Status::Applied),
-            "run {run}: {ledger:?}"
+            "run {run} (killed at {at}): {ledger:?}"
         );
         assert_eq!(ledger.len(), 3);
         let table = db.open_table("documents").execute().await.unwrap();
@@ -276,16 +363,10 @@ async fn killed_runs(place: &Place, runs: u64) {
         assert_eq!(
             s.schema().fields().len(),
             COLUMNS.len(),
-            "run {run}: no leftover column"
+            "run {run} (killed at {at}): no leftover column"
         );
-        let _ = report;
     }
     eprintln!("ledger state found after each kill: {outcomes:?}");
-    let mid_migration = outcomes.keys().any(|state| state.contains("Running"));
-    assert!(
-        outcomes.len() >= 2 && mid_migration,
-        "kills landed at too few distinct points: {outcomes:?}"
-    );
 }
 
 /// A waiting run gives up after `lease_wait` and names the holder.
@@ -293,11 +374,14 @@ async fn killed_runs(place: &Place, runs: u64) {
 async fn waiting_run_times_out_naming_the_holder() {
     let tmp = fixture().await;
     let (started, holding) = signal_on(|e| matches!(e, Event::MigrationStarted { .. }));
+    // The holder stays inside its migration until the waiter has given up.
+    let hold = Arc::new(tokio::sync::Notify::new());
     let slow = Migrator::new(tmp.connect().await)
         .lease_holder("replica-a")
         .on_event(started)
         .add(Marker {
-            delay: Duration::from_millis(800),
+            delay: Duration::ZERO,
+            hold: Some(hold.clone()),
         });
     let holder = tokio::spawn(async move { slow.run().await });
     holding.await.unwrap(); // a migration starts only under the lease
@@ -305,9 +389,7 @@ async fn waiting_run_times_out_naming_the_holder() {
     let started = Instant::now();
     let waiter = Migrator::new(tmp.connect().await)
         .lease_wait(Duration::from_millis(300))
-        .add(Marker {
-            delay: Duration::from_millis(800),
-        });
+        .add(Marker::slow(Duration::ZERO));
     let err = waiter.run().await.unwrap_err();
     let Error::LeaseTimeout {
         holder: name,
@@ -317,9 +399,12 @@ async fn waiting_run_times_out_naming_the_holder() {
         panic!("expected a lease timeout, got {err:?}");
     };
     assert_eq!(name, "replica-a");
-    assert!(*waited >= Duration::from_millis(300) && started.elapsed() < Duration::from_secs(5));
+    assert!(*waited >= Duration::from_millis(300), "{waited:?}");
+    // A liveness bound: it gave up, far sooner than the holder would end.
+    assert!(started.elapsed() < Duration::from_secs(60));
     assert!(err.to_string().contains("replica-a"), "{err}");
 
+    hold.notify_one();
     holder.await.unwrap().unwrap();
     assert!(
         waiter.run().await.unwrap().is_noop(),
@@ -362,22 +447,32 @@ async fn application_appends_during_migration_are_kept() {
 /// retried as an application would when it conflicts with the schema change
 /// (or misses a column not yet nullable). Returns the ids written.
 async fn append_while_migrating(db: Connection, batches: i64) -> Vec<i64> {
+    append_counting(db, batches, &std::sync::atomic::AtomicUsize::new(0)).await
+}
+
+/// [`append_while_migrating`], counting the batches written in `written`.
+async fn append_counting(
+    db: Connection,
+    batches: i64,
+    count: &std::sync::atomic::AtomicUsize,
+) -> Vec<i64> {
     let table = db.open_table("documents").execute().await.unwrap();
     let mut written = Vec::new();
     for i in 0..batches {
         let ids = (ROWS as i64 + i * 2)..(ROWS as i64 + i * 2 + 2);
-        let mut attempts = 0;
+        let started = Instant::now();
         loop {
             table.checkout_latest().await.unwrap();
             let batch = pad_to(&table, testing::documents_batch(ids.clone(), 8)).await;
             match table.add(batch).execute().await {
                 Ok(_) => break,
-                Err(_) if attempts < 200 => attempts += 1,
-                Err(e) => panic!("append kept failing: {e}"),
+                Err(_) if started.elapsed() < Duration::from_secs(60) => {}
+                Err(e) => panic!("an append kept failing for a minute: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         written.extend(ids);
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     written
@@ -401,8 +496,10 @@ async fn rollback_keeps_rows_appended_during_the_migration_on_s3() {
 }
 
 async fn rollback_with_appends(place: &Place) {
+    /// Adds a column, then waits until the application has appended three
+    /// batches (so they land during the migration on any machine).
     #[derive(Debug)]
-    struct SlowFailing;
+    struct SlowFailing(Arc<std::sync::atomic::AtomicUsize>);
 
     #[async_trait]
     impl Migration for SlowFailing {
@@ -419,7 +516,11 @@ async fn rollback_with_appends(place: &Place) {
                 .transform(NewColumnTransform::SqlExpressions(sql))
                 .execute()
                 .await?;
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let started = Instant::now();
+            while self.0.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+                assert!(started.elapsed() < Duration::from_secs(120), "no appends");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Ok(())
         }
         async fn verify(&self, _ctx: &MigrationContext) -> Result<()> {
@@ -446,12 +547,13 @@ async fn rollback_with_appends(place: &Place) {
         )
     };
     let (observer, transforming) = signal_on(in_transform);
+    let appended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let migrator = Migrator::new(tmp.connect().await)
         .on_event(observer)
-        .add(SlowFailing);
+        .add(SlowFailing(appended.clone()));
     let run = tokio::spawn(async move { migrator.run().await });
     transforming.await.unwrap();
-    let written = append_while_migrating(tmp.connect().await, 10).await;
+    let written = append_counting(tmp.connect().await, 10, &appended).await;
     let err = run.await.unwrap().unwrap_err();
 
     let Error::MigrationFailed { rollback, .. } = &err else {

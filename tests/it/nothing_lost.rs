@@ -7,7 +7,7 @@
 //! Children are copies of this test binary running the ignored tests
 //! `nothing_lost::child_migrate` and `nothing_lost::child_append`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use lancedb_migrate::{
     NewColumn, Phase, ReEmbed, Result, Rollback, Status,
 };
 
-use crate::support::{Db, Place, failure, lease_ttl, rows};
+use crate::support::{Db, Pause, Place, failure, lease_ttl, pause_observer, pause_point, rows};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_NL_DB";
 const SCENARIO_ENV: &str = "LANCEDB_MIGRATE_NL_SCENARIO";
@@ -107,6 +107,7 @@ impl Migration for FourCommits {
                 .execute()
         })
         .await?;
+        pause_point("commit1");
         tokio::time::sleep(pause).await;
         ctx.retry_on_conflict("add shout", || {
             table
@@ -115,9 +116,11 @@ impl Migration for FourCommits {
                 .execute()
         })
         .await?;
+        pause_point("commit2");
         tokio::time::sleep(pause).await;
         ctx.retry_on_conflict("drop shout", || table.drop_columns(&["shout"]))
             .await?;
+        pause_point("commit3");
         tokio::time::sleep(pause).await;
         ctx.retry_on_conflict("add note", || {
             table
@@ -126,6 +129,7 @@ impl Migration for FourCommits {
                 .execute()
         })
         .await?;
+        pause_point("commit4");
         tokio::time::sleep(pause).await;
         Ok(())
     }
@@ -150,7 +154,9 @@ fn migrator(db: Connection, scenario: &str) -> Migrator {
     let ttl = lease_ttl(&db);
     let m = Migrator::new(db)
         .lease_ttl(ttl)
-        .lease_wait(Duration::from_secs(120));
+        .lease_wait(Duration::from_secs(120))
+        // In a child: stops where the test asked (see `support::Pause`).
+        .on_event(pause_observer());
     match scenario {
         "add_columns" => m.add(add_columns()),
         "custom" => m.add(add_columns()).add(FourCommits),
@@ -335,6 +341,11 @@ impl Busy {
     }
 
     fn migrate(&self, scenario: &str) -> Child {
+        self.migrate_to(scenario, None)
+    }
+
+    /// A migrating process that stops at `pause`.
+    fn migrate_to(&self, scenario: &str, pause: Option<&Pause>) -> Child {
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "nothing_lost::child_migrate",
@@ -344,6 +355,7 @@ impl Busy {
             ])
             .env(DB_ENV, self.tmp.uri())
             .env(SCENARIO_ENV, scenario)
+            .envs(pause.map(Pause::env).into_iter().flatten())
             .env("RUST_BACKTRACE", "0")
             // Its own process group: stopping it must not look to a shell's
             // job control like the whole test run stopped.
@@ -457,43 +469,24 @@ async fn ledger_states(db: &Connection, scenario: &str) -> String {
         .join(",")
 }
 
-/// Polls the ledger until `id` is `running` (a process is inside it).
-async fn wait_until_running(db: &Connection, scenario: &str, id: &str) {
-    let started = Instant::now();
-    loop {
-        let entries = migrator(db.clone(), scenario)
-            .ledger()
-            .await
-            .unwrap_or_default();
-        if entries
-            .iter()
-            .any(|e| e.id == id && e.status == Status::Running)
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "`{id}` never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // ---------------------------------------------------------------- the tests
 
 /// A migrating process is SIGKILLed at varied points of an `AddColumns` or
 /// a four-commit custom migration while the application appends every
 /// 200 ms; the next run recovers while the application keeps appending.
 /// Every acknowledged row is there once, and the migration is applied.
+///
+/// Each kill lands at a point the test names (the child stops there and
+/// waits to be killed), not at a time: the same points on any machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_keeps_rows_the_application_appended() {
     let trials = [
-        "custom",
-        "custom",
-        "add_columns",
-        "custom",
-        "add_columns",
-        "custom",
+        ("custom", "point:commit1"),
+        ("custom", "point:commit3"),
+        ("add_columns", "phase:0001_category:Transform"),
+        ("custom", "phase:0002_four_commits:Verify"),
+        ("add_columns", "finished:0001_category:Transform"),
+        ("custom", "point:commit2"),
     ];
     recovery(&Place::Local, &trials).await;
 }
@@ -505,65 +498,66 @@ async fn recovery_keeps_rows_the_application_appended_on_s3() {
     if let Some((s3, _slot)) = Place::s3("recovery_keeps_rows_the_application_appended_on_s3").await
     {
         let trials = [
-            "custom",
-            "add_columns",
-            "reembed",
-            "custom",
-            "reembed",
-            "add_columns",
+            ("custom", "point:commit2"),
+            ("add_columns", "phase:0001_category:Transform"),
+            ("reembed", "progress:0003_reembed:1"),
+            ("custom", "point:commit4"),
+            ("reembed", "progress:0003_reembed:2000"),
+            ("add_columns", "phase:0001_category:Verify"),
         ];
         recovery(&s3, &trials).await;
     }
 }
 
-async fn recovery(place: &Place, trials: &[&str]) {
-    let mut seen = BTreeMap::<String, usize>::new();
-    for (trial, &scenario) in trials.iter().enumerate() {
+/// The migration of `scenario` that a pause point is in.
+fn last_migration(scenario: &str) -> &'static str {
+    match scenario {
+        "custom" => "0002_four_commits",
+        "reembed" => "0003_reembed",
+        _ => "0001_category",
+    }
+}
+
+async fn recovery(place: &Place, trials: &[(&str, &str)]) {
+    for (trial, &(scenario, point)) in trials.iter().enumerate() {
         let mut busy = Busy::on(place, ROWS, 1, 200).await;
         busy.wait_for_acks(2);
         let db = busy.db().await;
-        let last = match scenario {
-            "custom" => "0002_four_commits",
-            "reembed" => "0003_reembed",
-            _ => "0001_category",
-        };
-        let mut child = busy.migrate(scenario);
-        wait_until_running(&db, scenario, last).await;
-        // Into the migration, at a point that differs between trials
-        // (`AddColumns` on this table takes a few tens of milliseconds
-        // locally; `ReEmbed` embeds 20 batches of 100 ms).
-        let into = match scenario {
-            "custom" => 40 + 97 * trial as u64 % 400,
-            "reembed" => 100 + 331 * trial as u64 % 1_500,
-            _ => 7 * trial as u64 % 20,
-        };
-        tokio::time::sleep(Duration::from_millis(into)).await;
+        let pause = Pause::at(point);
+        let mut child = busy.migrate_to(scenario, Some(&pause));
+        pause.reached(&mut child).await;
         child.kill().unwrap();
         child.wait().unwrap();
         let state = ledger_states(&db, scenario).await;
-        *seen.entry(state.clone()).or_default() += 1;
+        let last = last_migration(scenario);
+        assert!(
+            state.contains(&format!("{last}=Running")),
+            "trial {trial}: killed at {point}, the ledger must show `{last}` running: {state}"
+        );
 
         // The application keeps going (its appends may fail until the
         // recovery: a column can be left NOT NULL mid-`AddColumns`).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        busy.wait_for_acks(busy.acked().len() + 1);
         let report = migrator(db.clone(), scenario).run().await;
-        report.unwrap_or_else(|e| panic!("trial {trial} ({state}): recovery failed: {e:?}"));
+        report.unwrap_or_else(|e| {
+            panic!("trial {trial} (killed at {point}, {state}): recovery failed: {e:?}")
+        });
         busy.wait_for_acks(busy.acked().len() + 2);
         let acked = busy.stop_app();
 
-        let what = format!("trial {trial}, {scenario}, {state}");
+        let what = format!("trial {trial}, {scenario} killed at {point}, {state}");
         assert_nothing_lost(&db, &acked, ROWS, &what).await;
         let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
         assert!(
             ledger.iter().all(|e| e.status == Status::Applied),
-            "{ledger:?}"
+            "{what}: {ledger:?}"
         );
         let table = db.open_table("documents").execute().await.unwrap();
         let schema = table.schema().await.unwrap();
         assert!(schema.field_with_name("category").is_ok());
         assert!(
             schema.field_with_name("shout").is_err(),
-            "no leftover column"
+            "{what}: no leftover column"
         );
         assert!(
             migrator(db.clone(), scenario)
@@ -573,16 +567,6 @@ async fn recovery(place: &Place, trials: &[&str]) {
                 .is_noop()
         );
     }
-    eprintln!("ledger states at the kills: {seen:?}");
-    let inside: usize = seen
-        .iter()
-        .filter(|(state, _)| state.contains("Running"))
-        .map(|(_, n)| n)
-        .sum();
-    assert!(
-        inside >= 3,
-        "the kills did not land inside migrations often enough: {seen:?}"
-    );
 }
 
 /// A holder is stopped (SIGSTOP) mid-migration for longer than the lease
@@ -590,17 +574,20 @@ async fn recovery(place: &Place, trials: &[&str]) {
 /// finishes; then the stopped one resumes (SIGCONT). It must write nothing
 /// more: the table equals a clean run (every row embedded by the new model,
 /// defaults in place), the ledger says `applied`, no row is lost or doubled.
+///
+/// The holder is stopped at a point the test names (see `support::Pause`),
+/// so it is inside the migration on any machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_holder_writes_nothing_after_a_takeover() {
-    // (scenario, migration to stop in, ms into it, rows, fragments, ms between appends)
+    // (scenario, where it is stopped, rows, fragments, ms between appends)
     let cases = [
-        ("reembed", "0003_reembed", 300, ROWS, 1, 100),
-        ("reembed", "0003_reembed", 900, ROWS, 1, 100),
-        ("custom", "0002_four_commits", 250, ROWS, 1, 100),
-        // A big busy table, so that `AddColumns` takes its fragment-by-
-        // fragment path and lasts long enough to be stopped inside.
-        ("add_columns", "0001_category", 0, 20_000, 250, 40),
-        ("reembed", "0003_reembed", 1_500, ROWS, 1, 100),
+        ("reembed", "progress:0003_reembed:1", ROWS, 1, 100),
+        ("reembed", "progress:0003_reembed:2000", ROWS, 1, 100),
+        ("custom", "point:commit2", ROWS, 1, 100),
+        // A table of many small appended fragments, stopped as the
+        // transform starts: its first write after the wake-up is fenced.
+        ("add_columns", "phase:0001_category:Transform", ROWS, 40, 40),
+        ("reembed", "finished:0003_reembed:Transform", ROWS, 1, 100),
     ];
     stalled_holders(&Place::Local, &cases).await;
 }
@@ -613,27 +600,35 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover_on_s3() {
         Place::s3("a_stalled_holder_writes_nothing_after_a_takeover_on_s3").await
     {
         let cases = [
-            ("reembed", "0003_reembed", 300, ROWS, 1, 100),
-            ("custom", "0002_four_commits", 250, ROWS, 1, 100),
-            ("add_columns", "0001_category", 0, ROWS, 40, 100),
-            ("reembed", "0003_reembed", 1_200, ROWS, 1, 100),
+            ("reembed", "progress:0003_reembed:1", ROWS, 1, 100),
+            ("custom", "point:commit3", ROWS, 1, 100),
+            (
+                "add_columns",
+                "phase:0001_category:Transform",
+                ROWS,
+                40,
+                100,
+            ),
+            ("reembed", "phase:0003_reembed:Verify", ROWS, 1, 100),
         ];
         stalled_holders(&s3, &cases).await;
     }
 }
 
-type StallCase = (&'static str, &'static str, u64, usize, usize, u64);
+type StallCase = (&'static str, &'static str, usize, usize, u64);
 
 async fn stalled_holders(place: &Place, cases: &[StallCase]) {
-    for (trial, &(scenario, id, after_ms, rows, fragments, every)) in cases.iter().enumerate() {
+    for (trial, &(scenario, point, rows, fragments, every)) in cases.iter().enumerate() {
         let mut busy = Busy::on(place, rows, fragments, every).await;
         busy.wait_for_acks(2);
         let db = busy.db().await;
-        let first = busy.migrate(scenario);
-        wait_until_running(&db, scenario, id).await;
-        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let pause = Pause::at(point);
+        let mut first = busy.migrate_to(scenario, Some(&pause));
+        pause.reached(&mut first).await;
         signal(&first, "-STOP");
-        let what = format!("trial {trial} ({scenario}, stopped {after_ms} ms into `{id}`)");
+        // It goes on from the point once it runs again.
+        pause.go();
+        let what = format!("trial {trial} ({scenario}, stopped at {point})");
 
         // Past the TTL, a second process takes over and finishes.
         tokio::time::sleep(lease_ttl(&db) * 2).await;
@@ -695,18 +690,28 @@ async fn migrations_finish_on_a_busy_table() {
     let mut busy = Busy::with_fragments(BIG, 250, 10).await;
     busy.wait_for_acks(3);
     let db = busy.db().await;
-    let migrator = Migrator::new(db.clone())
-        .add(add_columns())
-        .add(reembed(Duration::from_millis(20)));
-    let run = tokio::time::timeout(Duration::from_secs(300), migrator.run()).await;
-    let report = run
-        .expect("the migrations did not finish on a busy table")
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    // The embedder waits for two more acknowledged appends: the
+    // application appends during the migration on any machine.
+    let before = busy.acked().len();
+    let model = AfterAcks::new(
+        TestEmbedding::new("test-16", NEW_DIMS).delay(Duration::from_millis(20)),
+        &busy.ack,
+    );
+    let migrator = Migrator::new(db.clone()).add(add_columns()).add(
+        ReEmbed::new("0003_reembed", "documents", Arc::new(model))
+            .batch_size(200)
+            .concurrency(1)
+            .checkpoint_every(Duration::from_millis(200)),
+    );
+    let report = migrator.run().await.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(report.applied().count(), 2);
     let appended_during = busy.acked().len();
+    assert!(
+        appended_during >= before + 2,
+        "the application kept appending"
+    );
     busy.wait_for_acks(appended_during + 3);
     let acked = busy.stop_app();
-    assert!(appended_during > 10, "the application kept appending");
     assert_nothing_lost(&db, &acked, BIG, "busy table").await;
     assert_like_a_clean_run(&db, "reembed", "busy table").await;
 }
@@ -724,9 +729,14 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     let db = busy.db().await;
     let table = db.open_table("documents").execute().await.unwrap();
     let before = table.schema().await.unwrap();
-    let model = TestEmbedding::new("test-16", NEW_DIMS)
-        .delay(Duration::from_millis(20))
-        .fail_after(15_000);
+    // Rows are appended after the backup (the embedder waits for them), so
+    // the rollback has rows to append again on any machine.
+    let model = AfterAcks::new(
+        TestEmbedding::new("test-16", NEW_DIMS)
+            .delay(Duration::from_millis(20))
+            .fail_after(15_000),
+        &busy.ack,
+    );
     let migrator = Migrator::new(db.clone()).add(
         ReEmbed::new("0003_reembed", "documents", Arc::new(model))
             .batch_size(200)
@@ -739,7 +749,7 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     let Rollback::Restored { reappended, .. } = rollback else {
         panic!("the rollback did not restore the table: {rollback:?}");
     };
-    assert!(*reappended > 0, "rows were appended during the migration");
+    assert!(*reappended >= 10, "rows were appended during the migration");
     let appended_during = busy.acked().len();
     busy.wait_for_acks(appended_during + 3);
     let acked = busy.stop_app();
@@ -748,6 +758,71 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     assert_nothing_lost(&db, &acked, BIG, "failed re-embed on a busy table").await;
     let ledger = migrator.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Failed);
+}
+
+/// An embedding function that, at its first call (after the backup),
+/// waits until the application's acknowledgement file lists two more
+/// batches than then: at least one whole batch is appended during the
+/// migration however fast or slow the machine is.
+#[derive(Debug)]
+struct AfterAcks {
+    inner: TestEmbedding,
+    ack: PathBuf,
+    waited: std::sync::atomic::AtomicBool,
+}
+
+impl AfterAcks {
+    fn new(inner: TestEmbedding, ack: &Path) -> Self {
+        Self {
+            inner,
+            ack: ack.to_owned(),
+            waited: false.into(),
+        }
+    }
+}
+
+impl lancedb::embeddings::EmbeddingFunction for AfterAcks {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        self.inner.source_type()
+    }
+    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        self.inner.dest_type()
+    }
+    fn compute_source_embeddings(&self, source: ArrayRef) -> lancedb::Result<ArrayRef> {
+        if !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            wait_for_more_lines(&self.ack, 2);
+        }
+        self.inner.compute_source_embeddings(source)
+    }
+    fn compute_query_embeddings(&self, input: ArrayRef) -> lancedb::Result<ArrayRef> {
+        self.inner.compute_query_embeddings(input)
+    }
+}
+
+/// Blocks until `file` has `more` lines more than now (two minutes at
+/// most).
+fn wait_for_more_lines(file: &Path, more: usize) {
+    let lines = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        + more;
+    let started = Instant::now();
+    while std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < lines
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the application did not append"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The table's columns hold what a clean run of `scenario` leaves.
@@ -809,8 +884,10 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
 /// dropping them, every acknowledged row stays, and the next run completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_that_would_drop_rows_is_refused() {
+    /// Fails verification once the application has appended rows in the
+    /// new schema (two more acknowledged batches than at its start).
     #[derive(Debug)]
-    struct SlowFailingVerify(ReEmbed);
+    struct SlowFailingVerify(ReEmbed, PathBuf);
 
     #[async_trait]
     impl Migration for SlowFailingVerify {
@@ -830,7 +907,10 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
             self.0.transform(ctx).await
         }
         async fn verify(&self, _ctx: &MigrationContext) -> Result<()> {
-            tokio::time::sleep(Duration::from_millis(800)).await;
+            let ack = self.1.clone();
+            tokio::task::spawn_blocking(move || wait_for_more_lines(&ack, 2))
+                .await
+                .unwrap();
             Err(Error::custom("injected verify failure"))
         }
     }
@@ -853,8 +933,8 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
         )
         .await;
     });
-    let failing =
-        Migrator::new(tmp.connect().await.unwrap()).add(SlowFailingVerify(reembed(Duration::ZERO)));
+    let failing = Migrator::new(tmp.connect().await.unwrap())
+        .add(SlowFailingVerify(reembed(Duration::ZERO), ack.clone()));
     let err = failing.run().await.unwrap_err();
     std::fs::write(&stop, b"").unwrap();
     app.await.unwrap();
@@ -946,10 +1026,10 @@ async fn a_panicking_transform_is_rolled_back_and_recorded() {
     );
     assert_restored_and_recorded(&table, &before, rollback, &migrator, "index out of range").await;
 
-    // The lease was released: a fixed migration runs now, not after a TTL.
-    let started = Instant::now();
+    // The lease was released: a fixed migration takes it at the first try
+    // (waiting not at all), not after a TTL.
     Migrator::new(tmp.connect().await.unwrap())
-        .lease_wait(Duration::from_secs(2))
+        .lease_wait(Duration::ZERO)
         .add(
             AddColumns::new("0001_panics", "documents")
                 .column(NewColumn::new("note", DataType::Utf8)),
@@ -957,7 +1037,6 @@ async fn a_panicking_transform_is_rolled_back_and_recorded() {
         .run()
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 /// An embedder that panics: `Error::Embedding` naming the model, restored
@@ -1030,32 +1109,26 @@ async fn assert_restored_and_recorded(
     assert!(error.contains(message), "the ledger's error: {error}");
 }
 
-/// A real full disk (a small tmpfs): the transform fails with "no space",
-/// the restore and the ledger write fail too. The error says what happened
-/// and that the next run restores the table first; once space is freed,
-/// the next run does exactly that and applies the migration, with every row
-/// intact. Skipped (with a message) where tmpfs cannot be mounted.
+/// A real full disk (a small tmpfs) that stays full through the rollback:
+/// the transform's second write fails for want of space, and so do the
+/// restore and the ledger write (every block and inode is taken before the
+/// transform returns). The error says what happened and that the next run
+/// restores the table first; once space is freed, the next run does exactly
+/// that and applies the migration, with every row intact. Skipped (with a
+/// message) where tmpfs cannot be mounted.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_is_recovered_by_the_next_run() {
-    let Some(disk) = SmallDisk::mount(64) else {
+async fn a_disk_full_through_the_rollback_is_recovered_by_the_next_run() {
+    let Some(disk) = SmallDisk::mount() else {
         eprintln!(
             "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
         );
         return;
     };
-    let db = lancedb::connect(disk.path().to_str().unwrap())
-        .execute()
-        .await
-        .unwrap();
-    testing::documents_table(&db, "documents", 2_000, DIMS)
-        .await
-        .unwrap();
-    let inflate = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let balloon = disk.path().join("balloon");
+    let db = disk.db().await;
     let migration = || WordCount {
         then: Then::FillTheDisk {
-            balloon: balloon.clone(),
-            inflate: inflate.clone(),
+            disk: disk.clone(),
+            room_for_the_restore: false,
         },
     };
     let err = Migrator::new(db.clone())
@@ -1075,8 +1148,7 @@ async fn a_full_disk_is_recovered_by_the_next_run() {
     assert!(!text.contains("by hand"), "{text}");
 
     // Space comes back; the next start recovers on its own.
-    std::fs::remove_file(&balloon).unwrap();
-    inflate.store(false, std::sync::atomic::Ordering::SeqCst);
+    disk.free();
     let migrator = Migrator::new(db.clone())
         .lease_ttl(Duration::from_millis(500))
         .add(migration());
@@ -1084,44 +1156,173 @@ async fn a_full_disk_is_recovered_by_the_next_run() {
     assert_eq!(ledger[0].status, Status::Running, "{ledger:?}");
     let report = migrator.run().await.unwrap();
     assert_eq!(report.applied().count(), 1);
-    let counts = id_counts(&db).await;
-    assert_eq!(counts.len(), 2_000);
-    assert!(counts.values().all(|n| *n == 1));
+    assert_all_rows_once(&db, 2_000).await;
     let table = db.open_table("documents").execute().await.unwrap();
-    let names: Vec<String> = table
-        .schema()
-        .await
-        .unwrap()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = crate::support::field_names(&table.schema().await.unwrap());
     assert_eq!(names, ["id", "text", "vector", "word_count"]);
 }
 
-/// A tmpfs of a few MiB, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
+/// A full disk where the restore fits: the transform's write fails for want
+/// of space, then a little space comes back before the rollback (another
+/// program deleted a file). The table is restored, the ledger says `failed`
+/// with the cause, every row is there; the next run applies the migration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_with_room_for_the_restore_is_rolled_back() {
+    let Some(disk) = SmallDisk::mount() else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
+        );
+        return;
+    };
+    let db = disk.db().await;
+    let table = db.open_table("documents").execute().await.unwrap();
+    let before = table.schema().await.unwrap();
+    let migration = || WordCount {
+        then: Then::FillTheDisk {
+            disk: disk.clone(),
+            room_for_the_restore: true,
+        },
+    };
+    let migrator = Migrator::new(db.clone())
+        .lease_ttl(Duration::from_millis(500))
+        .add(migration());
+    let err = migrator.run().await.unwrap_err();
+    let (cause, phase, rollback) = failure(&err);
+    assert_eq!(phase, Phase::Transform, "{err:?}");
+    let mut chain = cause.to_string();
+    let mut source = std::error::Error::source(cause);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    assert!(
+        chain.contains("No space left on device"),
+        "the cause names the full disk: {chain}"
+    );
+    assert_restored_and_recorded(&table, &before, rollback, &migrator, "space").await;
+    assert_all_rows_once(&db, 2_000).await;
+
+    // With space back, the next start applies it.
+    disk.free();
+    let report = migrator.run().await.unwrap();
+    assert_eq!(report.applied().count(), 1);
+    assert_all_rows_once(&db, 2_000).await;
 }
 
+/// The documents table holds ids `0..rows`, each once.
+async fn assert_all_rows_once(db: &Connection, rows: usize) {
+    let counts = id_counts(db).await;
+    assert_eq!(counts.len(), rows);
+    assert!((0..rows as i64).all(|id| counts.get(&id) == Some(&1)));
+}
+
+/// A small tmpfs (unmounted on drop) holding a database with a 2,000-row
+/// documents table, that a test fills to the last block and inode.
+#[derive(Debug, Clone)]
+struct SmallDisk(Arc<Mount>);
+
+#[derive(Debug)]
+struct Mount {
+    dir: tempfile::TempDir,
+    files: std::sync::atomic::AtomicUsize,
+}
+
+/// Size and inodes of the tmpfs: room for the table, its versions, the
+/// ledger and the lease, and few enough inodes to take them all quickly.
+const DISK: &str = "size=32m,nr_inodes=4096";
+/// Freed by [`SmallDisk::free_reserve`]: far more than a restore, a ledger
+/// write and a lease release take.
+const RESERVE_BYTES: usize = 4 << 20;
+const RESERVE_INODES: usize = 64;
+
 impl SmallDisk {
-    fn mount(mib: u32) -> Option<Self> {
+    fn mount() -> Option<Self> {
         let dir = tempfile::tempdir().ok()?;
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", DISK, "tmpfs"])
             .arg(dir.path())
             .stderr(Stdio::null())
             .status()
             .ok()?;
-        status.success().then_some(Self { dir })
+        if !status.success() {
+            return None;
+        }
+        let disk = Self(Arc::new(Mount {
+            dir,
+            files: 0.into(),
+        }));
+        std::fs::create_dir(disk.balloon()).unwrap();
+        std::fs::write(disk.balloon().join("blocks"), b"").unwrap();
+        std::fs::create_dir(disk.reserve()).unwrap();
+        std::fs::write(disk.reserve().join("bytes"), vec![1u8; RESERVE_BYTES]).unwrap();
+        for i in 0..RESERVE_INODES {
+            std::fs::write(disk.reserve().join(format!("inode-{i}")), b"").unwrap();
+        }
+        Some(disk)
     }
 
-    fn path(&self) -> &Path {
-        self.dir.path()
+    /// The database on it, with the 2,000-row documents table.
+    async fn db(&self) -> Connection {
+        let uri = self.0.dir.path().join("db");
+        let db = lancedb::connect(uri.to_str().unwrap())
+            .execute()
+            .await
+            .unwrap();
+        testing::documents_table(&db, "documents", 2_000, DIMS)
+            .await
+            .unwrap();
+        db
+    }
+
+    fn balloon(&self) -> PathBuf {
+        self.0.dir.path().join("balloon")
+    }
+
+    fn reserve(&self) -> PathBuf {
+        self.0.dir.path().join("reserve")
+    }
+
+    /// Takes every free block (a file written until ENOSPC) and then every
+    /// free inode (empty files created until ENOSPC). Called again, it takes
+    /// what was freed since.
+    fn fill(&self) {
+        let mut blocks = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.balloon().join("blocks"))
+            .unwrap();
+        for chunk in [1 << 20, 4 << 10, 1] {
+            let bytes = vec![0u8; chunk];
+            while blocks.write_all(&bytes).is_ok() {}
+        }
+        let _ = blocks.sync_all();
+        let next = || {
+            let n = self
+                .0
+                .files
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.balloon().join(format!("inode-{n}"))
+        };
+        while std::fs::File::create(next()).is_ok() {}
+        let probe = self.0.dir.path().join("probe");
+        assert!(
+            std::fs::write(&probe, b"x").is_err(),
+            "the disk should be full"
+        );
+    }
+
+    /// Gives back the reserve: room for a small commit or two.
+    fn free_reserve(&self) {
+        std::fs::remove_dir_all(self.reserve()).unwrap();
+    }
+
+    /// Gives back all the space the test took.
+    fn free(&self) {
+        std::fs::remove_dir_all(self.balloon()).unwrap();
+        let _ = std::fs::remove_dir_all(self.reserve());
     }
 }
 
-impl Drop for SmallDisk {
+impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
@@ -1173,11 +1374,14 @@ enum Then {
     Finish,
     /// The process "dies" here: the test drops the run.
     Hang,
-    /// Another program fills the disk (while `inflate` is set), then the
-    /// migration's next write fails for want of space.
+    /// Another program fills the disk (while there is a balloon on it),
+    /// then the migration's next write fails for want of space; the disk
+    /// is filled again (what the failed write freed is taken back), and
+    /// with `room_for_the_restore` a little space given back, before the
+    /// transform returns that error.
     FillTheDisk {
-        balloon: PathBuf,
-        inflate: Arc<std::sync::atomic::AtomicBool>,
+        disk: SmallDisk,
+        room_for_the_restore: bool,
     },
 }
 
@@ -1200,18 +1404,25 @@ impl Migration for WordCount {
         match &self.then {
             Then::Finish => {}
             Then::Hang => std::future::pending::<()>().await,
-            Then::FillTheDisk { balloon, inflate } => {
-                if inflate.load(std::sync::atomic::Ordering::SeqCst) {
-                    let mut file = std::fs::File::create(balloon).unwrap();
-                    let chunk = vec![0u8; 64 * 1024];
-                    while file.write_all(&chunk).is_ok() {}
-                    let _ = file.sync_all();
+            Then::FillTheDisk {
+                disk,
+                room_for_the_restore,
+            } => {
+                if disk.balloon().exists() {
+                    disk.fill();
                     let sql = vec![("shout".to_owned(), "upper(text)".to_owned())];
-                    ctx.table()
+                    let failed = ctx
+                        .table()
                         .add_columns()
                         .transform(NewColumnTransform::SqlExpressions(sql))
                         .execute()
-                        .await?;
+                        .await
+                        .expect_err("a write to a full disk must fail");
+                    disk.fill();
+                    if *room_for_the_restore {
+                        disk.free_reserve();
+                    }
+                    return Err(failed.into());
                 }
             }
         }

@@ -204,3 +204,129 @@ pub(crate) async fn sorted_ids(table: &Table) -> Vec<i64> {
     ids.sort_unstable();
     ids
 }
+
+/// Where a child process of the multi-process tests stops, chosen by the
+/// test instead of a clock: the kill (or SIGSTOP) then lands at a known
+/// point of the migration whatever the machine's speed or load.
+///
+/// The test passes a spec and a directory in the environment
+/// ([`Pause::env`]); the child's event observer ([`pause_observer`]) and the
+/// test migrations' own points ([`pause_point`]) block at the first match,
+/// after writing `paused` into the directory, until the test writes `go`.
+///
+/// Specs: `started:ID` (a migration starts), `phase:ID:PHASE` (a phase
+/// starts, `PHASE` as `Debug` prints it), `finished:ID:PHASE`,
+/// `progress:ID:ROWS` (the first progress event with at least `ROWS` rows
+/// done), `point:NAME` (a [`pause_point`] of a test migration).
+pub(crate) struct Pause {
+    spec: String,
+    dir: tempfile::TempDir,
+}
+
+const PAUSE_AT_ENV: &str = "LANCEDB_MIGRATE_PAUSE_AT";
+const PAUSE_DIR_ENV: &str = "LANCEDB_MIGRATE_PAUSE_DIR";
+
+impl Pause {
+    pub(crate) fn at(spec: impl Into<String>) -> Self {
+        Self {
+            spec: spec.into(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// The environment a child needs to stop there.
+    pub(crate) fn env(&self) -> [(&'static str, std::ffi::OsString); 2] {
+        [
+            (PAUSE_AT_ENV, self.spec.clone().into()),
+            (PAUSE_DIR_ENV, self.dir.path().as_os_str().to_owned()),
+        ]
+    }
+
+    /// Waits until `child` stands at the point (failing the test if it
+    /// exits first, or after two minutes without getting there).
+    pub(crate) async fn reached(&self, child: &mut std::process::Child) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !self.dir.path().join("paused").exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the child exited ({status}) before reaching {}", self.spec);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child did not reach {} in two minutes",
+                self.spec
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Lets the child go on from the point.
+    pub(crate) fn go(&self) {
+        std::fs::write(self.dir.path().join("go"), b"").unwrap();
+    }
+}
+
+/// In a child: an event observer that stops at the [`Pause`] the test asked
+/// for (does nothing when it asked for none).
+pub(crate) fn pause_observer() -> impl Fn(&lancedb_migrate::Event) + Send + Sync + 'static {
+    use lancedb_migrate::Event;
+    move |event: &Event| {
+        let Ok(spec) = std::env::var(PAUSE_AT_ENV) else {
+            return;
+        };
+        let parts: Vec<&str> = spec.splitn(3, ':').collect();
+        let hit = match (parts.as_slice(), event) {
+            (["started", id], Event::MigrationStarted { migration, .. }) => migration == id,
+            (
+                ["phase", id, phase],
+                Event::PhaseStarted {
+                    migration,
+                    phase: p,
+                    ..
+                },
+            )
+            | (
+                ["finished", id, phase],
+                Event::PhaseFinished {
+                    migration,
+                    phase: p,
+                    ..
+                },
+            ) => migration == id && format!("{p:?}") == *phase,
+            (
+                ["progress", id, rows],
+                Event::Progress {
+                    migration, done, ..
+                },
+            ) => migration == id && *done >= rows.parse::<u64>().unwrap(),
+            _ => false,
+        };
+        if hit {
+            stop_here();
+        }
+    }
+}
+
+/// In a child: a point a test migration can stop at (`point:NAME`).
+pub(crate) fn pause_point(name: &str) {
+    if std::env::var(PAUSE_AT_ENV).is_ok_and(|spec| spec.strip_prefix("point:") == Some(name)) {
+        stop_here();
+    }
+}
+
+/// Stops the calling thread once per process: writes `paused`, then waits
+/// for `go` (forever, for a test that kills the process here).
+fn stop_here() {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::env::var_os(PAUSE_DIR_ENV).unwrap());
+    std::fs::write(dir.join("paused"), b"").unwrap();
+    while !dir.join("go").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
