@@ -107,18 +107,34 @@ pub(crate) struct Db {
 #[derive(Debug, Clone)]
 pub(crate) enum Place {
     Local,
-    S3(crate::s3::S3),
+    /// A server of the pool, and its index there.
+    S3(crate::s3::S3, usize),
 }
 
 impl Place {
-    /// The S3 server, or `None` after printing why `test` is skipped; with
-    /// the S3 slot: the multi-process tests on the server run one at a
-    /// time, so that one test's processes do not slow the server down for
-    /// another's lease heartbeats.
-    pub(crate) async fn s3(test: &str) -> Option<(Self, tokio::sync::MutexGuard<'static, ()>)> {
-        static SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let s3 = crate::s3::S3::from_env(test)?;
-        Some((Self::S3(s3), SLOT.lock().await))
+    /// An S3 server of the pool `LANCEDB_MIGRATE_S3` names, or `None`
+    /// after printing why `test` is skipped; with the server's slot: one
+    /// multi-process test at a time on each server, so that one test's
+    /// processes do not slow the server down for another's lease
+    /// heartbeats (with two servers, two such tests run at once).
+    pub(crate) async fn s3(test: &str) -> Option<(Self, tokio::sync::OwnedMutexGuard<()>)> {
+        use std::sync::{Arc, OnceLock};
+        static SLOTS: OnceLock<Vec<Arc<tokio::sync::Mutex<()>>>> = OnceLock::new();
+        let servers = crate::s3::S3::all_from_env(test)?;
+        let slots = SLOTS.get_or_init(|| {
+            servers
+                .iter()
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect()
+        });
+        loop {
+            for (index, slot) in slots.iter().enumerate() {
+                if let Ok(guard) = slot.clone().try_lock_owned() {
+                    return Some((Self::S3(servers[index].clone(), index), guard));
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// A new empty database here.
@@ -126,7 +142,10 @@ impl Place {
         let scratch = tempfile::tempdir().unwrap();
         let uri = match self {
             Self::Local => scratch.path().join("db").to_string_lossy().into_owned(),
-            Self::S3(s3) => format!("s3://{}/db", s3.fresh_bucket("lmt")),
+            Self::S3(s3, index) => format!(
+                "s3://{}/db",
+                s3.fresh_bucket(&crate::s3::pool_prefix(*index))
+            ),
         };
         Db { uri, scratch }
     }

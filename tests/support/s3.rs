@@ -29,8 +29,23 @@ impl S3 {
     /// The server `LANCEDB_MIGRATE_S3` names, or `None` after printing why
     /// `test` is skipped (a panic when `LANCEDB_MIGRATE_REQUIRE_S3=1`).
     pub fn from_env(test: &str) -> Option<Self> {
+        Self::all_from_env(test).map(|mut all| all.swap_remove(0))
+    }
+
+    /// Every server `LANCEDB_MIGRATE_S3` names (endpoints separated by
+    /// commas: `.ci/run` starts two, so that two multi-process tests can
+    /// run at once, each on a server of its own), or `None` as
+    /// [`from_env`](Self::from_env).
+    pub fn all_from_env(test: &str) -> Option<Vec<Self>> {
         match std::env::var(ENDPOINT_ENV) {
-            Ok(endpoint) if !endpoint.is_empty() => Some(Self::new(&endpoint)),
+            Ok(endpoints) if !endpoints.trim().is_empty() => Some(
+                endpoints
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(Self::new)
+                    .collect(),
+            ),
             _ => {
                 let why = format!(
                     "{test}: no S3 server ({ENDPOINT_ENV} is unset; start one with \
@@ -144,13 +159,26 @@ impl S3 {
     }
 }
 
-/// Connects to `uri`: a local path, or an `s3://` URI on the server
+/// The prefix of the buckets made on server `index` of the pool
+/// ([`S3::all_from_env`]): [`connect`] reads the server back from it.
+pub fn pool_prefix(index: usize) -> String {
+    format!("lmt{index}")
+}
+
+/// Connects to `uri`: a local path, or an `s3://` URI on a server
 /// `LANCEDB_MIGRATE_S3` names (child processes of the tests get the same
-/// variable).
+/// variable): the one whose [`pool_prefix`] the bucket has, else the first.
 pub async fn connect(uri: &str) -> lancedb::Connection {
-    if uri.starts_with("s3://") {
-        let endpoint = std::env::var(ENDPOINT_ENV).expect("an s3:// database needs the S3 server");
-        S3::new(&endpoint).connect(uri).await
+    if let Some(path) = uri.strip_prefix("s3://") {
+        let endpoints = std::env::var(ENDPOINT_ENV).expect("an s3:// database needs the S3 server");
+        let endpoints: Vec<&str> = endpoints.split(',').map(str::trim).collect();
+        let index = path
+            .strip_prefix("lmt")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(digits, _)| digits.parse::<usize>().ok())
+            .filter(|i| *i < endpoints.len())
+            .unwrap_or(0);
+        S3::new(endpoints[index]).connect(uri).await
     } else {
         lancedb::connect(uri).execute().await.unwrap()
     }
