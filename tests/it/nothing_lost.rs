@@ -30,7 +30,9 @@ use lancedb_migrate::{
     NewColumn, Phase, ReEmbed, Result, Rollback, Status,
 };
 
-use crate::support::{Db, Pause, Place, failure, lease_ttl, pause_observer, pause_point, rows};
+use crate::support::{
+    Db, Hooked, Pause, Place, failure, lease_ttl, pause_observer, pause_point, rows,
+};
 
 const DB_ENV: &str = "LANCEDB_MIGRATE_NL_DB";
 const SCENARIO_ENV: &str = "LANCEDB_MIGRATE_NL_SCENARIO";
@@ -697,7 +699,7 @@ async fn migrations_finish_on_a_busy_table() {
     // The embedder waits for two more acknowledged appends: the
     // application appends during the migration on any machine.
     let before = busy.acked().len();
-    let model = AfterAcks::new(
+    let model = after_acks(
         TestEmbedding::new("test-16", NEW_DIMS).delay(Duration::from_millis(20)),
         &busy.ack,
     );
@@ -735,7 +737,7 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     let before = table.schema().await.unwrap();
     // Rows are appended after the backup (the embedder waits for them), so
     // the rollback has rows to append again on any machine.
-    let model = AfterAcks::new(
+    let model = after_acks(
         TestEmbedding::new("test-16", NEW_DIMS)
             .delay(Duration::from_millis(20))
             .fail_after(6_000),
@@ -764,46 +766,19 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     assert_eq!(ledger[0].status, Status::Failed);
 }
 
-/// An embedding function that, at its first call (after the backup),
-/// waits until the application's acknowledgement file lists two more
-/// batches than then: at least one whole batch is appended during the
-/// migration however fast or slow the machine is.
-#[derive(Debug)]
-struct AfterAcks {
-    inner: TestEmbedding,
-    ack: PathBuf,
-    waited: std::sync::atomic::AtomicBool,
-}
-
-impl AfterAcks {
-    fn new(inner: TestEmbedding, ack: &Path) -> Self {
-        Self {
-            inner,
-            ack: ack.to_owned(),
-            waited: false.into(),
+/// `inner`, which at its first call (after the backup) waits until the
+/// application's acknowledgement file `ack` lists two more batches than
+/// then: at least one whole batch is appended during the migration however
+/// fast or slow the machine is.
+fn after_acks(inner: TestEmbedding, ack: &Path) -> Hooked {
+    use lancedb::embeddings::EmbeddingFunction as _;
+    let (ack, waited) = (ack.to_owned(), std::sync::atomic::AtomicBool::new(false));
+    Hooked::new(inner, move |source, inner| {
+        if !waited.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            wait_for_more_lines(&ack, 2);
         }
-    }
-}
-
-impl lancedb::embeddings::EmbeddingFunction for AfterAcks {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
-        self.inner.source_type()
-    }
-    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
-        self.inner.dest_type()
-    }
-    fn compute_source_embeddings(&self, source: ArrayRef) -> lancedb::Result<ArrayRef> {
-        if !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            wait_for_more_lines(&self.ack, 2);
-        }
-        self.inner.compute_source_embeddings(source)
-    }
-    fn compute_query_embeddings(&self, input: ArrayRef) -> lancedb::Result<ArrayRef> {
-        self.inner.compute_query_embeddings(input)
-    }
+        inner.compute_source_embeddings(source)
+    })
 }
 
 /// Blocks until `file` has `more` lines more than now (two minutes at

@@ -324,10 +324,10 @@ async fn child() {
     };
     let log = std::env::var(LOG_ENV).unwrap();
     let db = crate::s3::connect(&path).await;
-    let model = LoggingEmbedding {
-        inner: TestEmbedding::new("test-768", 768).delay(Duration::from_millis(30)),
-        log: log.into(),
-    };
+    let model = logging(
+        TestEmbedding::new("test-768", 768).delay(Duration::from_millis(30)),
+        log.into(),
+    );
     Migrator::new(db)
         .add(logged_reembed(model))
         .run()
@@ -337,7 +337,7 @@ async fn child() {
 
 /// The migration the kill test's child and the resuming run both apply:
 /// small batches, a checkpoint after every part.
-fn logged_reembed(model: LoggingEmbedding) -> ReEmbed {
+fn logged_reembed(model: crate::support::Hooked) -> ReEmbed {
     ReEmbed::new("0002_reembed", "docs", Arc::new(model))
         .model("test-768")
         .batch_size(50)
@@ -345,46 +345,23 @@ fn logged_reembed(model: LoggingEmbedding) -> ReEmbed {
         .checkpoint_every(Duration::ZERO)
 }
 
-/// Appends the number of texts of each call to a file.
-#[derive(Debug)]
-struct LoggingEmbedding {
-    inner: TestEmbedding,
-    log: std::path::PathBuf,
-}
-
-impl lancedb::embeddings::EmbeddingFunction for LoggingEmbedding {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
-        self.inner.source_type()
-    }
-    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
-        self.inner.dest_type()
-    }
-    fn compute_source_embeddings(
-        &self,
-        source: arrow_array::ArrayRef,
-    ) -> lancedb::Result<arrow_array::ArrayRef> {
+/// `inner`, appending the number of texts of each call to `log`.
+fn logging(inner: TestEmbedding, log: std::path::PathBuf) -> crate::support::Hooked {
+    use lancedb::embeddings::EmbeddingFunction as _;
+    crate::support::Hooked::new(inner, move |source, inner| {
         use std::io::Write;
-        let out = self.inner.compute_source_embeddings(source.clone())?;
+        let out = inner.compute_source_embeddings(source.clone())?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(&log)
             .unwrap();
         // One `write` per line (O_APPEND): lines from the concurrent
         // embedding threads never interleave.
         f.write_all(format!("{}\n", source.len()).as_bytes())
             .unwrap();
         Ok(out)
-    }
-    fn compute_query_embeddings(
-        &self,
-        input: arrow_array::ArrayRef,
-    ) -> lancedb::Result<arrow_array::ArrayRef> {
-        self.inner.compute_query_embeddings(input)
-    }
+    })
 }
 
 fn logged_rows(path: &std::path::Path) -> u64 {
@@ -448,10 +425,7 @@ async fn killed_reembed(place: &Place) {
     kill_at(&mut child, || logged_rows(&log), 1300).await;
     let before_kill = logged_rows(&log);
 
-    let model = LoggingEmbedding {
-        inner: TestEmbedding::new("test-768", 768),
-        log: log.clone(),
-    };
+    let model = logging(TestEmbedding::new("test-768", 768), log.clone());
     let report = Migrator::new(tmp.connect().await)
         .add(logged_reembed(model))
         .run()

@@ -349,3 +349,70 @@ fn stop_here() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// A [`TestEmbedding`](lancedb_migrate::testing::TestEmbedding) whose
+/// document embedding goes through `hook`, which gets each call's texts and
+/// the model: to wait, count, log or fail around the real call. Query
+/// embeddings go to the model directly.
+pub(crate) struct Hooked {
+    inner: lancedb_migrate::testing::TestEmbedding,
+    #[allow(clippy::type_complexity)]
+    hook: Box<
+        dyn Fn(
+                arrow_array::ArrayRef,
+                &lancedb_migrate::testing::TestEmbedding,
+            ) -> lancedb::Result<arrow_array::ArrayRef>
+            + Send
+            + Sync,
+    >,
+}
+
+impl Hooked {
+    pub(crate) fn new(
+        inner: lancedb_migrate::testing::TestEmbedding,
+        hook: impl Fn(
+            arrow_array::ArrayRef,
+            &lancedb_migrate::testing::TestEmbedding,
+        ) -> lancedb::Result<arrow_array::ArrayRef>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            hook: Box::new(hook),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl lancedb::embeddings::EmbeddingFunction for Hooked {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, arrow_schema::DataType>> {
+        self.inner.source_type()
+    }
+    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, arrow_schema::DataType>> {
+        self.inner.dest_type()
+    }
+    fn compute_source_embeddings(
+        &self,
+        source: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        (self.hook)(source, &self.inner)
+    }
+    fn compute_query_embeddings(
+        &self,
+        input: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        self.inner.compute_query_embeddings(input)
+    }
+}
