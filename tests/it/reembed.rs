@@ -256,9 +256,28 @@ async fn bad_columns_are_refused_before_anything_is_written() {
 async fn rows_appended_while_running_are_embedded() {
     let tmp = TempDb::new().await.unwrap();
     let table = table(tmp.db(), 4, 100).await;
-    let model = TestEmbedding::new("slow", 768).delay(Duration::from_millis(40));
+    // The embedder starts once the application has appended a batch: rows
+    // are appended while it runs however fast the machine is.
+    let appended_rows = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let first = appended_rows.clone();
+    let model = crate::support::Hooked::new(
+        TestEmbedding::new("slow", 768).delay(Duration::from_millis(40)),
+        move |texts, inner| {
+            use lancedb::embeddings::EmbeddingFunction as _;
+            let started = std::time::Instant::now();
+            while first.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(started.elapsed() < Duration::from_secs(120), "no append");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            inner.compute_source_embeddings(texts)
+        },
+    );
     let db = tmp.db().clone();
-    let migration = reembed(&model).checkpoint_every(Duration::ZERO);
+    let migration = ReEmbed::new("0002_reembed", "docs", Arc::new(model))
+        .verify_sample(16)
+        .batch_size(64)
+        .concurrency(2)
+        .checkpoint_every(Duration::ZERO);
     let events = testing::EventLog::default();
     let observer = events.observer();
     let run = tokio::spawn(async move {
@@ -286,6 +305,7 @@ async fn rows_appended_while_running_are_embedded() {
         app.checkout_latest().await.unwrap();
         if app.add(batch).execute().await.is_ok() {
             appended += 10;
+            appended_rows.store(appended, std::sync::atomic::Ordering::SeqCst);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
