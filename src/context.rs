@@ -14,6 +14,7 @@ use crate::lance::indexes::{self, IndexSpec};
 use crate::lance::retry::retry_commit;
 use crate::ledger::lease::Fence;
 use crate::progress::Progress;
+use crate::stop::StopSignal;
 
 /// What a hook knows about the migration in progress.
 ///
@@ -32,6 +33,7 @@ pub struct MigrationContext {
     details: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     indexes_before: Vec<IndexSpec>,
     fence: Fence,
+    stop: StopSignal,
 }
 
 impl std::fmt::Debug for MigrationContext {
@@ -56,6 +58,7 @@ impl MigrationContext {
         migration: &str,
         progress: Progress,
         fence: Fence,
+        stop: StopSignal,
     ) -> Result<Self> {
         let handle = match db.open_table(table).execute().await {
             Ok(handle) => handle,
@@ -81,6 +84,7 @@ impl MigrationContext {
             details: Default::default(),
             indexes_before,
             fence,
+            stop,
         })
     }
 
@@ -299,6 +303,24 @@ impl MigrationContext {
 
     pub(crate) fn fence(&self) -> &Fence {
         &self.fence
+    }
+
+    /// Whether the run was asked to stop ([`StopSignal`]). A resumable
+    /// migration's long hook checks it between units of work; when set, it
+    /// finishes the unit in hand, commits it and saves what it needs to
+    /// continue, and returns [`Error::Stopped`]. The migration is then left
+    /// `running` for the next process, which calls the hook again (see
+    /// [`Migration::resumable`](crate::Migration::resumable)). Hooks of
+    /// migrations that are not resumable need not look: the run stops
+    /// after them.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
+    /// The run's stop signal, to wait on ([`StopSignal::stopped`]) in a
+    /// hook that sleeps or polls.
+    pub fn stop_signal(&self) -> &StopSignal {
+        &self.stop
     }
 
     /// The most attempts [`retry_on_conflict`](Self::retry_on_conflict)

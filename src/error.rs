@@ -349,6 +349,28 @@ pub enum Error {
         generation: u64,
     },
 
+    /// The run was asked to stop ([`StopSignal::stop`](crate::StopSignal::stop),
+    /// [`MigrationHandle::stop`](crate::MigrationHandle::stop)) while a
+    /// resumable hook was working. A hook returns it after saving its
+    /// progress; the migrator then leaves the migration `running` with its
+    /// backup, releases the lease, and the next process to take it
+    /// continues where this one stopped. Not a failure: nothing is rolled
+    /// back, and the run reports the migration
+    /// [`Outcome::Stopped`](crate::Outcome::Stopped).
+    #[error("stopped on request; the next run continues the migration where it stopped")]
+    Stopped,
+
+    /// The migrations that must land before the application serves did not
+    /// ([`MigrationHandle::ready`](crate::MigrationHandle::ready)): one
+    /// failed, or the run stopped before them.
+    #[error("not ready to serve: {reason}; pending: {}", pending.join(", "))]
+    NotReady {
+        /// The migrations that block serving and have not landed.
+        pending: Vec<String>,
+        /// Why they did not (the run's error, in words).
+        reason: String,
+    },
+
     /// The object store under the database does not enforce put-if-absent
     /// (a create of an object that exists must be refused). The migration
     /// lease and Lance's own commits rely on it; on such a store two

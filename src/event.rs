@@ -85,6 +85,14 @@ pub enum Event {
         /// How long it took in all.
         duration: Duration,
     },
+    /// A migration was stopped on request ([`StopSignal`](crate::StopSignal))
+    /// during `phase`; its progress is saved and the next run continues it.
+    MigrationStopped {
+        /// The migration's id.
+        migration: String,
+        /// The phase it stopped in.
+        phase: Phase,
+    },
     /// A migration failed and was rolled back.
     MigrationFailed {
         /// Its id.
@@ -129,5 +137,16 @@ impl Events {
         if let Some(observer) = &self.0 {
             observer.emit(&event);
         }
+    }
+
+    /// These events, each also passed to `tap` (first).
+    pub(crate) fn tapped(&self, tap: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        let inner = self.0.clone();
+        Self(Some(Observer::new(move |event| {
+            tap(event);
+            if let Some(observer) = &inner {
+                observer.emit(event);
+            }
+        })))
     }
 }

@@ -104,6 +104,7 @@ mod migrator;
 mod plan;
 mod progress;
 mod report;
+mod stop;
 /// The local S3 server of the tests (`scripts/s3-server.sh`).
 #[cfg(test)]
 #[path = "../tests/support/s3.rs"]
@@ -130,7 +131,13 @@ pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultEx
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
-pub use migrator::{DEFAULT_LEDGER_TABLE, LaterWrites, Migrator, Retention, StatusTable};
+pub use migrator::{
+    DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState,
+    StatusTable, WhenLocked,
+};
 pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
 pub use progress::Progress;
-pub use report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
+pub use report::{
+    PhaseProgress, LeaseHolder, MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback,
+};
+pub use stop::StopSignal;

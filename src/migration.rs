@@ -160,6 +160,27 @@ pub trait Migration: fmt::Debug + Send + Sync {
         Ok(Work::new("custom migration (runs its transform)"))
     }
 
+    /// Whether the application must wait for this migration before it
+    /// serves: its new code reads what the migration makes (a column it
+    /// adds, say).
+    ///
+    /// `true` (the default, and [`AddColumns`](crate::AddColumns)'): a
+    /// start-up [`run`](crate::Migrator::run) that finds another process
+    /// holding the lease waits until this migration has landed, and
+    /// [`MigrationHandle::ready`](crate::MigrationHandle::ready) resolves
+    /// only after it. `false` ([`ReEmbed`](crate::ReEmbed),
+    /// [`RebuildIndex`](crate::RebuildIndex)): the application serves
+    /// while it runs, on what the table had before, and switches when it
+    /// lands ([`Migrator::applied`](crate::Migrator::applied),
+    /// [`MigrationHandle::landed`](crate::MigrationHandle::landed)).
+    ///
+    /// Migrations that block serving run before those that do not, unless
+    /// one that does not comes first on the same table: then their order
+    /// is kept, and the application waits for both.
+    fn blocks_serving(&self) -> bool {
+        true
+    }
+
     /// Whether an attempt that was interrupted (the process died
     /// mid-migration) is continued rather than started over.
     ///
@@ -264,7 +285,7 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
 /// ```ignore
 /// forward_migration! {
 ///     impl[M: Migration] Wrapper<M> => inner;
-///     forward [id, table, definition, checksum, expected_schema, plan, resumable, backup, transform, rebuild];
+///     forward [id, table, definition, checksum, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
 ///     { async fn verify(&self, ctx: &MigrationContext) -> Result<()> { ... } }
 /// }
 /// ```
@@ -308,6 +329,11 @@ macro_rules! forward_migration {
             fn plan(&self, table: &$crate::TableInfo) -> $crate::Result<$crate::Work> {
                 self.$i.plan(table)
             }
+        ] $own);
+    };
+    (@acc $g:tt $t:tt $i:ident [blocks_serving $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
+        $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
+            fn blocks_serving(&self) -> bool { self.$i.blocks_serving() }
         ] $own);
     };
     (@acc $g:tt $t:tt $i:ident [resumable $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
@@ -379,6 +405,9 @@ macro_rules! forward_pointer {
             }
             fn resumable(&self) -> bool {
                 (**self).resumable()
+            }
+            fn blocks_serving(&self) -> bool {
+                (**self).blocks_serving()
             }
             fn plan(&self, table: &TableInfo) -> Result<Work> {
                 (**self).plan(table)

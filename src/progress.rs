@@ -92,6 +92,19 @@ impl Progress {
     }
 
     /// The counters an embedder's work in this phase is counted into.
+    /// Rows done, rows to do (when known), rows per second since the
+    /// start.
+    pub(crate) fn snapshot(&self) -> (u64, Option<u64>, f64) {
+        let state = self.lock();
+        let secs = state.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            state.done as f64 / secs
+        } else {
+            0.0
+        };
+        (state.done, state.total, rate)
+    }
+
     pub(crate) fn embedding_usage(&self) -> Arc<Usage> {
         self.embedding.clone()
     }

@@ -141,6 +141,12 @@ impl Migration for RebuildIndex {
         &self.id
     }
 
+    /// `false`: searches keep working while the index is rebuilt (on the
+    /// old index, or unindexed), so the application need not wait.
+    fn blocks_serving(&self) -> bool {
+        false
+    }
+
     fn table(&self) -> &str {
         &self.table
     }

@@ -24,6 +24,10 @@ use crate::migrator::rollback::roll_back;
 use crate::plan::TableInfo;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
+use crate::stop::StopSignal;
+
+/// How often a long phase's progress is published in the ledger.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An error, with the phase it happened in.
 struct PhaseError {
@@ -45,27 +49,27 @@ pub(crate) struct Apply<'a> {
     migration: &'a dyn Migration,
     seq: u64,
     copy_to: Option<&'a BackupLocation>,
+    stop: &'a StopSignal,
     phases: Vec<PhaseTiming>,
 }
 
 impl<'a> Apply<'a> {
     pub(crate) fn new(
-        db: &'a Connection,
+        migrator: &'a super::Migrator,
         ledger: &'a Ledger,
         lease: &'a Lease,
-        events: &'a Events,
         migration: &'a dyn Migration,
         seq: u64,
-        copy_to: Option<&'a BackupLocation>,
     ) -> Self {
         Self {
-            db,
+            db: &migrator.db,
             ledger,
             lease,
-            events,
+            events: &migrator.events,
             migration,
             seq,
-            copy_to,
+            copy_to: migrator.copy_to.as_ref(),
+            stop: &migrator.stop,
             phases: Vec::new(),
         }
     }
@@ -106,8 +110,13 @@ impl<'a> Apply<'a> {
             if let Err(e) = first {
                 return Err(self.failed(Phase::Record, Rollback::NotNeeded, e, report));
             }
-            match self.change(&ctx).await {
+            let changed = self.change_publishing(&ctx, &entry).await;
+            match changed {
                 Ok(verified) => self.finish(ctx, entry, verified, started, report).await,
+                Err(PhaseError {
+                    phase,
+                    error: Error::Stopped,
+                }) if self.migration.resumable() => Ok(self.stopped(&ctx, phase, started)),
                 Err(PhaseError { phase, error }) => {
                     Err(self.roll_back(&ctx, entry, phase, error, report).await)
                 }
@@ -176,7 +185,8 @@ impl<'a> Apply<'a> {
     ) -> Result<MigrationContext, PhaseError> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
-        let open = MigrationContext::open(db, m.table(), m.id(), progress, self.lease.fence());
+        let fence = self.lease.fence();
+        let open = MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
         let mut ctx = self.phase(Phase::Prepare, open).await?;
         let interrupted = previous.filter(|e| e.status == Status::Running);
         if let Some(entry) = interrupted
@@ -292,7 +302,75 @@ impl<'a> Apply<'a> {
         }
         let progress = Progress::new(self.id(), self.events.clone());
         let fence = self.lease.fence();
-        MigrationContext::open(self.db, self.migration.table(), self.id(), progress, fence).await
+        let stop = self.stop.clone();
+        MigrationContext::open(self.db, self.migration.table(), self.id(), progress, fence, stop)
+            .await
+    }
+
+    /// [`change`](Self::change), publishing the progress of long phases in
+    /// the migration's ledger row every [`PUBLISH_EVERY`] (for processes
+    /// that find the lease taken to report), until it ends.
+    async fn change_publishing(
+        &mut self,
+        ctx: &MigrationContext,
+        entry: &LedgerEntry,
+    ) -> Result<u64, PhaseError> {
+        let (ledger, lease) = (self.ledger, self.lease);
+        let done = StopSignal::new();
+        let publish = async {
+            let mut published = None;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(PUBLISH_EVERY) => {}
+                    () = done.stopped() => return,
+                }
+                let (rows, total, rate) = ctx.progress().snapshot();
+                if rows == 0 || published == Some(rows) || lease.check().is_err() {
+                    continue;
+                }
+                let mut entry = entry.clone();
+                entry.details = ctx.details();
+                for (key, value) in super::pending::details(rows, total, rate) {
+                    entry.details.insert(key.to_owned(), value);
+                }
+                match ledger.record(&entry).await {
+                    Ok(()) => published = Some(rows),
+                    Err(e) => warn!(migration = entry.id, error = %chain(&e), "could not publish progress in the ledger"),
+                }
+            }
+        };
+        let change = async {
+            let changed = self.change(ctx).await;
+            done.stop();
+            changed
+        };
+        let (changed, ()) = tokio::join!(change, publish);
+        changed
+    }
+
+    /// The report of a migration stopped on request: left `running` in
+    /// the ledger with its backup and progress, for the next process.
+    fn stopped(&mut self, ctx: &MigrationContext, phase: Phase, started: Instant) -> MigrationReport {
+        let done = ctx.progress().done();
+        info!(migration = self.id(), %phase, rows = done, "stopped on request; the next run continues it");
+        self.emit(Event::MigrationStopped {
+            migration: self.id().to_owned(),
+            phase,
+        });
+        MigrationReport {
+            id: self.id().to_owned(),
+            table: ctx.table_name().to_owned(),
+            outcome: Outcome::Stopped,
+            version_before: ctx.version_before(),
+            version_after: None,
+            rows_before: ctx.rows_before(),
+            rows_after: None,
+            backup: ctx.backup().cloned(),
+            phases: std::mem::take(&mut self.phases),
+            details: ctx.details(),
+            duration: started.elapsed(),
+            blocks_serving: self.migration.blocks_serving(),
+        }
     }
 
     /// Transform, rebuild, verify; returns the table version verify saw.
@@ -396,7 +474,7 @@ impl<'a> Apply<'a> {
             backup: ctx.backup().cloned(),
             phases: std::mem::take(&mut self.phases),
             duration,
-            ..super::report_of(&entry, Outcome::Applied)
+            ..super::report_of(self.migration, &entry, Outcome::Applied)
         })
     }
 

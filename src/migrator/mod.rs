@@ -1,7 +1,9 @@
 //! The `Migrator`: composes migrations and applies the pending ones.
 
 mod apply;
+mod background;
 mod drift;
+mod pending;
 mod ops;
 mod plan;
 mod retention;
@@ -10,7 +12,7 @@ mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lancedb::Connection;
 use tracing::{Instrument, info, info_span};
@@ -19,19 +21,46 @@ use crate::backup::BackupLocation;
 use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
 use crate::lance::store::require_put_if_absent;
-use crate::ledger::lease::{Lease, LeaseConfig};
+use crate::ledger::lease::{Acquired, Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
 use crate::migrator::apply::Apply;
+use crate::stop::StopSignal;
 use retention::prune_backups;
 
 use crate::report::{MigrationReport, Outcome, Report};
+pub use background::{MigrationHandle, RunState};
 pub use ops::LaterWrites;
 pub use retention::Retention;
 pub use status::StatusTable;
 
 /// The default name of the ledger table.
 pub const DEFAULT_LEDGER_TABLE: &str = "_lancedb_migrations";
+
+/// What [`Migrator::run`] does when another process holds the migration
+/// lease (it is applying migrations: a replica that started first, a
+/// migration job). Set with [`Migrator::when_locked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenLocked {
+    /// Wait until the migrations that block serving
+    /// ([`Migration::blocks_serving`]) have landed, whoever applies them,
+    /// then return a report listing the rest [`Outcome::Pending`] (and
+    /// [`Report::holder`]). With none of those pending, return at once.
+    /// Fails with [`Error::LeaseTimeout`] only when they have not landed
+    /// within [`lease_wait`](Migrator::lease_wait). The default: a replica
+    /// starting while another re-embeds for hours serves at once.
+    #[default]
+    UntilReady,
+    /// Never wait: return at once with every migration not yet applied
+    /// listed [`Outcome::Pending`]. Check [`Report::is_ready`] before
+    /// serving.
+    Return,
+    /// Wait for the lease, up to [`lease_wait`](Migrator::lease_wait), and
+    /// apply everything still pending (the behaviour before 0.1): for a
+    /// dedicated migration job, or where every migration is quick.
+    Wait,
+}
 
 /// Applies a list of migrations to a database, each exactly once, in order.
 ///
@@ -73,6 +102,8 @@ pub struct Migrator {
     pub(crate) lease: LeaseConfig,
     copy_to: Option<BackupLocation>,
     retention: Retention,
+    when_locked: WhenLocked,
+    pub(crate) stop: StopSignal,
 }
 
 impl Migrator {
@@ -87,7 +118,25 @@ impl Migrator {
             lease: LeaseConfig::new(),
             copy_to: None,
             retention: Retention::All,
+            when_locked: WhenLocked::default(),
+            stop: StopSignal::new(),
         }
+    }
+
+    /// What [`run`](Self::run) does when another process holds the
+    /// migration lease. Default: [`WhenLocked::UntilReady`] — wait only
+    /// for the migrations that block serving, then report the rest pending.
+    pub fn when_locked(mut self, policy: WhenLocked) -> Self {
+        self.when_locked = policy;
+        self
+    }
+
+    /// The signal that stops this migrator's runs at their next safe
+    /// point: call [`StopSignal::stop`] on SIGTERM. See [`StopSignal`] for
+    /// what a stopped run leaves. [`start`](Self::start)'s handle has it
+    /// too ([`MigrationHandle::stop`]).
+    pub fn stop_signal(&self) -> StopSignal {
+        self.stop.clone()
     }
 
     /// Appends a migration. Migrations run in the order they are added.
@@ -201,8 +250,12 @@ impl Migrator {
     /// Before changing anything it checks the whole list: ids must be unique
     /// and applied migrations must be unchanged. When everything is applied
     /// it returns at once, having only read the ledger. Otherwise it takes
-    /// the database's migration lease (waiting for another process that
-    /// holds it), reads the ledger again, and runs what is still pending. A
+    /// the database's migration lease, reads the ledger again, and runs
+    /// what is still pending: the migrations that block serving first
+    /// ([`Migration::blocks_serving`]), then the rest. When another process
+    /// holds the lease, what it does is [`when_locked`](Self::when_locked)'s
+    /// choice: by default it waits only for the migrations that block
+    /// serving and reports the rest [`Outcome::Pending`]. A
     /// migration found `running` (its process died) is undone like a failed
     /// one — its backup restored, the rows other writers appended since
     /// appended again — and run again (a resumable one continues instead);
@@ -212,8 +265,9 @@ impl Migrator {
     ///
     /// - [`Error::DuplicateId`], [`Error::InvalidMigration`],
     ///   [`Error::InvalidConfig`] or [`Error::Drift`] before anything runs;
-    /// - [`Error::LeaseTimeout`] when another process kept the lease longer
-    ///   than [`lease_wait`](Self::lease_wait);
+    /// - [`Error::LeaseTimeout`] when another process kept the lease, with
+    ///   what this run must wait for still pending, longer than
+    ///   [`lease_wait`](Self::lease_wait);
     /// - [`Error::Ledger`] when the ledger cannot be used;
     /// - [`Error::MigrationFailed`] when a migration fails (a panic in one of
     ///   its hooks included): it names the migration and phase, says how the
@@ -231,31 +285,39 @@ impl Migrator {
             let report = if self.all_applied(&entries) {
                 self.skip_all(&entries)
             } else {
-                let lease = Lease::acquire(ledger.table(), &self.lease).await?;
-                let report = self.run_pending(&ledger, &lease).await;
-                if let Ok(report) = &report {
-                    let mut touched: Vec<String> =
-                        report.applied().map(|m| m.table.clone()).collect();
-                    touched.dedup();
-                    if lease.check().is_ok() {
-                        prune_backups(self, &ledger, self.retention, &touched).await;
-                    }
+                match self.take_lease(&ledger, entries).await? {
+                    Taken::Held(lease) => self.run_held(&ledger, lease).await?,
+                    Taken::Busy(report) => return Ok(report),
                 }
-                if lease.check().is_ok() {
-                    ledger.tidy().await;
-                }
-                lease.release().await;
-                report?
             };
             info!(
                 applied = report.applied().count(),
                 skipped = report.skipped().count(),
+                pending = report.pending().count(),
                 "run finished"
             );
             Ok(report)
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs what is pending under `lease`, prunes backups and tidies the
+    /// ledger, and releases the lease.
+    async fn run_held(&self, ledger: &Ledger, lease: Lease) -> Result<Report> {
+        let report = self.run_pending(ledger, &lease).await;
+        if let Ok(report) = &report {
+            let mut touched: Vec<String> = report.applied().map(|m| m.table.clone()).collect();
+            touched.dedup();
+            if lease.check().is_ok() {
+                prune_backups(self, ledger, self.retention, &touched).await;
+            }
+        }
+        if lease.check().is_ok() && report.as_ref().is_ok_and(|r| r.stopped().is_none()) {
+            ledger.tidy().await;
+        }
+        lease.release().await;
+        report
     }
 
     /// Opens the ledger. When it must be created, first checks (unless
@@ -290,7 +352,7 @@ impl Migrator {
     fn skip_all(&self, entries: &HashMap<String, LedgerEntry>) -> Report {
         let mut report = Report::default();
         for m in &self.migrations {
-            report.push(self.skip(&entries[m.id()]));
+            report.push(self.skip(m.as_ref(), &entries[m.id()]));
         }
         report
     }
@@ -301,12 +363,129 @@ impl Migrator {
         let entries = by_id(ledger.entries().await?);
         drift::check(&self.migrations, &entries)?;
         let mut report = Report::default();
-        for (seq, migration) in self.migrations.iter().enumerate() {
+        let mut stopped = false;
+        for seq in self.order(&entries) {
+            let migration = self.migrations[seq].as_ref();
+            if stopped || self.stop.is_stopped() {
+                stopped = true;
+                report.push(pending::report(migration, entries.get(migration.id())));
+                continue;
+            }
             lease.check()?;
-            let entry = self.run_one(ledger, lease, &entries, seq, migration.as_ref(), &report);
-            report.push(entry.await?);
+            let entry = self.run_one(ledger, lease, &entries, seq, migration, &report);
+            let entry = entry.await?;
+            stopped = entry.outcome == Outcome::Stopped;
+            report.push(entry);
         }
         Ok(report)
+    }
+
+    /// The order pending migrations run in: those that block serving
+    /// first, unless one that does not comes before them on the same
+    /// table (their order is then kept); then the rest, in order. Applied
+    /// migrations keep their place (they are skipped).
+    fn order(&self, entries: &HashMap<String, LedgerEntry>) -> Vec<usize> {
+        let applied = |m: &dyn Migration| {
+            entries
+                .get(m.id())
+                .is_some_and(|e| e.status == Status::Applied)
+        };
+        let mut deferred_tables = HashSet::new();
+        let mut first = Vec::new();
+        let mut later = Vec::new();
+        for (seq, m) in self.migrations.iter().enumerate() {
+            let m = m.as_ref();
+            if applied(m) {
+                first.push(seq);
+            } else if !m.blocks_serving() || deferred_tables.contains(m.table()) {
+                deferred_tables.insert(m.table());
+                later.push(seq);
+            } else {
+                first.push(seq);
+            }
+        }
+        first.extend(later);
+        first
+    }
+
+    /// Takes the lease, or, as [`when_locked`](Self::when_locked) says,
+    /// reports what another process holding it leaves pending.
+    async fn take_lease(
+        &self,
+        ledger: &Ledger,
+        mut entries: HashMap<String, LedgerEntry>,
+    ) -> Result<Taken> {
+        if self.when_locked == WhenLocked::Wait {
+            return Ok(Taken::Held(Lease::acquire(ledger.table(), &self.lease).await?));
+        }
+        let started = Instant::now();
+        loop {
+            let waiting = self.when_locked == WhenLocked::UntilReady
+                && !pending::ready(&self.migrations, &entries);
+            let wait = if waiting {
+                self.lease.standby()
+            } else {
+                Duration::ZERO
+            };
+            let busy = match Lease::acquire_within(ledger.table(), &self.lease, wait).await? {
+                Acquired::Held(lease) => return Ok(Taken::Held(lease)),
+                Acquired::Busy(busy) => busy,
+            };
+            if waiting {
+                entries = by_id(ledger.entries().await?);
+                drift::check(&self.migrations, &entries)?;
+                if !pending::ready(&self.migrations, &entries) {
+                    if started.elapsed() >= self.lease.wait {
+                        return Err(Error::LeaseTimeout {
+                            holder: busy
+                                .holder
+                                .unwrap_or_else(|| "an unknown holder".to_owned()),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    continue;
+                }
+            }
+            let report = pending::busy_report(&self.migrations, &entries, &busy);
+            if let Some(holder) = report.holder() {
+                info!(%holder, pending = report.pending().count(), "another process holds the migration lease; not waiting");
+            }
+            for m in report.skipped() {
+                self.events.emit(Event::MigrationSkipped {
+                    migration: m.id.clone(),
+                });
+            }
+            return Ok(Taken::Busy(report));
+        }
+    }
+
+    /// Whether the ledger shows migration `id` applied: one read of the
+    /// ledger, nothing written. What a replica that found a migration
+    /// [`Outcome::Pending`] polls to learn it landed (say, to switch to the
+    /// new embedding model), or use [`wait_until_applied`](Self::wait_until_applied).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    pub async fn applied(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .ledger()
+            .await?
+            .iter()
+            .any(|e| e.id == id && e.status == Status::Applied))
+    }
+
+    /// Resolves once the ledger shows migration `id` applied, reading it
+    /// every `every`.
+    ///
+    /// # Errors
+    ///
+    /// As [`applied`](Self::applied).
+    pub async fn wait_until_applied(&self, id: &str, every: Duration) -> Result<()> {
+        while !self.applied(id).await? {
+            tokio::time::sleep(every).await;
+        }
+        Ok(())
     }
 
     /// The ledger's rows, in migration order; empty when no run has created
@@ -333,29 +512,21 @@ impl Migrator {
     ) -> Result<MigrationReport> {
         let previous = entries.get(migration.id());
         if let Some(applied) = previous.filter(|e| e.status == Status::Applied) {
-            return Ok(self.skip(applied));
+            return Ok(self.skip(migration, applied));
         }
         // Boxed: the applying future is deep, and callers that await `run`
         // inside their own nested async code would otherwise hit rustc's
         // query-depth limit when it computes their future's layout.
-        let apply = Apply::new(
-            &self.db,
-            ledger,
-            lease,
-            &self.events,
-            migration,
-            seq as u64,
-            self.copy_to.as_ref(),
-        );
+        let apply = Apply::new(self, ledger, lease, migration, seq as u64);
         Box::pin(apply.run(previous, report)).await
     }
 
-    fn skip(&self, applied: &LedgerEntry) -> MigrationReport {
+    fn skip(&self, migration: &dyn Migration, applied: &LedgerEntry) -> MigrationReport {
         info!(migration = applied.id, "already applied; skipped");
         self.events.emit(Event::MigrationSkipped {
             migration: applied.id.clone(),
         });
-        skipped(applied)
+        report_of(migration, applied, Outcome::Skipped)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -394,6 +565,7 @@ impl fmt::Debug for Migrator {
             .field("lease", &self.lease)
             .field("copy_to", &self.copy_to)
             .field("retention", &self.retention)
+            .field("when_locked", &self.when_locked)
             .finish_non_exhaustive()
     }
 }
@@ -402,14 +574,22 @@ pub(crate) fn by_id(entries: Vec<LedgerEntry>) -> HashMap<String, LedgerEntry> {
     entries.into_iter().map(|e| (e.id.clone(), e)).collect()
 }
 
-fn skipped(entry: &LedgerEntry) -> MigrationReport {
-    report_of(entry, Outcome::Skipped)
+/// Whether [`Migrator::run`] took the lease.
+enum Taken {
+    Held(Lease),
+    /// Another process holds it: the report of what it leaves pending.
+    Busy(Report),
 }
 
 /// The report of what `entry` records, with no backup or phase timings
 /// (known only to the run that applied it).
-pub(super) fn report_of(entry: &LedgerEntry, outcome: Outcome) -> MigrationReport {
+pub(super) fn report_of(
+    migration: &dyn Migration,
+    entry: &LedgerEntry,
+    outcome: Outcome,
+) -> MigrationReport {
     MigrationReport {
+        blocks_serving: migration.blocks_serving(),
         id: entry.id.clone(),
         table: entry.table.clone(),
         outcome,

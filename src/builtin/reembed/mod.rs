@@ -343,6 +343,12 @@ impl Migration for ReEmbed {
         true
     }
 
+    /// `false`: the application serves with the old vectors while the
+    /// re-embed runs (it is online), and switches model when it lands.
+    fn blocks_serving(&self) -> bool {
+        false
+    }
+
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
         self.schema_after(before)
     }

@@ -80,11 +80,35 @@ impl LeaseConfig {
         (self.ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
 
+    /// How long a process standing by for the lease waits on it before it
+    /// reads the ledger again (to learn what landed).
+    pub(crate) fn standby(&self) -> Duration {
+        self.poll() * 3
+    }
+
     /// How long after issuing a lease write the holder may rely on it:
     /// `ttl` less a fifth for clocks that disagree.
     pub(super) fn proof(&self) -> Duration {
         self.ttl - self.ttl / 5
     }
+}
+
+/// What an attempt to take the lease found.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    /// Taken: this process holds it.
+    Held(Lease),
+    /// Another process holds it.
+    Busy(Busy),
+}
+
+/// Who holds the lease another process could not take.
+#[derive(Debug, Clone)]
+pub(crate) struct Busy {
+    /// The holder's name, as it gave it.
+    pub(crate) holder: Option<String>,
+    /// When its lease was last renewed, on its clock.
+    pub(crate) last_heartbeat: Option<SystemTime>,
 }
 
 /// A held lease. Dropping it without [`Lease::release`] leaves it to expire.
@@ -99,6 +123,25 @@ pub(crate) struct Lease {
 impl Lease {
     /// Waits until the lease is free and takes it.
     pub(crate) async fn acquire(ledger: &Table, config: &LeaseConfig) -> Result<Self> {
+        let started = Instant::now();
+        match Self::acquire_within(ledger, config, config.wait).await? {
+            Acquired::Held(lease) => Ok(lease),
+            Acquired::Busy(busy) => Err(Error::LeaseTimeout {
+                holder: busy
+                    .holder
+                    .unwrap_or_else(|| "an unknown holder".to_owned()),
+                waited: started.elapsed(),
+            }),
+        }
+    }
+
+    /// Takes the lease if it is free or becomes free within `wait` (zero:
+    /// one look); otherwise says who holds it.
+    pub(crate) async fn acquire_within(
+        ledger: &Table,
+        config: &LeaseConfig,
+        wait: Duration,
+    ) -> Result<Acquired> {
         if config.check_store {
             require_put_if_absent(ledger).await?;
         }
@@ -107,19 +150,17 @@ impl Lease {
             let state = State::read(ledger).await?;
             if state.is_free(config.ttl) {
                 if let Some(lease) = Self::try_take(ledger, config, &state).await? {
-                    return Ok(lease);
+                    return Ok(Acquired::Held(lease));
                 }
                 continue;
             }
-            if started.elapsed() >= config.wait {
-                return Err(Error::LeaseTimeout {
-                    holder: state
-                        .holder
-                        .unwrap_or_else(|| "an unknown holder".to_owned()),
-                    waited: started.elapsed(),
-                });
+            if started.elapsed() >= wait {
+                return Ok(Acquired::Busy(Busy {
+                    holder: state.holder,
+                    last_heartbeat: state.updated,
+                }));
             }
-            let deadline = started + config.wait;
+            let deadline = started + wait;
             wait_for_release(ledger, config, &state, deadline).await;
         }
     }
