@@ -27,7 +27,7 @@ use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
     AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migration, MigrationContext, Migrator,
-    NewColumn, Phase, ReEmbed, Result, Rollback, Status,
+    NewColumn, Phase, ReEmbed, Result, Rollback, Status, WhenLocked,
 };
 
 use crate::support::{
@@ -40,6 +40,17 @@ const ACK_ENV: &str = "LANCEDB_MIGRATE_NL_ACK";
 const STOP_ENV: &str = "LANCEDB_MIGRATE_NL_STOP";
 const START_ENV: &str = "LANCEDB_MIGRATE_NL_START";
 const EVERY_ENV: &str = "LANCEDB_MIGRATE_NL_EVERY_MS";
+/// How a migrating child runs: `run` (the default: `run()` waiting for the
+/// lease, as a migration job does), `start` (a replica's background run,
+/// stopped gracefully on SIGTERM), or `replica` (a replica's start-up
+/// `run()` with the default policy, then waiting for the re-embed to land).
+const MODE_ENV: &str = "LANCEDB_MIGRATE_NL_MODE";
+/// The lease TTL of a migrating child, in ms, when not the default.
+const TTL_ENV: &str = "LANCEDB_MIGRATE_NL_TTL_MS";
+/// A file a migrating child appends every text it embeds to.
+const EMBED_LOG_ENV: &str = "LANCEDB_MIGRATE_NL_EMBED_LOG";
+/// A file a migrating child writes what it saw to, line by line.
+const OUT_ENV: &str = "LANCEDB_MIGRATE_NL_OUT";
 
 /// Rows in the table before the migration.
 const ROWS: usize = 4_000;
@@ -147,7 +158,30 @@ fn add_columns() -> AddColumns {
 
 fn reembed(delay: Duration) -> ReEmbed {
     let model = TestEmbedding::new("test-16", NEW_DIMS).delay(delay);
-    ReEmbed::new("0003_reembed", "documents", Arc::new(model))
+    // In a child asked to: every text embedded, logged.
+    let model: Arc<dyn lancedb::embeddings::EmbeddingFunction> =
+        match std::env::var_os(EMBED_LOG_ENV) {
+            Some(log) => Arc::new(Hooked::new(model, move |texts, inner| {
+                let out = lancedb::embeddings::EmbeddingFunction::compute_source_embeddings(
+                    inner,
+                    texts.clone(),
+                )?;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                let lines: String = texts
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|t| format!("{}\n", t.unwrap_or_default()))
+                    .collect();
+                file.write_all(lines.as_bytes()).unwrap();
+                Ok(out)
+            })),
+            None => Arc::new(model),
+        };
+    ReEmbed::new("0003_reembed", "documents", model)
         .batch_size(200)
         .concurrency(1)
         .checkpoint_every(Duration::from_millis(200))
@@ -155,10 +189,15 @@ fn reembed(delay: Duration) -> ReEmbed {
 
 /// The migrations a scenario runs (the same in every process).
 fn migrator(db: Connection, scenario: &str) -> Migrator {
-    let ttl = lease_ttl(&db);
+    let ttl = match std::env::var(TTL_ENV) {
+        Ok(ms) => Duration::from_millis(ms.parse().unwrap()),
+        Err(_) => lease_ttl(&db),
+    };
     let m = Migrator::new(db)
         .lease_ttl(ttl)
         .lease_wait(Duration::from_secs(120))
+        // A process that takes over finishes the migration itself.
+        .when_locked(WhenLocked::Wait)
         // In a child: stops where the test asked (see `support::Pause`).
         .on_event(pause_observer());
     match scenario {
@@ -181,8 +220,61 @@ async fn child_migrate() {
         return;
     };
     let db = crate::s3::connect(&path).await;
-    match migrator(db, &scenario).run().await {
-        Ok(report) => println!("applied {}", report.applied().count()),
+    let migrator = migrator(db, &scenario);
+    let out = |line: String| {
+        if let Some(path) = std::env::var_os(OUT_ENV) {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            writeln!(file, "{line}").unwrap();
+        }
+    };
+    let result = match std::env::var(MODE_ENV).as_deref() {
+        Ok("start") => {
+            // A replica's graceful stop: SIGTERM asks the run to stop.
+            let stop = migrator.stop_signal();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            tokio::spawn(async move {
+                term.recv().await;
+                stop.stop();
+            });
+            migrator.start().wait().await
+        }
+        Ok("replica") => {
+            let replica = migrator.when_locked(WhenLocked::UntilReady);
+            let report = replica.run().await;
+            if let Ok(report) = &report {
+                let pending: Vec<&str> = report.pending().map(|m| m.id.as_str()).collect();
+                let holder = report.holder();
+                out(format!(
+                    "pending={} ready={} holder={} running={}",
+                    pending.join(","),
+                    report.is_ready(),
+                    holder.and_then(|h| h.name.clone()).unwrap_or_default(),
+                    holder.and_then(|h| h.migration.clone()).unwrap_or_default(),
+                ));
+                replica
+                    .wait_until_applied("0003_reembed", Duration::from_millis(100))
+                    .await
+                    .unwrap();
+                out("landed".to_owned());
+            }
+            report
+        }
+        _ => migrator.run().await,
+    };
+    match result {
+        Ok(report) => {
+            out(format!(
+                "applied={} stopped={}",
+                report.applied().count(),
+                report.stopped().is_some()
+            ));
+            println!("applied {}", report.applied().count());
+        }
         Err(e) => {
             eprintln!("migration error: {e}");
             std::process::exit(3);
@@ -350,7 +442,19 @@ impl Busy {
 
     /// A migrating process that stops at `pause`.
     fn migrate_to(&self, scenario: &str, pause: Option<&Pause>) -> Child {
+        self.migrate_with(scenario, pause, &[])
+    }
+
+    /// A migrating process that stops at `pause`, with more environment
+    /// (`MODE_ENV`, `TTL_ENV`, `EMBED_LOG_ENV`, `OUT_ENV`).
+    fn migrate_with(
+        &self,
+        scenario: &str,
+        pause: Option<&Pause>,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Child {
         Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args([
                 "nothing_lost::child_migrate",
                 "--exact",
@@ -1406,5 +1510,227 @@ impl Migration for WordCount {
             }
         }
         Ok(())
+    }
+}
+
+// ------------------------------------------------------- rolling deploys
+
+/// Texts in the embedding log of a child (`EMBED_LOG_ENV`), and how many
+/// of them were embedded more than once (each extra time counted).
+fn embedded_twice(log: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for line in text.lines() {
+        *seen.entry(line).or_default() += 1;
+    }
+    let total: usize = seen.values().sum();
+    (total, total - seen.len())
+}
+
+/// Waits for `child` to exit, failing the test after `limit` (a bound far
+/// above the work, not a measurement).
+fn exit_within(child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let started = Instant::now();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Waits until `file` has a line starting with `prefix` and returns it
+/// (failing the test if `child` exits first, or after two minutes).
+fn line_in(file: &Path, prefix: &str, child: &mut Child) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with(prefix)) {
+            return line.to_owned();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the child exited ({status}) before writing `{prefix}`: {text}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no `{prefix}` in {file:?}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn env(pairs: &[(&'static str, &dyn AsRef<std::ffi::OsStr>)]) -> Vec<(&'static str, std::ffi::OsString)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (*k, v.as_ref().to_owned()))
+        .collect()
+}
+
+/// A rolling deploy while a re-embed runs: the replica holding the lease
+/// is held mid re-embed (at a point the test names) while four more
+/// replicas start, 1 s apart, with the default policy. Each returns from
+/// its start-up `run()` while the holder is still held — so without
+/// waiting for it — reporting the re-embed pending, who holds it and what
+/// it runs, and ready to serve (the `AddColumns` that blocks serving
+/// landed first). Once the holder goes on, every replica learns the
+/// re-embed landed, and it was applied once: no text embedded twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_serve_at_once_while_another_reembeds() {
+    let mut busy = Busy::on(&Place::Local, ROWS, 1, 100).await;
+    busy.wait_for_acks(2);
+    let db = busy.db().await;
+    let scratch = busy.tmp.scratch().to_owned();
+    let log = scratch.join("embedded.log");
+    let pause = Pause::at("progress:0003_reembed:1000");
+    let first_out = scratch.join("first.txt");
+    let mut first = busy.migrate_with(
+        "reembed",
+        Some(&pause),
+        &env(&[
+            (MODE_ENV, &"start"),
+            (EMBED_LOG_ENV, &log),
+            (OUT_ENV, &first_out),
+        ]),
+    );
+    pause.reached(&mut first).await;
+
+    let mut replicas = Vec::new();
+    for i in 0..4 {
+        let out = scratch.join(format!("replica-{i}.txt"));
+        let child = busy.migrate_with(
+            "reembed",
+            None,
+            &env(&[(MODE_ENV, &"replica"), (OUT_ENV, &out)]),
+        );
+        replicas.push((child, out));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let holder = format!("pid{}", first.id());
+    for (child, out) in &mut replicas {
+        // The holder is still held here: a replica that waited for it
+        // would never write this line.
+        let line = line_in(out, "pending=", child);
+        assert!(
+            line.starts_with("pending=0003_reembed ready=true holder=")
+                && line.contains(&holder)
+                && line.ends_with("running=0003_reembed"),
+            "{line}"
+        );
+    }
+    assert!(first.try_wait().unwrap().is_none(), "the holder is still held");
+
+    pause.go();
+    let out = exit_within(first, Duration::from_secs(240), "the holder");
+    assert!(out.status.success());
+    let said = std::fs::read_to_string(&first_out).unwrap();
+    assert!(said.contains("applied=2 stopped=false"), "{said}");
+    for (i, (child, out)) in replicas.into_iter().enumerate() {
+        let done = exit_within(child, Duration::from_secs(60), "a replica");
+        assert!(
+            done.status.success(),
+            "replica {i}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let said = std::fs::read_to_string(&out).unwrap();
+        assert!(said.contains("landed"), "replica {i}: {said}");
+    }
+    busy.wait_for_acks(busy.acked().len() + 2);
+    let acked = busy.stop_app();
+    let ledger = migrator(db.clone(), "reembed").ledger().await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert!(ledger.iter().all(|e| e.status == Status::Applied));
+    assert_nothing_lost(&db, &acked, ROWS, "replicas").await;
+    assert_like_a_clean_run(&db, "reembed", "replicas").await;
+    let (embedded, twice) = embedded_twice(&log);
+    assert!(embedded >= ROWS, "{embedded}");
+    assert_eq!(twice, 0, "the re-embed ran once");
+}
+
+/// A rolling deploy's SIGTERM to the replica that re-embeds, while the
+/// application appends and another replica stands by. The holder commits
+/// the batch in flight, saves its checkpoint, releases the lease and
+/// exits; the replica standing by takes over at once — the lease TTL is
+/// ten minutes here, so only the release lets it in — and finishes. No
+/// acknowledged row lost or doubled, every vector the new model's, and at
+/// most one batch (200 texts) embedded twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_hands_the_reembed_over_at_once() {
+    handover("-TERM", 600_000).await;
+}
+
+/// The same with SIGKILL: nothing is handed over; the replica standing by
+/// takes over when the lease expires (1 s here) and resumes from the last
+/// checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkill_leaves_the_reembed_to_the_lease_ttl() {
+    handover("-KILL", 1_000).await;
+}
+
+async fn handover(sig: &str, ttl_ms: u64) {
+    let mut busy = Busy::on(&Place::Local, ROWS, 1, 100).await;
+    busy.wait_for_acks(2);
+    let db = busy.db().await;
+    let scratch = busy.tmp.scratch().to_owned();
+    let log = scratch.join("embedded.log");
+    let ttl = ttl_ms.to_string();
+    let (first_out, second_out) = (scratch.join("first.txt"), scratch.join("second.txt"));
+    let pause = Pause::at("progress:0003_reembed:1000");
+    let mut first = busy.migrate_with(
+        "reembed",
+        Some(&pause),
+        &env(&[
+            (MODE_ENV, &"start"),
+            (TTL_ENV, &ttl),
+            (EMBED_LOG_ENV, &log),
+            (OUT_ENV, &first_out),
+        ]),
+    );
+    pause.reached(&mut first).await;
+    let second = busy.migrate_with(
+        "reembed",
+        None,
+        &env(&[
+            (MODE_ENV, &"start"),
+            (TTL_ENV, &ttl),
+            (EMBED_LOG_ENV, &log),
+            (OUT_ENV, &second_out),
+        ]),
+    );
+    signal(&first, sig);
+    pause.go();
+    let out = exit_within(first, Duration::from_secs(120), "the stopped holder");
+    if sig == "-TERM" {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = std::fs::read_to_string(&first_out).unwrap();
+        assert!(said.contains("applied=0 stopped=true"), "{said}");
+    }
+    // Far below the TTL of the SIGTERM case.
+    let out = exit_within(second, Duration::from_secs(240), "the replica taking over");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = std::fs::read_to_string(&second_out).unwrap();
+    assert!(said.contains("applied=1 stopped=false"), "{said}");
+
+    busy.wait_for_acks(busy.acked().len() + 2);
+    let acked = busy.stop_app();
+    let what = format!("handover after {sig}");
+    let ledger = migrator(db.clone(), "reembed").ledger().await.unwrap();
+    assert!(ledger.iter().all(|e| e.status == Status::Applied), "{what}: {ledger:?}");
+    assert_nothing_lost(&db, &acked, ROWS, &what).await;
+    assert_like_a_clean_run(&db, "reembed", &what).await;
+    let (embedded, twice) = embedded_twice(&log);
+    assert!(embedded >= ROWS, "{what}: {embedded}");
+    if sig == "-TERM" {
+        assert!(twice <= 200, "{what}: {twice} texts embedded twice");
     }
 }

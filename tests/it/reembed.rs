@@ -448,6 +448,10 @@ async fn killed_reembed(place: &Place) {
     let model = logging(TestEmbedding::new("test-768", 768), log.clone());
     let report = Migrator::new(tmp.connect().await)
         .add(logged_reembed(model))
+        // The killed process's lease is still live: wait it out and
+        // continue the re-embed here (a re-embed does not block serving, so
+        // the default policy would report it pending instead).
+        .when_locked(lancedb_migrate::WhenLocked::Wait)
         .run()
         .await
         .unwrap();

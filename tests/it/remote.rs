@@ -571,6 +571,10 @@ async fn a_killed_reembed_resumes_through_the_service() {
 
     let report = Migrator::new(tmp.connect().await.unwrap())
         .add(killed_migration(&server.base_url()))
+        // The killed process's lease is still live: wait it out and
+        // continue the re-embed here (a re-embed does not block serving, so
+        // the default policy would report it pending instead).
+        .when_locked(lancedb_migrate::WhenLocked::Wait)
         .run()
         .await
         .unwrap();

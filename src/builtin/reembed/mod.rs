@@ -489,6 +489,7 @@ impl ReEmbed {
             batch_size: self.batch_size,
             concurrency: self.concurrency,
             checkpoint_every: self.checkpoint_every,
+            stop: ctx.stop_signal().clone(),
             ..fill
         })
     }

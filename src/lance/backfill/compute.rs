@@ -27,12 +27,14 @@ impl Backfill<'_> {
     /// The new column's values for physical rows `rows` of `fragment`, in
     /// batches, computed `concurrency` batches at a time off the async
     /// executor, each with the number of rows computed. Deleted rows and
-    /// rows whose source is NULL get NULL.
+    /// rows whose source is NULL get NULL. When `stoppable`, the stream
+    /// ends early (at a batch boundary) once a stop is asked for.
     pub(super) async fn values(
         &self,
         fragment: &FileFragment,
         rows: std::ops::Range<u64>,
         failure: &Arc<Mutex<Option<Error>>>,
+        stoppable: bool,
     ) -> Result<BoxStream<'static, lance::Result<(RecordBatch, u64)>>> {
         if rows.is_empty() {
             return Ok(stream::empty().boxed());
@@ -53,8 +55,15 @@ impl Backfill<'_> {
         let compute = self.compute.clone();
         let failure = failure.clone();
         let batch_size = u64::from(self.batch_size);
+        // Once a stop is asked for, no further batch is read or sent to
+        // `compute` (but the first, so that a part is never empty); the
+        // ones in flight finish and are written.
+        let stop = self.stop.clone();
         let stream = batches
             .enumerate()
+            .take_while(move |(i, _)| {
+                std::future::ready(*i == 0 || !(stoppable && stop.is_stopped()))
+            })
             .map(move |(i, batch)| {
                 let first = rows.start + i as u64 * batch_size;
                 let compute = compute.clone();
@@ -139,7 +148,7 @@ impl Backfill<'_> {
 
 /// Runs `compute` on the live rows of `source` and scatters the results
 /// back, NULL elsewhere. Returns the batch and how many rows were computed.
-fn compute_batch(
+pub(super) fn compute_batch(
     compute: &Compute,
     source: &ArrayRef,
     live: &[Option<u32>],

@@ -65,7 +65,14 @@ impl Backfill<'_> {
         let start = self.start(&job, resume);
         let (head, rows_per_sec) = self.probe(&job, start.offset, *rate).await?;
         let part_rows = self.part_rows(rows_per_sec);
-        if start.target.is_none() && job.physical - start.offset <= part_rows {
+        // A file written in one go cannot be cut short: only a fragment
+        // whose rest takes at most STOP_GRACE (or is computed already) is,
+        // so that a stop waits at most that long. Computing from nothing
+        // (a constant) is never stopped mid-fragment.
+        let remaining = job.physical - start.offset;
+        let quick = self.source.is_none()
+            || remaining <= rows_in(&head).max((rows_per_sec * STOP_GRACE.as_secs_f64()) as u64);
+        if start.target.is_none() && remaining <= part_rows && quick {
             let filled = self.write_whole(&job, head).await?;
             *rate = Some(job.physical as f64 / job.started.elapsed().as_secs_f64().max(1e-6));
             return Ok(filled);
@@ -152,7 +159,7 @@ impl Backfill<'_> {
         let probe = u64::from(self.batch_size) * self.concurrency.max(1) as u64;
         let end = (offset + probe).min(job.physical);
         let head: Vec<RecordBatch> = self
-            .counted(self.values(job.fragment, offset..end, &job.failure).await?)
+            .counted(self.values(job.fragment, offset..end, &job.failure, false).await?)
             .try_collect()
             .await
             .map_err(|e| job.read_error(e))?;
@@ -168,7 +175,7 @@ impl Backfill<'_> {
     async fn write_whole(&self, job: &Job<'_>, head: Vec<RecordBatch>) -> Result<Filled> {
         let head_rows = rows_in(&head);
         let rest = self
-            .values(job.fragment, head_rows..job.physical, &job.failure)
+            .values(job.fragment, head_rows..job.physical, &job.failure, false)
             .await?;
         let data = stream::iter(head.into_iter().map(Ok)).chain(self.counted(rest));
         let group = job
@@ -213,8 +220,11 @@ impl Backfill<'_> {
         while offset < job.physical {
             let end = (offset + part_rows).min(job.physical);
             let head_rows = head.as_deref().map_or(0, rows_in);
+            if head_rows == 0 && self.stop.is_stopped() {
+                return self.stopped(job, &target, &parts).await;
+            }
             let rest = self
-                .values(job.fragment, offset + head_rows..end, &job.failure)
+                .values(job.fragment, offset + head_rows..end, &job.failure, true)
                 .await?;
             let data = stream::iter(head.take().unwrap_or_default().into_iter().map(Ok))
                 .chain(self.counted(rest));
@@ -223,9 +233,13 @@ impl Backfill<'_> {
                 .write_data_file_part(&target, None, data)
                 .await
                 .map_err(|e| job.read_error(e))?;
+            // Fewer rows than asked for when a stop cut the part short.
+            offset += part.num_rows();
             parts.push(part);
-            offset = end;
             if offset < job.physical {
+                if self.stop.is_stopped() {
+                    return self.stopped(job, &target, &parts).await;
+                }
                 self.save_checkpoint(job.fragment.id() as u64, job.physical, &target, &parts)
                     .await?;
             }
@@ -245,6 +259,32 @@ impl Backfill<'_> {
         })
     }
 }
+
+impl Backfill<'_> {
+    /// A stop cut the fragment short after `parts`: saves them as its
+    /// checkpoint, for the next process to continue from, and returns
+    /// [`Error::Stopped`].
+    async fn stopped(
+        &self,
+        job: &Job<'_>,
+        target: &DataFileTarget,
+        parts: &[DataFilePart],
+    ) -> Result<Filled> {
+        if !parts.is_empty() {
+            self.save_checkpoint(job.fragment.id() as u64, job.physical, target, parts)
+                .await?;
+        }
+        let rows: u64 = parts.iter().map(DataFilePart::num_rows).sum();
+        info!(
+            fragment = job.fragment.id(),
+            rows, "stopped mid-fragment; its parts are saved for the next run"
+        );
+        Err(Error::Stopped)
+    }
+}
+
+/// How long a stop may wait for a fragment written in one go.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn rows_in(batches: &[RecordBatch]) -> u64 {
     batches.iter().map(|b| b.num_rows() as u64).sum()

@@ -24,6 +24,7 @@
 mod checkpoint;
 mod compute;
 mod fill;
+mod small;
 mod swap;
 
 use std::collections::HashSet;
@@ -40,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::lance::{latest_version, local_dataset};
 use crate::ledger::lease::Fence;
 use crate::progress::Progress;
+use crate::stop::StopSignal;
 
 use checkpoint::Filled;
 
@@ -68,6 +70,10 @@ pub(crate) struct Backfill<'a> {
     /// Checked before every commit: a process that lost the migration
     /// lease commits nothing more.
     pub(crate) fence: Fence,
+    /// When given, the fill sends no more batches to `compute`, writes and
+    /// commits what it computed, saves its checkpoint, and returns
+    /// [`Error::Stopped`]. Default: never given.
+    pub(crate) stop: StopSignal,
 }
 
 impl<'a> Backfill<'a> {
@@ -123,6 +129,7 @@ impl<'a> Backfill<'a> {
             checkpoint_key: key,
             progress,
             fence,
+            stop: StopSignal::new(),
         })
     }
 
@@ -196,13 +203,27 @@ impl<'a> Backfill<'a> {
         self.fill_passes(Some(passes)).await
     }
 
-    /// A catch-up pass over `fragments` fragments is worth making before
-    /// moving on only if, at the previous pass's cost per fragment, it would
+    /// A catch-up pass of `calls` calls to `compute` is worth making before
+    /// moving on only if, at the previous pass's time per call, it would
     /// take at most half as long as that pass: then the passes shrink.
-    fn converging(previous: (Duration, usize), fragments: usize) -> bool {
+    /// Calls, not rows or fragments: an embedder's time goes by the call,
+    /// and small appended fragments share calls ([`Self::groups`]).
+    fn converging(previous: (Duration, u64), calls: u64) -> bool {
         let (took, done) = previous;
-        let predicted = took.mul_f64(fragments as f64 / done.max(1) as f64);
+        let predicted = took.mul_f64(calls as f64 / done.max(1) as f64);
         predicted <= took / 2
+    }
+
+    /// The calls to `compute` filling `todo` takes: one per group of small
+    /// fragments, one per batch of each other fragment.
+    fn calls(&self, todo: &[FileFragment]) -> u64 {
+        let (small, large) = self.split_small(todo.to_vec());
+        let batch = u64::from(self.batch_size.max(1));
+        let large: u64 = large
+            .iter()
+            .map(|f| (f.metadata().num_rows().unwrap_or(0) as u64).div_ceil(batch))
+            .sum();
+        self.groups(small).len() as u64 + large
     }
 
     async fn fill_passes(&self, limit: Option<usize>) -> Result<u64> {
@@ -210,24 +231,27 @@ impl<'a> Backfill<'a> {
         let mut filled_rows = 0;
         let mut rate = None;
         let mut first_pass = true;
-        let mut previous: Option<(Duration, usize)> = None;
+        let mut previous: Option<(Duration, u64)> = None;
         for _ in 0..limit.unwrap_or(usize::MAX) {
             let dataset = self.latest().await?;
             let todo = self.todo(&dataset, &mut done_new).await?;
             if todo.is_empty() {
                 break;
             }
+            let calls = self.calls(&todo);
             if let (Some(_), Some(prev)) = (limit, previous)
-                && !Self::converging(prev, todo.len())
+                && !Self::converging(prev, calls)
             {
                 debug!(
                     fragments = todo.len(),
-                    "appends outpace the catch-up; leaving them for later"
+                    calls, "appends outpace the catch-up; leaving them for later"
                 );
                 break;
             }
+            if self.stop.is_stopped() {
+                return Err(Error::Stopped);
+            }
             let pass_started = Instant::now();
-            let fragments = todo.len();
             let rows: u64 = todo
                 .iter()
                 .map(|f| f.metadata().num_rows().unwrap_or(0) as u64)
@@ -238,17 +262,47 @@ impl<'a> Backfill<'a> {
             } else {
                 debug!(
                     fragments = todo.len(),
-                    rows, "catching up with appended rows"
+                    rows, calls, "catching up with appended rows"
                 );
                 self.progress.extend_total(rows);
             }
             let mut checkpoint = self.load_checkpoint(&dataset)?;
+            let resuming = checkpoint.as_ref().map(|c| c.fragment);
+            let (small, large) = match self.source {
+                Some(_) => self.split_small_except(todo, resuming),
+                None => (Vec::new(), todo),
+            };
             let mut pending: Vec<Filled> = Vec::new();
             let mut last_commit = Instant::now();
-            for fragment in todo {
+            // Small fragments first, many to a call.
+            let small_ids: Vec<u64> = small.iter().map(|f| f.id() as u64).collect();
+            let (filled, stopped) = self.fill_small(&dataset, small).await?;
+            filled_rows += filled.iter().map(|f| f.rows).sum::<u64>();
+            let filled_ids: HashSet<u64> = filled.iter().map(|f| f.group.0).collect();
+            pending.extend(filled);
+            for id in small_ids.into_iter().filter(|id| filled_ids.contains(id)) {
+                if !self.original_fragments.contains(&id) {
+                    done_new.insert(id);
+                }
+            }
+            if stopped {
+                self.commit(pending, false).await?;
+                return Err(Error::Stopped);
+            }
+            for fragment in large {
                 let id = fragment.id() as u64;
+                if self.stop.is_stopped() {
+                    self.commit(pending, false).await?;
+                    return Err(Error::Stopped);
+                }
                 let resume = checkpoint.take_if(|c| c.fragment == id);
-                let filled = self.fill(&dataset, &fragment, resume, &mut rate).await?;
+                let filled = match self.fill(&dataset, &fragment, resume, &mut rate).await {
+                    Err(Error::Stopped) => {
+                        self.commit(pending, false).await?;
+                        return Err(Error::Stopped);
+                    }
+                    filled => filled?,
+                };
                 filled_rows += filled.rows;
                 let parts = filled.target.is_some();
                 pending.push(filled);
@@ -261,7 +315,7 @@ impl<'a> Backfill<'a> {
                 }
             }
             self.commit(pending, false).await?;
-            previous = Some((pass_started.elapsed(), fragments));
+            previous = Some((pass_started.elapsed(), calls));
         }
         Ok(filled_rows)
     }
@@ -423,7 +477,7 @@ mod tests {
     /// Catch-up passes continue only while they shrink.
     #[test]
     fn catching_up_stops_when_appends_outpace_it() {
-        let pass = (Duration::from_secs(30), 250);
+        let pass = (Duration::from_secs(30), 250u64);
         assert!(
             Backfill::converging(pass, 10),
             "a small backlog is caught up"
