@@ -14,6 +14,7 @@ mod nothing_lost;
 mod ops;
 mod reembed;
 mod remote;
+mod rolling;
 #[path = "../support/s3.rs"]
 mod s3;
 mod s3_store;

@@ -1646,7 +1646,9 @@ async fn replicas_serve_at_once_while_another_reembeds() {
     assert_like_a_clean_run(&db, "reembed", "replicas").await;
     let (embedded, twice) = embedded_twice(&log);
     assert!(embedded >= ROWS, "{embedded}");
-    assert_eq!(twice, 0, "the re-embed ran once");
+    // The re-embed ran once: the only texts embedded again are the 16 its
+    // verification samples.
+    assert_eq!(twice, ReEmbed::DEFAULT_SAMPLE, "the re-embed ran once");
 }
 
 /// A rolling deploy's SIGTERM to the replica that re-embeds, while the
@@ -1709,7 +1711,8 @@ async fn handover(sig: &str, ttl_ms: u64) {
             String::from_utf8_lossy(&out.stderr)
         );
         let said = std::fs::read_to_string(&first_out).unwrap();
-        assert!(said.contains("applied=0 stopped=true"), "{said}");
+        // `0001_category` applied, the re-embed stopped.
+        assert!(said.contains("applied=1 stopped=true"), "{said}");
     }
     // Far below the TTL of the SIGTERM case.
     let out = exit_within(second, Duration::from_secs(240), "the replica taking over");
@@ -1730,7 +1733,11 @@ async fn handover(sig: &str, ttl_ms: u64) {
     assert_like_a_clean_run(&db, "reembed", &what).await;
     let (embedded, twice) = embedded_twice(&log);
     assert!(embedded >= ROWS, "{what}: {embedded}");
+    // Beyond the 16 the verification samples, at most one batch (200) per
+    // handover.
+    let redone = twice.saturating_sub(ReEmbed::DEFAULT_SAMPLE);
+    eprintln!("{what}: {redone} texts embedded twice");
     if sig == "-TERM" {
-        assert!(twice <= 200, "{what}: {twice} texts embedded twice");
+        assert!(redone <= 200, "{what}: {redone} texts embedded twice");
     }
 }

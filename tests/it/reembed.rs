@@ -38,7 +38,7 @@ async fn table(db: &lancedb::Connection, fragments: i64, per_fragment: i64) -> T
 }
 
 /// Every row's `vector` must be the 768-d test embedding of its text.
-async fn assert_reembedded(table: &Table, dims: usize) -> usize {
+pub(crate) async fn assert_reembedded(table: &Table, dims: usize) -> usize {
     let batches = rows(table, &["text", "vector"]).await;
     let mut rows = 0;
     for batch in &batches {
