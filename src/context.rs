@@ -60,7 +60,8 @@ impl MigrationContext {
         fence: Fence,
         stop: StopSignal,
     ) -> Result<Self> {
-        let handle = match db.open_table(table).execute().await {
+        // Every commit through this handle checks the lease first.
+        let handle = match crate::lance::fenced::open(db, table, fence.clone()).await {
             Ok(handle) => handle,
             Err(lancedb::Error::TableNotFound { .. }) => {
                 return Err(Error::TableNotFound {

@@ -104,11 +104,11 @@ mod migrator;
 mod plan;
 mod progress;
 mod report;
-mod stop;
 /// The local S3 server of the tests (`scripts/s3-server.sh`).
 #[cfg(test)]
 #[path = "../tests/support/s3.rs"]
 mod s3_test_server;
+mod stop;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -132,12 +132,12 @@ pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, Status};
 pub use migration::Migration;
 pub use migrator::{
-    DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState,
-    StatusTable, WhenLocked,
+    DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState, StatusTable,
+    Stopping, WhenLocked,
 };
 pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
 pub use progress::Progress;
 pub use report::{
-    PhaseProgress, LeaseHolder, MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback,
+    LeaseHolder, MigrationReport, Outcome, Phase, PhaseProgress, PhaseTiming, Report, Rollback,
 };
 pub use stop::StopSignal;

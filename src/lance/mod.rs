@@ -3,6 +3,7 @@
 pub(crate) mod backfill;
 pub(crate) mod columns;
 pub(crate) mod commits;
+pub(crate) mod fenced;
 pub(crate) mod files;
 pub(crate) mod fragments;
 pub(crate) mod indexes;

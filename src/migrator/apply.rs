@@ -186,7 +186,8 @@ impl<'a> Apply<'a> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
         let fence = self.lease.fence();
-        let open = MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
+        let open =
+            MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
         let mut ctx = self.phase(Phase::Prepare, open).await?;
         let interrupted = previous.filter(|e| e.status == Status::Running);
         if let Some(entry) = interrupted
@@ -303,8 +304,15 @@ impl<'a> Apply<'a> {
         let progress = Progress::new(self.id(), self.events.clone());
         let fence = self.lease.fence();
         let stop = self.stop.clone();
-        MigrationContext::open(self.db, self.migration.table(), self.id(), progress, fence, stop)
-            .await
+        MigrationContext::open(
+            self.db,
+            self.migration.table(),
+            self.id(),
+            progress,
+            fence,
+            stop,
+        )
+        .await
     }
 
     /// [`change`](Self::change), publishing the progress of long phases in
@@ -335,7 +343,9 @@ impl<'a> Apply<'a> {
                 }
                 match ledger.record(&entry).await {
                     Ok(()) => published = Some(rows),
-                    Err(e) => warn!(migration = entry.id, error = %chain(&e), "could not publish progress in the ledger"),
+                    Err(e) => {
+                        warn!(migration = entry.id, error = %chain(&e), "could not publish progress in the ledger")
+                    }
                 }
             }
         };
@@ -350,7 +360,12 @@ impl<'a> Apply<'a> {
 
     /// The report of a migration stopped on request: left `running` in
     /// the ledger with its backup and progress, for the next process.
-    fn stopped(&mut self, ctx: &MigrationContext, phase: Phase, started: Instant) -> MigrationReport {
+    fn stopped(
+        &mut self,
+        ctx: &MigrationContext,
+        phase: Phase,
+        started: Instant,
+    ) -> MigrationReport {
         let done = ctx.progress().done();
         info!(migration = self.id(), %phase, rows = done, "stopped on request; the next run continues it");
         self.emit(Event::MigrationStopped {
@@ -509,7 +524,9 @@ impl<'a> Apply<'a> {
         cause: Error,
         report: &Report,
     ) -> Error {
-        if matches!(cause, Error::LeaseLost { .. }) {
+        // A commit the table's fence refused reaches here as the hook's
+        // own error: the lease tells.
+        if matches!(cause, Error::LeaseLost { .. }) || self.lease.check().is_err() {
             // Another process may hold the lease now: write nothing more.
             return self.failed(phase, Rollback::Deferred, cause, report);
         }

@@ -2,8 +2,9 @@
 //! serves: [`Migrator::start`] and its [`MigrationHandle`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,6 +42,8 @@ pub struct RunState {
     pub current: Option<String>,
     /// Its phase.
     pub phase: Option<Phase>,
+    /// When that phase started.
+    pub phase_started: Option<SystemTime>,
     /// Its latest progress, in a long phase.
     pub progress: Option<PhaseProgress>,
     /// Who holds the lease, while another process does.
@@ -52,6 +55,7 @@ pub struct RunState {
     /// The run's error, in words, when it ended with one.
     pub error: Option<String>,
     blocking: Vec<String>,
+    resumable: Vec<String>,
 }
 
 impl RunState {
@@ -62,6 +66,7 @@ impl RunState {
             ready: false,
             current: None,
             phase: None,
+            phase_started: None,
             progress: None,
             holder: None,
             stopping: false,
@@ -70,6 +75,11 @@ impl RunState {
             blocking: migrations
                 .iter()
                 .filter(|m| m.blocks_serving())
+                .map(|m| m.id().to_owned())
+                .collect(),
+            resumable: migrations
+                .iter()
+                .filter(|m| m.resumable())
                 .map(|m| m.id().to_owned())
                 .collect(),
         };
@@ -102,7 +112,11 @@ impl RunState {
         let applied: Vec<String> = self
             .pending
             .iter()
-            .filter(|id| entries.get(*id).is_some_and(|e| e.status == Status::Applied))
+            .filter(|id| {
+                entries
+                    .get(*id)
+                    .is_some_and(|e| e.status == Status::Applied)
+            })
             .cloned()
             .collect();
         for id in applied {
@@ -120,6 +134,7 @@ impl RunState {
             }
             Event::PhaseStarted { phase, .. } => {
                 self.phase = Some(*phase);
+                self.phase_started = Some(SystemTime::now());
                 self.progress = None;
             }
             Event::Progress {
@@ -228,9 +243,18 @@ impl MigrationHandle {
     /// Asks the run to stop at its next safe point (see [`StopSignal`]):
     /// a re-embed commits the batches in flight and saves its checkpoint,
     /// the lease is released, and a process standing by takes over at
-    /// once. Returns at once; [`wait`](Self::wait) for the report.
-    pub fn stop(&self) {
+    /// once. Returns at once, saying what the stop waits for (also logged):
+    /// the batches in flight, or a phase that cannot be cut short (an
+    /// index build, a quick migration) and how long it has run;
+    /// [`wait`](Self::wait) for the report.
+    pub fn stop(&self) -> Stopping {
         self.stop.stop();
+        let state = self.state();
+        let stopping = Stopping::of(&state);
+        if stopping.migration.is_some() {
+            info!(%stopping, "stop requested");
+        }
+        stopping
     }
 
     /// Waits for the run to end and returns its report: what it applied,
@@ -257,6 +281,67 @@ impl MigrationHandle {
     pub async fn stop_and_wait(self) -> Result<Report> {
         self.stop();
         self.wait().await
+    }
+}
+
+/// What a stop waits for, from [`MigrationHandle::stop`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Stopping {
+    /// The migration this process is applying; `None` when it applies
+    /// none (it stands by, or has finished): the run ends at once.
+    pub migration: Option<String>,
+    /// Its phase.
+    pub phase: Option<Phase>,
+    /// `true` when the run stops after the batches in flight (a resumable
+    /// migration's transform); `false` when it finishes the phase — and
+    /// the migration — first.
+    pub at_next_batch: bool,
+    /// How long that phase has run.
+    pub phase_running_for: Option<Duration>,
+    /// The time its progress says is left, when known.
+    pub eta: Option<Duration>,
+}
+
+impl Stopping {
+    fn of(state: &RunState) -> Self {
+        let resumable = state
+            .current
+            .as_ref()
+            .is_some_and(|m| state.resumable.contains(m));
+        Self {
+            migration: state.current.clone(),
+            phase: state.phase,
+            at_next_batch: resumable && state.phase == Some(Phase::Transform),
+            phase_running_for: state
+                .phase_started
+                .and_then(|t| SystemTime::now().duration_since(t).ok()),
+            eta: state.progress.and_then(|p| p.eta()),
+        }
+    }
+}
+
+impl fmt::Display for Stopping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(migration) = &self.migration else {
+            return f.write_str("nothing running; stopping at once");
+        };
+        let phase = self.phase.map_or("start", Phase::as_str);
+        if self.at_next_batch {
+            return write!(f, "{migration} ({phase}) stops after the batches in flight");
+        }
+        write!(
+            f,
+            "waiting for {migration} to finish: its {phase} cannot be interrupted"
+        )?;
+        if let Some(running) = self.phase_running_for {
+            write!(f, " (running for {:.0?}", running)?;
+            match self.eta {
+                Some(eta) => write!(f, ", about {eta:.0?} left)")?,
+                None => f.write_str(")")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -351,7 +436,9 @@ impl Migrator {
                 for m in &self.migrations {
                     let entry = entries.get(m.id());
                     match entry.filter(|e| e.status == Status::Applied) {
-                        Some(e) => report.push(super::report_of(m.as_ref(), e, super::Outcome::Skipped)),
+                        Some(e) => {
+                            report.push(super::report_of(m.as_ref(), e, super::Outcome::Skipped))
+                        }
                         None => report.push(pending::report(m.as_ref(), entry)),
                     }
                 }

@@ -3,8 +3,8 @@
 mod apply;
 mod background;
 mod drift;
-mod pending;
 mod ops;
+mod pending;
 mod plan;
 mod retention;
 mod rollback;
@@ -29,7 +29,7 @@ use crate::stop::StopSignal;
 use retention::prune_backups;
 
 use crate::report::{MigrationReport, Outcome, Report};
-pub use background::{MigrationHandle, RunState};
+pub use background::{MigrationHandle, RunState, Stopping};
 pub use ops::LaterWrites;
 pub use retention::Retention;
 pub use status::StatusTable;
@@ -416,7 +416,9 @@ impl Migrator {
         mut entries: HashMap<String, LedgerEntry>,
     ) -> Result<Taken> {
         if self.when_locked == WhenLocked::Wait {
-            return Ok(Taken::Held(Lease::acquire(ledger.table(), &self.lease).await?));
+            return Ok(Taken::Held(
+                Lease::acquire(ledger.table(), &self.lease).await?,
+            ));
         }
         let started = Instant::now();
         loop {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::ledger::lease::Busy;
 use crate::ledger::{LedgerEntry, Status};
 use crate::migration::Migration;
-use crate::report::{PhaseProgress, LeaseHolder, MigrationReport, Outcome, Report};
+use crate::report::{LeaseHolder, MigrationReport, Outcome, PhaseProgress, Report};
 
 /// Ledger detail keys under which a holder publishes its progress while a
 /// long phase runs. They are replaced by the migration's own details when

@@ -65,8 +65,43 @@ const APPENDED_FROM: i64 = 1_000_000;
 
 /// Four commits with pauses between them: a custom migration that is slow
 /// enough to be interrupted between any two of its writes.
+///
+/// `raw`: its commits are plain LanceDB calls on `ctx.table()`, with no
+/// `check_lease` or `retry_on_conflict` — as a downstream hook that forgot
+/// both would make them. The context's table is fenced all the same.
 #[derive(Debug)]
-struct FourCommits;
+struct FourCommits {
+    raw: bool,
+}
+
+impl FourCommits {
+    /// One of its commits: through `retry_on_conflict`, or raw.
+    async fn commit<T, F, Fut>(&self, ctx: &MigrationContext, what: &str, step: F) -> Result<()>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = lancedb::Result<T>> + Send,
+        T: Send,
+    {
+        if self.raw {
+            // Retries whatever fails (an append won the race), as a naive
+            // hook does; a commit the fence refuses fails every time.
+            let mut step = step;
+            let mut attempt = 0;
+            loop {
+                match step().await {
+                    Ok(_) => return Ok(()),
+                    Err(_) if attempt < 50 => {
+                        attempt += 1;
+                        let _ = ctx.table().checkout_latest().await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(Error::wrap(what.to_owned(), e)),
+                }
+            }
+        }
+        ctx.retry_on_conflict(what, step).await.map(drop)
+    }
+}
 
 #[async_trait]
 impl Migration for FourCommits {
@@ -115,7 +150,7 @@ impl Migration for FourCommits {
             NewColumnTransform::AllNulls(Arc::new(Schema::new(vec![field])))
         };
         let table = ctx.table();
-        ctx.retry_on_conflict("add word_count", || {
+        self.commit(ctx, "add word_count", || {
             table
                 .add_columns()
                 .transform(column("word_count", DataType::Int32))
@@ -124,7 +159,7 @@ impl Migration for FourCommits {
         .await?;
         pause_point("commit1");
         tokio::time::sleep(pause).await;
-        ctx.retry_on_conflict("add shout", || {
+        self.commit(ctx, "add shout", || {
             table
                 .add_columns()
                 .transform(column("shout", DataType::Utf8))
@@ -133,11 +168,11 @@ impl Migration for FourCommits {
         .await?;
         pause_point("commit2");
         tokio::time::sleep(pause).await;
-        ctx.retry_on_conflict("drop shout", || table.drop_columns(&["shout"]))
+        self.commit(ctx, "drop shout", || table.drop_columns(&["shout"]))
             .await?;
         pause_point("commit3");
         tokio::time::sleep(pause).await;
-        ctx.retry_on_conflict("add note", || {
+        self.commit(ctx, "add note", || {
             table
                 .add_columns()
                 .transform(column("note", DataType::Utf8))
@@ -202,7 +237,8 @@ fn migrator(db: Connection, scenario: &str) -> Migrator {
         .on_event(pause_observer());
     match scenario {
         "add_columns" => m.add(add_columns()),
-        "custom" => m.add(add_columns()).add(FourCommits),
+        "custom" => m.add(add_columns()).add(FourCommits { raw: false }),
+        "custom_raw" => m.add(add_columns()).add(FourCommits { raw: true }),
         "reembed" => m
             .add(add_columns())
             .add(reembed(Duration::from_millis(100))),
@@ -530,6 +566,24 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success(), "kill {sig} failed");
 }
 
+/// The commits to `documents` after `version` that are not the
+/// application's appends, with their operation.
+async fn commits_but_appends(db: &Connection, version: u64) -> Vec<(u64, String)> {
+    let table = db.open_table("documents").execute().await.unwrap();
+    let dataset = table.dataset().unwrap().get().await.unwrap();
+    let mut other = Vec::new();
+    for v in version + 1..=dataset.version().version {
+        let Some(transaction) = dataset.read_transaction_by_version(v).await.unwrap() else {
+            continue;
+        };
+        let name = transaction.operation.name();
+        if name != "Append" {
+            other.push((v, name.to_owned()));
+        }
+    }
+    other
+}
+
 /// Every id of the table with how often it occurs.
 async fn id_counts(db: &Connection) -> HashMap<i64, usize> {
     let table = db.open_table("documents").execute().await.unwrap();
@@ -620,7 +674,7 @@ async fn recovery_keeps_rows_the_application_appended_on_s3() {
 /// The migration of `scenario` that a pause point is in.
 fn last_migration(scenario: &str) -> &'static str {
     match scenario {
-        "custom" => "0002_four_commits",
+        "custom" | "custom_raw" => "0002_four_commits",
         "reembed" => "0003_reembed",
         _ => "0001_category",
     }
@@ -692,6 +746,9 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover() {
         ("reembed", "progress:0003_reembed:1", ROWS, 1, 100),
         ("reembed", "progress:0003_reembed:2000", ROWS, 1, 100),
         ("custom", "point:commit2", ROWS, 1, 100),
+        // A downstream hook that never checks the lease: its commits are
+        // fenced by the context's table all the same.
+        ("custom_raw", "point:commit1", ROWS, 1, 100),
         // A table of many small appended fragments, stopped as the
         // transform starts: its first write after the wake-up is fenced.
         ("add_columns", "phase:0001_category:Transform", ROWS, 40, 40),
@@ -756,8 +813,21 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
         );
 
         // The stalled holder wakes up: it must stop without writing.
+        let taken_over = db
+            .open_table("documents")
+            .execute()
+            .await
+            .unwrap()
+            .version()
+            .await
+            .unwrap();
         signal(&first, "-CONT");
         let out = first.wait_with_output().unwrap();
+        let stale = commits_but_appends(&db, taken_over).await;
+        assert!(
+            stale.is_empty(),
+            "{what}: the stalled holder committed after the takeover: {stale:?}"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && stderr.contains("lease"),
@@ -913,7 +983,7 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
     let table = db.open_table("documents").execute().await.unwrap();
     let schema = table.schema().await.unwrap();
     let mut expected = vec!["id", "text", "vector", "category", "is_active"];
-    if scenario == "custom" {
+    if scenario.starts_with("custom") {
         expected.extend(["word_count", "note"]);
     }
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -1562,7 +1632,9 @@ fn line_in(file: &Path, prefix: &str, child: &mut Child) -> String {
     }
 }
 
-fn env(pairs: &[(&'static str, &dyn AsRef<std::ffi::OsStr>)]) -> Vec<(&'static str, std::ffi::OsString)> {
+fn env(
+    pairs: &[(&'static str, &dyn AsRef<std::ffi::OsStr>)],
+) -> Vec<(&'static str, std::ffi::OsString)> {
     pairs
         .iter()
         .map(|(k, v)| (*k, v.as_ref().to_owned()))
@@ -1620,7 +1692,10 @@ async fn replicas_serve_at_once_while_another_reembeds() {
             "{line}"
         );
     }
-    assert!(first.try_wait().unwrap().is_none(), "the holder is still held");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the holder is still held"
+    );
 
     pause.go();
     let out = exit_within(first, Duration::from_secs(240), "the holder");
@@ -1728,7 +1803,10 @@ async fn handover(sig: &str, ttl_ms: u64) {
     let acked = busy.stop_app();
     let what = format!("handover after {sig}");
     let ledger = migrator(db.clone(), "reembed").ledger().await.unwrap();
-    assert!(ledger.iter().all(|e| e.status == Status::Applied), "{what}: {ledger:?}");
+    assert!(
+        ledger.iter().all(|e| e.status == Status::Applied),
+        "{what}: {ledger:?}"
+    );
     assert_nothing_lost(&db, &acked, ROWS, &what).await;
     assert_like_a_clean_run(&db, "reembed", &what).await;
     let (embedded, twice) = embedded_twice(&log);

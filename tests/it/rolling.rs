@@ -123,11 +123,15 @@ async fn a_stop_hands_the_reembed_to_the_next_run_without_embedding_twice() {
     let stop = first.stop_signal();
     // Slow enough (about 500 rows/s) that the fragment is written in
     // parts, which a stop can cut short.
-    let first = first.add(reembed(model(&seen, Duration::from_millis(200), move |call| {
-        if call == 3 {
-            stop.stop();
-        }
-    })));
+    let first = first.add(reembed(model(
+        &seen,
+        Duration::from_millis(200),
+        move |call| {
+            if call == 3 {
+                stop.stop();
+            }
+        },
+    )));
     let report = first.run().await.unwrap();
     assert_eq!(report.applied().count(), 0);
     let stopped = report.stopped().expect("the re-embed was stopped");
@@ -136,13 +140,20 @@ async fn a_stop_hands_the_reembed_to_the_next_run_without_embedding_twice() {
     let ledger = first.ledger().await.unwrap();
     assert_eq!(ledger[0].status, Status::Running, "left for the next run");
     let embedded_first = seen.calls.load(Ordering::SeqCst);
-    assert!(embedded_first < 20, "it stopped: {embedded_first} of 20 calls");
+    assert!(
+        embedded_first < 20,
+        "it stopped: {embedded_first} of 20 calls"
+    );
 
     let next = Migrator::new(db.clone())
         .when_locked(WhenLocked::Return)
         .add(reembed(model(&seen, Duration::ZERO, |_| {})));
     let report = next.run().await.unwrap();
-    assert_eq!(report.applied().count(), 1, "the lease was released: {report}");
+    assert_eq!(
+        report.applied().count(),
+        1,
+        "the lease was released: {report}"
+    );
     let table = db.open_table("documents").execute().await.unwrap();
     assert_eq!(assert_reembedded(&table, NEW_DIMS).await, 1_000);
     assert_eq!(seen.twice(), 0, "the stopped run's batches were kept");
@@ -167,11 +178,19 @@ async fn small_fragments_are_embedded_many_to_a_call() {
             .unwrap();
     }
     let seen = Arc::new(Seen::default());
-    let migration = ReEmbed::new("0002_reembed", "documents", model(&seen, Duration::ZERO, |_| {}))
-        .batch_size(64)
-        .concurrency(1)
-        .verify_sample(0);
-    let report = Migrator::new(db.clone()).add(migration).run().await.unwrap();
+    let migration = ReEmbed::new(
+        "0002_reembed",
+        "documents",
+        model(&seen, Duration::ZERO, |_| {}),
+    )
+    .batch_size(64)
+    .concurrency(1)
+    .verify_sample(0);
+    let report = Migrator::new(db.clone())
+        .add(migration)
+        .run()
+        .await
+        .unwrap();
     assert_eq!(report.applied().count(), 1);
     assert_eq!(assert_reembedded(&table, NEW_DIMS).await, 300);
     assert_eq!(seen.calls.load(Ordering::SeqCst), 6);
@@ -205,7 +224,10 @@ async fn other_processes_serve_while_one_reembeds() {
         .iter()
         .any(|e| e.details.contains_key("progress.done"))
     {
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress published");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress published"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -277,9 +299,11 @@ async fn other_processes_serve_while_one_reembeds() {
 /// comes before them on the same table: then their order is kept, and
 /// readiness waits for both.
 #[tokio::test(flavor = "multi_thread")]
-async fn blocking_migrations_run_first_and_ready_does_not_wait_for_the_rest() {
+async fn blocking_migrations_run_first_unless_a_long_one_precedes_them_on_their_table() {
     let (_tmp, db) = documents(200).await;
-    testing::documents_table(&db, "other", 10, DIMS).await.unwrap();
+    testing::documents_table(&db, "other", 10, DIMS)
+        .await
+        .unwrap();
     let other = AddColumns::new("0004_other_flag", "other")
         .column(NewColumn::new("flag", DataType::Boolean).default_value(true));
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -301,7 +325,12 @@ async fn blocking_migrations_run_first_and_ready_does_not_wait_for_the_rest() {
     // it, and so does readiness.
     assert!(!handle.state().ready);
     assert_eq!(handle.state().current.as_deref(), Some("0002_reembed"));
-    assert!(handle.state().applied.contains(&"0004_other_flag".to_owned()));
+    assert!(
+        handle
+            .state()
+            .applied
+            .contains(&"0004_other_flag".to_owned())
+    );
     seen.open();
     handle.ready().await.unwrap();
     let report = handle.wait().await.unwrap();

@@ -159,7 +159,10 @@ impl Backfill<'_> {
         let probe = u64::from(self.batch_size) * self.concurrency.max(1) as u64;
         let end = (offset + probe).min(job.physical);
         let head: Vec<RecordBatch> = self
-            .counted(self.values(job.fragment, offset..end, &job.failure, false).await?)
+            .counted(
+                self.values(job.fragment, offset..end, &job.failure, false)
+                    .await?,
+            )
             .try_collect()
             .await
             .map_err(|e| job.read_error(e))?;

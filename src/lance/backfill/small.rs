@@ -25,7 +25,10 @@ impl Backfill<'_> {
     }
 
     /// `todo` split into fragments smaller than one batch, and the rest.
-    pub(super) fn split_small(&self, todo: Vec<FileFragment>) -> (Vec<FileFragment>, Vec<FileFragment>) {
+    pub(super) fn split_small(
+        &self,
+        todo: Vec<FileFragment>,
+    ) -> (Vec<FileFragment>, Vec<FileFragment>) {
         self.split_small_except(todo, None)
     }
 
@@ -91,7 +94,11 @@ impl Backfill<'_> {
 
     /// One call to `compute` for the live rows of `group`'s fragments, and
     /// a column file for each fragment.
-    async fn fill_group(&self, dataset: &Arc<Dataset>, group: Vec<FileFragment>) -> Result<Vec<Filled>> {
+    async fn fill_group(
+        &self,
+        dataset: &Arc<Dataset>,
+        group: Vec<FileFragment>,
+    ) -> Result<Vec<Filled>> {
         let name = self.table.name();
         let source = self.source.as_deref().unwrap_or_default();
         let read = |id: usize| Error::lance(format!("read fragment {id} of `{name}`"));
@@ -136,7 +143,8 @@ impl Backfill<'_> {
             .map_err(Error::arrow("gather the small fragments' rows"))?;
         let out_schema = Arc::new(ArrowSchema::from(&field_schema));
         let compute = self.compute.clone();
-        let work = tokio::task::spawn_blocking(move || compute_batch(&compute, &all, &live, out_schema));
+        let work =
+            tokio::task::spawn_blocking(move || compute_batch(&compute, &all, &live, out_schema));
         let (values, computed) = work.await.unwrap_or_else(|e| {
             Err(Error::Panicked {
                 message: format!("the task computing the column failed: {e}"),
