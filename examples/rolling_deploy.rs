@@ -5,14 +5,15 @@
 //! gracefully: the batch in flight is written, the checkpoint saved, the
 //! lease released.
 //!
-//! The embedding model is a deterministic stand-in that takes 50 ms per
-//! call, like a remote service; the data lives under
+//! The embedding model is a deterministic stand-in that takes 200 ms per
+//! call of 200 texts, like a remote service (the re-embed of the 50,000
+//! rows takes about 25 s); the data lives under
 //! `./rolling-deploy-data` (delete it to start over).
 //!
 //! ```sh
 //! scripts/cargo run --example rolling_deploy
 //! # a replica stopped by the orchestrator mid re-embed, then the next one:
-//! timeout -s TERM 4 scripts/cargo run --example rolling_deploy; scripts/cargo run --example rolling_deploy
+//! timeout -s TERM 8 scripts/cargo run --example rolling_deploy; scripts/cargo run --example rolling_deploy
 //! ```
 //! Start two at once in two terminals to see one re-embed while the other
 //! serves and stands by, and take over when the first gets Ctrl-C.
@@ -30,14 +31,13 @@ const DB_DIR: &str = "rolling-deploy-data";
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_target(false)
+        .with_max_level(tracing::Level::WARN)
         .init();
     let db = lancedb::connect(DB_DIR).execute().await?;
     if db.open_table("documents").execute().await.is_err() {
-        testing::documents_table(&db, "documents", 20_000, 8).await?;
+        testing::documents_table(&db, "documents", 50_000, 8).await?;
     }
-    let model = TestEmbedding::new("model-v2", 16).delay(Duration::from_millis(50));
+    let model = TestEmbedding::new("model-v2", 16).delay(Duration::from_millis(200));
     let migrator = Migrator::new(db.clone())
         .lease_ttl(Duration::from_secs(10))
         // Quick, and the new code reads `category`: blocks serving.
@@ -92,7 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {
             println!("SIGTERM: handing the migration over");
-            let report = handle.stop_and_wait().await?;
+            println!("{}", handle.stop());
+            let report = handle.wait().await?;
             print!("{report}");
             if let Some(stopped) = report.stopped() {
                 println!("{} stopped; the next replica continues it", stopped.id);

@@ -241,6 +241,20 @@ impl MigrationContext {
 
     /// A handle to the table being migrated, writable and at its latest
     /// version.
+    ///
+    /// **Fenced**: every commit made through it — LanceDB's `add`,
+    /// `update`, `delete`, `merge_insert`, `add_columns`, `alter_columns`,
+    /// `drop_columns`, `optimize`, index builds, `restore`, or a Lance
+    /// transaction on its dataset — first checks that this process still
+    /// holds the migration lease (the check runs in the Lance commit
+    /// handler the handle was opened with, just before the manifest is
+    /// written). A hook that was stalled past the lease TTL and taken over
+    /// commits nothing, whether or not it calls
+    /// [`check_lease`](Self::check_lease). The refused commit fails with a
+    /// LanceDB error that says so; the migrator then reports
+    /// [`Error::LeaseLost`] and leaves the table to the new holder. A handle
+    /// opened another way (`ctx.db().open_table(..)`) is not fenced: use it
+    /// only to read, or for other tables.
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -290,10 +304,11 @@ impl MigrationContext {
     /// that it holds the migration lease (another process may have taken
     /// over the migration). Costs no I/O.
     ///
-    /// Call it just before each commit a hook makes on its own (built-ins
-    /// and [`retry_on_conflict`](Self::retry_on_conflict) do), and return
-    /// its error: a process that lost the lease must write nothing more.
-    /// The migrator checks it before every phase and ledger write too.
+    /// Commits through [`table`](Self::table) are checked already; call it
+    /// before writes the fence cannot see (another table, files, a remote
+    /// service with side effects), and before long work that is pointless
+    /// once the lease is gone, and return its error. The migrator checks
+    /// it before every phase and ledger write too.
     ///
     /// # Errors
     ///
@@ -374,6 +389,71 @@ impl MigrationContext {
                 write.await.map_err(Error::lance(operation))
             }
         })
+        .await
+    }
+
+    /// Adds `columns` to the table, all NULL, in one metadata-only commit
+    /// (no data file is written) that does not conflict with the
+    /// application's appends; retried on conflicts with other schema
+    /// changes, each attempt fenced. Returns the version it committed.
+    /// What [`ReEmbed`](crate::ReEmbed) and [`AddColumns`](crate::AddColumns)
+    /// start with; fill them with [`fill_column`](Self::fill_column).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`] when the commit fails (a column that exists, a
+    /// non-nullable field); [`Error::LeaseLost`].
+    pub async fn add_null_columns(&self, columns: &Schema) -> Result<u64> {
+        crate::lance::columns::add_null_columns(&self.table, columns, &self.fence).await
+    }
+
+    /// Fills column `column` (which must exist, say from
+    /// [`add_null_columns`](Self::add_null_columns)) with `compute` of
+    /// column `source`, as [`ReEmbed`](crate::ReEmbed) fills its vectors:
+    /// fragment by fragment, each fragment's values written as a new data
+    /// file of that column alone; `batch_size` rows per call of `compute`
+    /// (only rows whose `source` is set; the rest stay NULL), small
+    /// fragments many to a call; commits (fenced, retried against the
+    /// application's appends) at least every 30 s, with a checkpoint, so a
+    /// resumable migration calling it again after a crash continues where
+    /// it stopped; then catch-up passes over the rows the application
+    /// appended meanwhile, until one finds none. Progress goes to
+    /// [`progress`](Self::progress). A stop ([`StopSignal`]) ends it after
+    /// the batches in flight, their values committed, with
+    /// [`Error::Stopped`]. Returns the rows filled.
+    ///
+    /// `compute` runs off the async executor and must return an array of
+    /// the column's type and of its input's length.
+    ///
+    /// # Errors
+    ///
+    /// `compute`'s error; [`Error::ColumnNotFound`]-like Lance errors for
+    /// a missing column; [`Error::Stopped`]; [`Error::LeaseLost`].
+    pub async fn fill_column(
+        &self,
+        column: &str,
+        source: &str,
+        batch_size: u32,
+        compute: impl Fn(arrow_array::ArrayRef) -> Result<arrow_array::ArrayRef> + Send + Sync + 'static,
+    ) -> Result<u64> {
+        let key = format!("lancedb_migrate.checkpoint.{}.{column}", self.migration);
+        let fill = crate::lance::backfill::Backfill::new(
+            &self.table,
+            column,
+            self.version_before,
+            std::sync::Arc::new(compute),
+            key,
+            &self.progress,
+            self.fence.clone(),
+        )
+        .await?;
+        crate::lance::backfill::Backfill {
+            source: Some(source.to_owned()),
+            batch_size: batch_size.max(1),
+            stop: self.stop.clone(),
+            ..fill
+        }
+        .run()
         .await
     }
 
