@@ -16,6 +16,8 @@
 //! # object storage, without and with 20 ms per request (the S3 server of
 //! # scripts/s3-server.sh; skipped without it):
 //! LANCEDB_MIGRATE_S3="$(scripts/s3-server.sh start)" scripts/cargo bench --bench migrate -- s3_
+//! # rolling deploys: time to serve, handover, a busy table's re-embed:
+//! scripts/cargo bench --bench migrate -- rolling_deploy
 //! ```
 //!
 //! Each table is created once per size (deterministic data, 384-d vectors)
@@ -35,6 +37,8 @@ use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
 use tokio::runtime::Runtime;
 
+#[path = "migrate/rolling.rs"]
+mod rolling;
 #[path = "../tests/support/s3.rs"]
 mod s3;
 
@@ -893,6 +897,7 @@ fn benches(c: &mut Criterion) {
     minilm(c, &rt);
     remote(c, &rt);
     object_storage(c, &rt);
+    rolling::rolling(c, &rt);
 }
 
 /// A table of 10,000 rows in a bucket of the S3 server, answering each

@@ -409,7 +409,12 @@ impl Migration for TextLength {
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        if ctx.current_schema().await?.field_with_name("text_length").is_err() {
+        if ctx
+            .current_schema()
+            .await?
+            .field_with_name("text_length")
+            .is_err()
+        {
             let column = arrow_schema::Field::new("text_length", DataType::Int32, true);
             ctx.add_null_columns(&Schema::new(vec![column])).await?;
         }
@@ -446,7 +451,11 @@ async fn a_downstream_migration_adds_and_fills_a_column_with_the_contexts_tools(
             .await
             .unwrap();
     }
-    let report = Migrator::new(db.clone()).add(TextLength).run().await.unwrap();
+    let report = Migrator::new(db.clone())
+        .add(TextLength)
+        .run()
+        .await
+        .unwrap();
     let applied = report.applied().next().expect("applied");
     assert_eq!(applied.details["filled"], "180");
     let batches = crate::support::rows(&table, &["text", "text_length"]).await;
