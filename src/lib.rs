@@ -45,8 +45,10 @@
 //! 2. skips what the ledger shows applied — a run with nothing to do reads
 //!    the ledger and writes nothing;
 //! 3. otherwise takes the database's migration lease, so that of several
-//!    application instances starting at once one migrates and the others
-//!    wait ([`Migrator::lease_wait`], [`Migrator::lease_ttl`]);
+//!    application instances starting at once one migrates; the others wait
+//!    for what must land before they serve ([`Migration::blocks_serving`])
+//!    and report the rest pending ([`Migrator::when_locked`],
+//!    [`Migrator::lease_wait`], [`Migrator::lease_ttl`]);
 //! 4. for each pending [`Migration`]: checks its input against the table
 //!    ([`Migration::expected_schema`]), tags the table's version as a backup,
 //!    records `running`, then calls `transform`, `rebuild` and `verify`;
@@ -63,6 +65,16 @@
 //!
 //! `DESIGN.md` in the repository explains each decision; `BENCHMARKS.md`
 //! measures the cost against plain LanceDB calls.
+//!
+//! # Rolling deploys
+//!
+//! A re-embed of hours should not keep replicas from serving:
+//! [`Migrator::start`] runs the migrations in a task and returns a
+//! [`MigrationHandle`]; the application serves once
+//! [`ready`](MigrationHandle::ready) resolves, switches models when
+//! [`landed`](MigrationHandle::landed) does, and on SIGTERM calls
+//! [`stop_and_wait`](MigrationHandle::stop_and_wait): the batch in flight is
+//! committed, the lease released, and another replica continues at once.
 //!
 //! # Writing your own migration
 //!

@@ -164,8 +164,10 @@ async fn handover(gone: Gone, ttl: Duration) -> Duration {
     let slow: Arc<dyn EmbeddingFunction> =
         Arc::new(TestEmbedding::new("test-16", NEW_DIMS).delay(Duration::from_millis(50)));
     let db = tmp.db().clone();
-    let holder: MigrationHandle =
-        holder_rt.block_on(async { Migrator::new(db).lease_ttl(ttl).add(reembed(slow)).start() });
+    let holder: MigrationHandle = {
+        let _on = holder_rt.enter();
+        Migrator::new(db).lease_ttl(ttl).add(reembed(slow)).start()
+    };
     while holder.state().progress.is_none_or(|p| p.done < 2_000) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -185,11 +187,9 @@ async fn handover(gone: Gone, ttl: Duration) -> Duration {
     match gone {
         Gone::Stopped => {
             holder.stop();
-            let report = tokio::task::spawn_blocking(move || holder_rt.block_on(holder.wait()))
-                .await
-                .unwrap()
-                .unwrap();
+            let report = holder.wait().await.unwrap();
             assert!(report.stopped().is_some());
+            holder_rt.shutdown_background();
         }
         Gone::Vanished => {
             drop(holder);

@@ -173,6 +173,7 @@ impl RunState {
 #[derive(Debug)]
 pub struct MigrationHandle {
     state: watch::Receiver<RunState>,
+    tx: Arc<watch::Sender<RunState>>,
     stop: StopSignal,
     task: JoinHandle<Result<Report>>,
 }
@@ -249,6 +250,7 @@ impl MigrationHandle {
     /// [`wait`](Self::wait) for the report.
     pub fn stop(&self) -> Stopping {
         self.stop.stop();
+        self.tx.send_modify(|s| s.stopping = true);
         let state = self.state();
         let stopping = Stopping::of(&state);
         if stopping.migration.is_some() {
@@ -395,9 +397,14 @@ impl Migrator {
         let stop = self.stop.clone();
         let watch_stop = stop.clone();
         let stopping = tx.clone();
+        let stopping_tx = tx.clone();
+        // A stop given through the migrator's signal shows in the state
+        // too; the watch ends with the handle.
         tokio::spawn(async move {
-            watch_stop.stopped().await;
-            stopping.send_modify(|s| s.stopping = true);
+            tokio::select! {
+                () = watch_stop.stopped() => stopping.send_modify(|s| s.stopping = true),
+                () = stopping.closed() => {}
+            }
         });
         let span = info_span!("lancedb_migrate::start", ledger = %self.ledger);
         let task = tokio::spawn(
@@ -416,6 +423,7 @@ impl Migrator {
         );
         MigrationHandle {
             state: rx,
+            tx: stopping_tx,
             stop,
             task,
         }

@@ -358,3 +358,83 @@ async fn a_background_run_is_ready_before_its_reembed_lands() {
     handle.landed("0002_reembed").await.unwrap();
     assert_eq!(handle.wait().await.unwrap().applied().count(), 1);
 }
+
+/// A migration that waits in its transform until told to go on.
+#[derive(Debug)]
+struct Held {
+    entered: Arc<tokio::sync::Notify>,
+    go: Arc<tokio::sync::Notify>,
+}
+
+#[lancedb_migrate::async_trait]
+impl lancedb_migrate::Migration for Held {
+    fn id(&self) -> &str {
+        "0001_held"
+    }
+
+    fn definition(&self) -> String {
+        "held until told to go on".to_owned()
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    async fn transform(
+        &self,
+        _ctx: &lancedb_migrate::MigrationContext,
+    ) -> lancedb_migrate::Result<()> {
+        self.entered.notify_one();
+        self.go.notified().await;
+        Ok(())
+    }
+}
+
+/// A stop while a migration that cannot be cut short runs (not resumable:
+/// an index build, a custom transform) says so, and waits for it: the
+/// migration is applied, the next one is left pending, the lease released.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_waits_for_a_step_that_cannot_be_cut_short_and_says_so() {
+    let (_tmp, db) = documents(100).await;
+    let (entered, go) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let plain = Arc::new(TestEmbedding::new("test-16", NEW_DIMS));
+    let handle = Migrator::new(db.clone())
+        .add(Held {
+            entered: entered.clone(),
+            go: go.clone(),
+        })
+        .add(reembed(plain.clone()))
+        .start();
+    entered.notified().await;
+    let stopping = handle.stop();
+    assert_eq!(stopping.migration.as_deref(), Some("0001_held"));
+    assert_eq!(stopping.phase, Some(lancedb_migrate::Phase::Transform));
+    assert!(!stopping.at_next_batch);
+    assert!(stopping.phase_running_for.is_some());
+    assert!(
+        stopping.to_string().contains("cannot be interrupted"),
+        "{stopping}"
+    );
+    assert!(handle.state().stopping);
+    go.notify_one();
+    let report = handle.wait().await.unwrap();
+    assert_eq!(report.applied().count(), 1, "{report}");
+    let pending: Vec<&str> = report.pending().map(|m| m.id.as_str()).collect();
+    assert_eq!(pending, ["0002_reembed"]);
+    // Released: a run that never waits takes the lease and finishes.
+    let next = Migrator::new(db)
+        .when_locked(WhenLocked::Return)
+        .add(Held {
+            entered: Arc::new(tokio::sync::Notify::new()),
+            go: Arc::new(tokio::sync::Notify::new()),
+        })
+        .add(reembed(plain))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(next.applied().count(), 1);
+    assert_eq!(next.skipped().count(), 1);
+}
