@@ -16,7 +16,6 @@ use crate::builtin::value::Value;
 use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
-use crate::lance::columns::add_null_columns;
 use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
@@ -222,7 +221,7 @@ impl AddColumns {
         if fields.is_empty() {
             return Ok(());
         }
-        let version = add_null_columns(ctx.table(), &Schema::new(fields), ctx.fence()).await?;
+        let version = ctx.add_null_columns(&Schema::new(fields)).await?;
         info!(table = self.table, version, "all-null columns added");
         Ok(())
     }
@@ -299,7 +298,7 @@ impl AddColumns {
     async fn fill_while_busy(&self, ctx: &MigrationContext, columns: &[&NewColumn]) -> Result<()> {
         let table = ctx.table();
         let fields: Vec<Field> = columns.iter().map(|c| c.field()).collect();
-        let added = add_null_columns(table, &Schema::new(fields), ctx.fence()).await?;
+        let added = ctx.add_null_columns(&Schema::new(fields)).await?;
         for column in columns {
             let value = column
                 .default

@@ -19,7 +19,6 @@ use crate::context::MigrationContext;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::lance::columns::add_null_columns;
 use crate::migration::Migration;
 use crate::plan::{TableInfo, Work, Writes};
 
@@ -465,7 +464,7 @@ impl ReEmbed {
         let staging = self.staging_column();
         let mut field = self.target_field()?;
         field.set_name(&staging);
-        add_null_columns(ctx.table(), &Schema::new(vec![field]), ctx.fence()).await?;
+        ctx.add_null_columns(&Schema::new(vec![field])).await?;
         info!(table = self.table, staging, "staging column added");
         Ok(())
     }
