@@ -1658,11 +1658,15 @@ async fn replicas_serve_at_once_while_another_reembeds() {
     let log = scratch.join("embedded.log");
     let pause = Pause::at("progress:0003_reembed:1000");
     let first_out = scratch.join("first.txt");
+    // A TTL no heartbeat can miss on a loaded machine: the replicas must
+    // find the lease held, not expired.
+    let ttl = "30000";
     let mut first = busy.migrate_with(
         "reembed",
         Some(&pause),
         &env(&[
             (MODE_ENV, &"start"),
+            (TTL_ENV, &ttl),
             (EMBED_LOG_ENV, &log),
             (OUT_ENV, &first_out),
         ]),
@@ -1675,7 +1679,7 @@ async fn replicas_serve_at_once_while_another_reembeds() {
         let child = busy.migrate_with(
             "reembed",
             None,
-            &env(&[(MODE_ENV, &"replica"), (OUT_ENV, &out)]),
+            &env(&[(MODE_ENV, &"replica"), (TTL_ENV, &ttl), (OUT_ENV, &out)]),
         );
         replicas.push((child, out));
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1735,7 +1739,16 @@ async fn replicas_serve_at_once_while_another_reembeds() {
 /// most one batch (200 texts) embedded twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigterm_hands_the_reembed_over_at_once() {
-    handover("-TERM", 600_000).await;
+    handover(&Place::Local, ROWS, "-TERM", 600_000).await;
+}
+
+/// The same on the S3 server: the checkpoint, the release and the
+/// successor's resume go through the object store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_hands_the_reembed_over_at_once_on_s3() {
+    if let Some((s3, _slot)) = Place::s3("a_sigterm_hands_the_reembed_over_at_once_on_s3").await {
+        handover(&s3, S3_ROWS, "-TERM", 600_000).await;
+    }
 }
 
 /// The same with SIGKILL: nothing is handed over; the replica standing by
@@ -1743,18 +1756,19 @@ async fn a_sigterm_hands_the_reembed_over_at_once() {
 /// checkpoint.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkill_leaves_the_reembed_to_the_lease_ttl() {
-    handover("-KILL", 1_000).await;
+    handover(&Place::Local, ROWS, "-KILL", 1_000).await;
 }
 
-async fn handover(sig: &str, ttl_ms: u64) {
-    let mut busy = Busy::on(&Place::Local, ROWS, 1, 100).await;
+async fn handover(place: &Place, rows: usize, sig: &str, ttl_ms: u64) {
+    let mut busy = Busy::on(place, rows, 1, 100).await;
     busy.wait_for_acks(2);
     let db = busy.db().await;
     let scratch = busy.tmp.scratch().to_owned();
     let log = scratch.join("embedded.log");
     let ttl = ttl_ms.to_string();
     let (first_out, second_out) = (scratch.join("first.txt"), scratch.join("second.txt"));
-    let pause = Pause::at("progress:0003_reembed:1000");
+    // A quarter of the way through the table's own rows.
+    let pause = Pause::at(format!("progress:0003_reembed:{}", rows / 4));
     let mut first = busy.migrate_with(
         "reembed",
         Some(&pause),
@@ -1807,10 +1821,10 @@ async fn handover(sig: &str, ttl_ms: u64) {
         ledger.iter().all(|e| e.status == Status::Applied),
         "{what}: {ledger:?}"
     );
-    assert_nothing_lost(&db, &acked, ROWS, &what).await;
+    assert_nothing_lost(&db, &acked, rows, &what).await;
     assert_like_a_clean_run(&db, "reembed", &what).await;
     let (embedded, twice) = embedded_twice(&log);
-    assert!(embedded >= ROWS, "{what}: {embedded}");
+    assert!(embedded >= rows, "{what}: {embedded}");
     // Beyond the 16 the verification samples, at most one batch (200) per
     // handover.
     let redone = twice.saturating_sub(ReEmbed::DEFAULT_SAMPLE);
