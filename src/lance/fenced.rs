@@ -50,10 +50,15 @@ impl FencedCommits {
     }
 }
 
-/// Opens `name` in `db` with every commit fenced by `fence`.
+/// Opens `name` in `db` with every commit fenced by `fence`. A table that
+/// is not a Lance dataset this process commits to (a remote LanceDB Cloud
+/// table: its commits are made by the server) is opened as it is.
 pub(crate) async fn open(db: &Connection, name: &str, fence: Fence) -> lancedb::Result<Table> {
-    // Lance picks the handler from the table's URI; it is the same one.
     let plain = db.open_table(name).execute().await?;
+    if plain.dataset().is_none() {
+        return Ok(plain);
+    }
+    // Lance picks the handler from the table's URI; it is the same one.
     let uri = plain.uri().await?;
     let inner = commit_handler_from_url(&uri, &None)
         .await
@@ -229,5 +234,63 @@ impl CommitHandler for FencedCommits {
 
     async fn delete(&self, base_path: &Path) -> lance::Result<()> {
         self.inner.delete(base_path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow_array::{Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        let texts: Vec<String> = ids.clone().map(|i| format!("row {i}")).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids)),
+                Arc::new(StringArray::from(texts)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A handle opened with a lapsed fence commits nothing, through any
+    /// LanceDB call; one with a held fence commits as usual.
+    #[tokio::test]
+    async fn a_lapsed_fence_refuses_every_commit_of_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = lancedb::connect(dir.path().to_str().unwrap())
+            .execute()
+            .await
+            .unwrap();
+        db.create_table("t", rows(0..10)).execute().await.unwrap();
+
+        let fenced = open(&db, "t", Fence::lapsed()).await.unwrap();
+        let before = fenced.version().await.unwrap();
+        let err = fenced
+            .add(rows(10..20))
+            .execute()
+            .await
+            .expect_err("the append is refused");
+        assert!(
+            err.to_string()
+                .contains("lancedb-migrate refused the commit"),
+            "{err}"
+        );
+        assert!(fenced.delete("id < 5").await.is_err());
+        assert!(fenced.drop_columns(&["text"]).await.is_err());
+        fenced.checkout_latest().await.unwrap();
+        assert_eq!(fenced.version().await.unwrap(), before, "nothing committed");
+        assert_eq!(fenced.count_rows(None).await.unwrap(), 10);
+
+        let held = open(&db, "t", Fence::default()).await.unwrap();
+        held.add(rows(10..20)).execute().await.unwrap();
+        assert_eq!(held.count_rows(None).await.unwrap(), 20);
     }
 }

@@ -25,6 +25,13 @@ struct FenceState {
 }
 
 impl Fence {
+    /// A fence whose proof has already run out, for tests of what it
+    /// refuses.
+    #[cfg(test)]
+    pub(crate) fn lapsed() -> Self {
+        Self::held(1, Instant::now(), Duration::ZERO)
+    }
+
     pub(super) fn held(generation: u64, issued: Instant, proof: Duration) -> Self {
         Self(Some(Arc::new(FenceState {
             generation,
