@@ -164,7 +164,10 @@ impl Migrator {
     /// before failing with [`Error::LeaseTimeout`]. Default: 10 minutes.
     ///
     /// Only runs with pending migrations wait: a run with nothing to do takes
-    /// no lease.
+    /// no lease. With the default [`WhenLocked::UntilReady`] a run waits only
+    /// while a migration that blocks serving is pending; with
+    /// [`WhenLocked::Return`] it never waits; [`start`](Self::start) never
+    /// gives up (it stands by).
     pub fn lease_wait(mut self, wait: Duration) -> Self {
         self.lease.wait = wait;
         self

@@ -341,6 +341,10 @@ fn futures_and_errors_are_send() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Error>();
     assert_send_sync::<Migrator>();
+    assert_send_sync::<lancedb_migrate::MigrationHandle>();
+    assert_send_sync::<lancedb_migrate::StopSignal>();
+    assert_send_sync::<lancedb_migrate::RunState>();
+    assert_send_sync::<lancedb_migrate::Report>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -351,6 +355,13 @@ fn futures_and_errors_are_send() {
         let run = migrator.run();
         assert_send(&run);
         run.await.unwrap();
+        let handle = migrator.start();
+        let ready = handle.ready();
+        assert_send(&ready);
+        ready.await.unwrap();
+        let waited = handle.stop_and_wait();
+        assert_send(&waited);
+        waited.await.unwrap();
     });
 }
 
