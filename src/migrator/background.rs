@@ -20,6 +20,29 @@ use crate::stop::StopSignal;
 
 use super::{Migrator, by_id, drift, pending};
 
+/// Consecutive failed reads of a standing-by run: retried up to
+/// [`Failures::MOST`] in a row.
+#[derive(Debug, Default)]
+struct Failures(u32);
+
+impl Failures {
+    const MOST: u32 = 10;
+
+    /// Counts `e`; returns it once there were too many in a row.
+    fn note(&mut self, e: Error) -> Result<()> {
+        self.0 += 1;
+        if self.0 > Self::MOST {
+            return Err(e);
+        }
+        tracing::warn!(error = %chain(&e), attempt = self.0, "standing by: a read failed; trying again");
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
 /// What a background run ([`Migrator::start`]) knows now: what has
 /// landed, what this process is doing, who else holds the lease.
 ///
@@ -433,6 +456,7 @@ impl Migrator {
         self.validate()?;
         let ledger = self.open_ledger().await?;
         let mut entries = by_id(ledger.entries_as_opened().await?);
+        let mut failures = Failures::default();
         loop {
             drift::check(&self.migrations, &entries)?;
             state.send_modify(|s| s.read_ledger(&entries));
@@ -453,8 +477,9 @@ impl Migrator {
                 return Ok(report);
             }
             let standby = self.lease.standby();
-            match Lease::acquire_within(ledger.table(), &self.lease, standby).await? {
-                Acquired::Held(lease) => {
+            let acquired = Lease::acquire_within(ledger.table(), &self.lease, standby).await;
+            match acquired {
+                Ok(Acquired::Held(lease)) => {
                     state.send_modify(|s| s.holder = None);
                     let report = self.run_held(&ledger, lease).await?;
                     info!(
@@ -464,12 +489,24 @@ impl Migrator {
                     );
                     return Ok(report);
                 }
-                Acquired::Busy(busy) => {
+                Ok(Acquired::Busy(busy)) => {
                     let holder = pending::holder(&entries, &busy);
                     state.send_modify(|s| s.holder = Some(holder));
                 }
+                Err(e) => failures.note(e)?,
             }
-            entries = by_id(ledger.entries().await?);
+            // A standby lives for hours: a failed read of the lease or the
+            // ledger (a busy store) is retried, not the end of it.
+            match ledger.entries().await {
+                Ok(read) => {
+                    entries = by_id(read);
+                    failures.reset();
+                }
+                Err(e) => {
+                    failures.note(e)?;
+                    tokio::time::sleep(standby).await;
+                }
+            }
         }
     }
 }

@@ -204,7 +204,6 @@ async fn small_fragments_are_embedded_many_to_a_call() {
 /// the default policy waiting, up to `lease_wait`; a background run
 /// stands by and learns when the re-embed landed.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "hung once in six full runs (CI at acb162d, past 9 minutes); to be found before it runs again"]
 async fn other_processes_serve_while_one_reembeds() {
     let (_tmp, db) = documents(200).await;
     let seen = Seen::holding_after(1);
@@ -277,20 +276,37 @@ async fn other_processes_serve_while_one_reembeds() {
 
     let standby = Migrator::new(db.clone()).add(plain()).start();
     let mut state = standby.subscribe();
+    // Not a wait without end: a standby that ended (an error) fails here.
     let seen_holder = state
-        .wait_for(|s| s.holder.is_some())
+        .wait_for(|s| s.holder.is_some() || s.finished)
         .await
         .unwrap()
         .clone();
+    assert!(
+        seen_holder.holder.is_some(),
+        "the standby ended: {seen_holder:?}"
+    );
     assert!(seen_holder.ready);
     assert_eq!(seen_holder.pending, ["0002_reembed"]);
     standby.ready().await.unwrap();
 
     seen.open();
-    let report = holding.await.unwrap().unwrap();
+    // Liveness bounds far above the work, so that a hang fails the test.
+    let bound = Duration::from_secs(120);
+    let report = tokio::time::timeout(bound, holding)
+        .await
+        .expect("the holder finishes")
+        .unwrap()
+        .unwrap();
     assert_eq!(report.applied().count(), 1);
-    standby.landed("0002_reembed").await.unwrap();
-    let report = standby.wait().await.unwrap();
+    tokio::time::timeout(bound, standby.landed("0002_reembed"))
+        .await
+        .expect("the standby learns it landed")
+        .unwrap();
+    let report = tokio::time::timeout(bound, standby.wait())
+        .await
+        .expect("the standby ends")
+        .unwrap();
     assert_eq!(report.skipped().count(), 1, "{report}");
     assert!(observer.applied("0002_reembed").await.unwrap());
     assert_eq!(seen.twice(), 0);
