@@ -50,27 +50,24 @@ impl FencedCommits {
     }
 }
 
-/// Opens `name` in `db` with every commit fenced by `fence`. A table that
-/// is not a Lance dataset this process commits to (a remote LanceDB Cloud
-/// table: its commits are made by the server) is opened as it is.
+/// Opens `name` in `db` with every commit fenced by `fence`. A table of a
+/// remote LanceDB Cloud database (its commits are made by the server) is
+/// opened as it is.
 pub(crate) async fn open(db: &Connection, name: &str, fence: Fence) -> lancedb::Result<Table> {
-    let plain = db.open_table(name).execute().await?;
-    if plain.dataset().is_none() {
-        return Ok(plain);
+    let open = db.open_table(name);
+    if db.uri().starts_with("db://") {
+        return open.execute().await;
     }
-    // Lance picks the handler from the table's URI; it is the same one.
-    let uri = plain.uri().await?;
-    let inner = commit_handler_from_url(&uri, &None)
+    // Lance picks the handler from the URI's scheme, the same for the
+    // database and its tables: one open, no lookup of the table first.
+    let inner = commit_handler_from_url(db.uri(), &None)
         .await
         .map_err(|e| lancedb::Error::Lance { source: e })?;
     let params = ReadParams {
         commit_handler: Some(Arc::new(FencedCommits { inner, fence })),
         ..ReadParams::default()
     };
-    db.open_table(name)
-        .lance_read_params(params)
-        .execute()
-        .await
+    open.lance_read_params(params).execute().await
 }
 
 #[async_trait]

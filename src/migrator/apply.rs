@@ -373,18 +373,10 @@ impl<'a> Apply<'a> {
             phase,
         });
         MigrationReport {
-            id: self.id().to_owned(),
-            table: ctx.table_name().to_owned(),
-            outcome: Outcome::Stopped,
-            version_before: ctx.version_before(),
-            version_after: None,
-            rows_before: ctx.rows_before(),
-            rows_after: None,
             backup: ctx.backup().cloned(),
             phases: std::mem::take(&mut self.phases),
-            details: ctx.details(),
             duration: started.elapsed(),
-            blocks_serving: self.migration.blocks_serving(),
+            ..super::report_of(self.migration, &self.running_entry(ctx), Outcome::Stopped)
         }
     }
 

@@ -464,17 +464,7 @@ impl Migrator {
                 return Ok(self.skip_all(&entries));
             }
             if self.stop.is_stopped() {
-                let mut report = Report::default();
-                for m in &self.migrations {
-                    let entry = entries.get(m.id());
-                    match entry.filter(|e| e.status == Status::Applied) {
-                        Some(e) => {
-                            report.push(super::report_of(m.as_ref(), e, super::Outcome::Skipped))
-                        }
-                        None => report.push(pending::report(m.as_ref(), entry)),
-                    }
-                }
-                return Ok(report);
+                return Ok(pending::as_far_as_applied(&self.migrations, &entries));
             }
             let standby = self.lease.standby();
             let acquired = Lease::acquire_within(ledger.table(), &self.lease, standby).await;

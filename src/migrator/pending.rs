@@ -85,6 +85,17 @@ pub(crate) fn busy_report(
     entries: &HashMap<String, LedgerEntry>,
     busy: &Busy,
 ) -> Report {
+    let mut report = as_far_as_applied(migrations, entries);
+    report.set_holder(holder(entries, busy));
+    report
+}
+
+/// The report of a run that applied nothing: what the ledger shows
+/// applied skipped, the rest pending.
+pub(crate) fn as_far_as_applied(
+    migrations: &[Box<dyn Migration>],
+    entries: &HashMap<String, LedgerEntry>,
+) -> Report {
     let mut report = Report::default();
     for m in migrations {
         let m = m.as_ref();
@@ -94,7 +105,6 @@ pub(crate) fn busy_report(
             None => report.push(self::report(m, entry)),
         }
     }
-    report.set_holder(holder(entries, busy));
     report
 }
 

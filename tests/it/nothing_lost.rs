@@ -510,6 +510,19 @@ impl Busy {
             .unwrap()
     }
 
+    /// A replica running the re-embed scenario in the background
+    /// (`start()`, stopped gracefully on SIGTERM) with lease TTL `ttl_ms`,
+    /// logging the texts it embeds to `log` and what it saw to `out`.
+    fn start_reembed(&self, pause: Option<&Pause>, ttl_ms: &str, log: &Path, out: &Path) -> Child {
+        let env = env(&[
+            (MODE_ENV, &"start"),
+            (TTL_ENV, &ttl_ms),
+            (EMBED_LOG_ENV, &log),
+            (OUT_ENV, &out),
+        ]);
+        self.migrate_with("reembed", pause, &env)
+    }
+
     /// Waits until the application has had `n` batches acknowledged.
     fn wait_for_acks(&self, n: usize) {
         let started = Instant::now();
@@ -1661,16 +1674,7 @@ async fn replicas_serve_at_once_while_another_reembeds() {
     // A TTL no heartbeat can miss on a loaded machine: the replicas must
     // find the lease held, not expired.
     let ttl = "30000";
-    let mut first = busy.migrate_with(
-        "reembed",
-        Some(&pause),
-        &env(&[
-            (MODE_ENV, &"start"),
-            (TTL_ENV, &ttl),
-            (EMBED_LOG_ENV, &log),
-            (OUT_ENV, &first_out),
-        ]),
-    );
+    let mut first = busy.start_reembed(Some(&pause), ttl, &log, &first_out);
     pause.reached(&mut first).await;
 
     let mut replicas = Vec::new();
@@ -1769,27 +1773,9 @@ async fn handover(place: &Place, rows: usize, sig: &str, ttl_ms: u64) {
     let (first_out, second_out) = (scratch.join("first.txt"), scratch.join("second.txt"));
     // A quarter of the way through the table's own rows.
     let pause = Pause::at(format!("progress:0003_reembed:{}", rows / 4));
-    let mut first = busy.migrate_with(
-        "reembed",
-        Some(&pause),
-        &env(&[
-            (MODE_ENV, &"start"),
-            (TTL_ENV, &ttl),
-            (EMBED_LOG_ENV, &log),
-            (OUT_ENV, &first_out),
-        ]),
-    );
+    let mut first = busy.start_reembed(Some(&pause), &ttl, &log, &first_out);
     pause.reached(&mut first).await;
-    let second = busy.migrate_with(
-        "reembed",
-        None,
-        &env(&[
-            (MODE_ENV, &"start"),
-            (TTL_ENV, &ttl),
-            (EMBED_LOG_ENV, &log),
-            (OUT_ENV, &second_out),
-        ]),
-    );
+    let second = busy.start_reembed(None, &ttl, &log, &second_out);
     signal(&first, sig);
     pause.go();
     let out = exit_within(first, Duration::from_secs(120), "the stopped holder");

@@ -214,16 +214,15 @@ impl<'a> Backfill<'a> {
         predicted <= took / 2
     }
 
-    /// The calls to `compute` filling `todo` takes: one per group of small
-    /// fragments, one per batch of each other fragment.
-    fn calls(&self, todo: &[FileFragment]) -> u64 {
-        let (small, large) = self.split_small(todo.to_vec());
+    /// The calls to `compute` filling `groups` of small fragments and the
+    /// `large` ones takes: one per group, one per batch of the others.
+    fn calls(&self, groups: &[Vec<FileFragment>], large: &[FileFragment]) -> u64 {
         let batch = u64::from(self.batch_size.max(1));
         let large: u64 = large
             .iter()
             .map(|f| (f.metadata().num_rows().unwrap_or(0) as u64).div_ceil(batch))
             .sum();
-        self.groups(small).len() as u64 + large
+        groups.len() as u64 + large
     }
 
     async fn fill_passes(&self, limit: Option<usize>) -> Result<u64> {
@@ -238,12 +237,20 @@ impl<'a> Backfill<'a> {
             if todo.is_empty() {
                 break;
             }
-            let calls = self.calls(&todo);
+            let fragments = todo.len();
+            let rows: u64 = todo
+                .iter()
+                .map(|f| f.metadata().num_rows().unwrap_or(0) as u64)
+                .sum();
+            let mut checkpoint = self.load_checkpoint(&dataset)?;
+            let (small, large) = self.split_small(todo, checkpoint.as_ref().map(|c| c.fragment));
+            let groups = self.groups(small);
+            let calls = self.calls(&groups, &large);
             if let (Some(_), Some(prev)) = (limit, previous)
                 && !Self::converging(prev, calls)
             {
                 debug!(
-                    fragments = todo.len(),
+                    fragments,
                     calls, "appends outpace the catch-up; leaving them for later"
                 );
                 break;
@@ -252,39 +259,24 @@ impl<'a> Backfill<'a> {
                 return Err(Error::Stopped);
             }
             let pass_started = Instant::now();
-            let rows: u64 = todo
-                .iter()
-                .map(|f| f.metadata().num_rows().unwrap_or(0) as u64)
-                .sum();
             if first_pass {
                 self.progress.start(Some(rows));
                 first_pass = false;
             } else {
-                debug!(
-                    fragments = todo.len(),
-                    rows, calls, "catching up with appended rows"
-                );
+                debug!(fragments, rows, calls, "catching up with appended rows");
                 self.progress.extend_total(rows);
             }
-            let mut checkpoint = self.load_checkpoint(&dataset)?;
-            let resuming = checkpoint.as_ref().map(|c| c.fragment);
-            let (small, large) = match self.source {
-                Some(_) => self.split_small_except(todo, resuming),
-                None => (Vec::new(), todo),
-            };
             let mut pending: Vec<Filled> = Vec::new();
             let mut last_commit = Instant::now();
             // Small fragments first, many to a call.
-            let small_ids: Vec<u64> = small.iter().map(|f| f.id() as u64).collect();
-            let (filled, stopped) = self.fill_small(&dataset, small).await?;
-            filled_rows += filled.iter().map(|f| f.rows).sum::<u64>();
-            let filled_ids: HashSet<u64> = filled.iter().map(|f| f.group.0).collect();
-            pending.extend(filled);
-            for id in small_ids.into_iter().filter(|id| filled_ids.contains(id)) {
+            let (filled, stopped) = self.fill_small(&dataset, groups).await?;
+            for id in filled.iter().map(|f| f.group.0) {
                 if !self.original_fragments.contains(&id) {
                     done_new.insert(id);
                 }
             }
+            filled_rows += filled.iter().map(|f| f.rows).sum::<u64>();
+            pending.extend(filled);
             if stopped {
                 self.commit(pending, false).await?;
                 return Err(Error::Stopped);

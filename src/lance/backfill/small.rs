@@ -24,21 +24,17 @@ impl Backfill<'_> {
         fragment.metadata().physical_rows.map(|n| n as u64)
     }
 
-    /// `todo` split into fragments smaller than one batch, and the rest.
+    /// `todo` split into fragments smaller than one batch, and the rest
+    /// (among them fragment `except`, resuming from a checkpoint). Without
+    /// a source column (a constant to fill), every fragment is in the rest.
     pub(super) fn split_small(
-        &self,
-        todo: Vec<FileFragment>,
-    ) -> (Vec<FileFragment>, Vec<FileFragment>) {
-        self.split_small_except(todo, None)
-    }
-
-    /// As [`split_small`](Self::split_small), with fragment `except` (one
-    /// resuming from a checkpoint) among the rest.
-    pub(super) fn split_small_except(
         &self,
         todo: Vec<FileFragment>,
         except: Option<u64>,
     ) -> (Vec<FileFragment>, Vec<FileFragment>) {
+        if self.source.is_none() {
+            return (Vec::new(), todo);
+        }
         let batch = u64::from(self.batch_size);
         todo.into_iter().partition(|f| {
             Some(f.id() as u64) != except && Self::physical(f).is_some_and(|n| n < batch)
@@ -66,19 +62,19 @@ impl Backfill<'_> {
         groups
     }
 
-    /// Fills `small` fragments, a group of them per call to `compute`,
-    /// `concurrency` calls at a time. Once a stop is asked for, no further
-    /// group is started; the groups in flight finish. Returns what was
-    /// filled (not committed) and whether it stopped before the end.
+    /// Fills `groups` of small fragments ([`groups`](Self::groups)), a
+    /// group per call to `compute`, `concurrency` calls at a time. Once a
+    /// stop is asked for, no further group is started; the groups in
+    /// flight finish. Returns what was filled (not committed) and whether
+    /// it stopped before the end.
     pub(super) async fn fill_small(
         &self,
         dataset: &Arc<Dataset>,
-        small: Vec<FileFragment>,
+        groups: Vec<Vec<FileFragment>>,
     ) -> Result<(Vec<Filled>, bool)> {
-        if small.is_empty() {
+        if groups.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let groups = self.groups(small);
         let count = groups.len();
         debug!(groups = count, "filling small fragments, many to a call");
         let stop = self.stop.clone();
