@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::lance::commits::append_commits;
 use crate::lance::indexes::{self, IndexSpec};
 use crate::lance::retry::retry_commit;
-use crate::ledger::lease::Fence;
+use crate::lance::fence::Fence;
 use crate::progress::Progress;
 use crate::stop::StopSignal;
 
@@ -61,7 +61,7 @@ impl MigrationContext {
         stop: StopSignal,
     ) -> Result<Self> {
         // Every commit through this handle checks the lease first.
-        let handle = match crate::lance::fenced::open(db, table, fence.clone()).await {
+        let handle = match crate::lance::fence::open(db, table, fence.clone()).await {
             Ok(handle) => handle,
             Err(lancedb::Error::TableNotFound { .. }) => {
                 return Err(Error::TableNotFound {

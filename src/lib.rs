@@ -109,6 +109,7 @@ mod context;
 pub mod embeddings;
 mod error;
 mod event;
+mod jitter;
 mod lance;
 mod ledger;
 mod migration;

@@ -187,3 +187,17 @@ impl Progress {
         self.events.emit(event);
     }
 }
+
+impl crate::lance::backfill::RowProgress for Progress {
+    fn start(&self, total: Option<u64>) {
+        Progress::start(self, total);
+    }
+
+    fn extend_total(&self, rows: u64) {
+        Progress::extend_total(self, rows);
+    }
+
+    fn advance(&self, rows: u64) {
+        Progress::advance(self, rows);
+    }
+}

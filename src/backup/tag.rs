@@ -1,15 +1,13 @@
 //! The backup every migration gets by default: a LanceDB tag on the table's
 //! version before it, and the restore from that tag.
 
-use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::Table;
 use tracing::info;
 
 use crate::backup::{Backup, BackupCopy};
 use crate::error::{Error, Result};
-use crate::lance::retry::{is_ref_conflict, retry_commit, single_attempt};
-use crate::lance::{dataset, latest_version, local_dataset};
-use crate::ledger::lease::Fence;
+use crate::lance::retry::is_ref_conflict;
+use crate::lance::fence::Fence;
 
 impl Backup {
     /// Tags the table's current version for `migration` and returns it as a
@@ -106,57 +104,14 @@ impl Backup {
     /// [`restore`](Self::restore), committing only while `fence` holds
     /// (checked before each attempt).
     pub(crate) async fn restore_fenced(&self, table: &Table, fence: &Fence) -> Result<()> {
-        if latest_version(table).await? == self.version {
-            return Ok(());
-        }
-        let operation = format!("restore backup tag `{}`", self.tag);
-        let Some(dataset) = dataset(table).await? else {
-            return self.restore_remote(table, &operation).await;
-        };
-        // The version the tag names (which the tag keeps from cleanup).
-        let tagged = dataset
-            .tags()
-            .get_version(&self.tag)
-            .await
-            .map_err(Error::lance(format!("check out backup tag `{}`", self.tag)))?;
-        retry_commit(&operation, |_| async {
-            fence.check()?;
-            latest_version(table).await?;
-            let dataset = local_dataset(table).await?;
-            let restore = Transaction::new(
-                dataset.version().version,
-                Operation::Restore { version: tagged },
-                None,
+        if crate::lance::restore::to_tag(table, &self.tag, self.version, fence).await? {
+            info!(
+                table = table.name(),
+                version = self.version,
+                tag = self.tag,
+                "table restored from backup"
             );
-            single_attempt(dataset)
-                .execute(restore)
-                .await
-                .map_err(Error::lance(operation.as_str()))
-        })
-        .await?;
-        latest_version(table).await?;
-        info!(
-            table = table.name(),
-            version = self.version,
-            tag = self.tag,
-            "table restored from backup"
-        );
-        Ok(())
-    }
-
-    /// The restore of a table that is not a local Lance dataset (a remote
-    /// table), through LanceDB's own `restore`.
-    async fn restore_remote(&self, table: &Table, operation: &str) -> Result<()> {
-        table
-            .checkout_tag(&self.tag)
-            .await
-            .map_err(Error::lance(format!("check out backup tag `{}`", self.tag)))?;
-        let restored = table.restore().await;
-        if restored.is_err() {
-            // Leave the handle usable for writes whatever happened.
-            let _ = table.checkout_latest().await;
         }
-        restored.map_err(Error::lance(operation))?;
         Ok(())
     }
 }

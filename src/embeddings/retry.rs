@@ -13,7 +13,7 @@ use tracing::warn;
 
 use crate::embeddings::ServiceError;
 use crate::embeddings::usage;
-use crate::lance::retry::random_fraction;
+use crate::jitter::random_fraction;
 
 /// How often and how long a failed embedding call is retried.
 ///

@@ -21,7 +21,7 @@ use lancedb::Table;
 use crate::error::{Error, Result};
 use crate::lance::retry::{retry_commit, single_attempt};
 use crate::lance::{dataset, latest_version, local_dataset};
-use crate::ledger::lease::Fence;
+use crate::lance::fence::Fence;
 
 /// The transaction property that marks the commits in which a rollback
 /// appended other writers' rows again (its value is the migration id), so

@@ -3,10 +3,11 @@
 pub(crate) mod backfill;
 pub(crate) mod columns;
 pub(crate) mod commits;
-pub(crate) mod fenced;
+pub(crate) mod fence;
 pub(crate) mod files;
 pub(crate) mod fragments;
 pub(crate) mod indexes;
+pub(crate) mod restore;
 pub(crate) mod retry;
 pub(crate) mod store;
 pub(crate) mod tags;

@@ -23,15 +23,15 @@
 //! lease before every attempt and keep attempting while the appends last.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lance::Dataset;
 use lance::dataset::CommitBuilder;
 use tracing::{debug, warn};
 
 use crate::error::Error;
+use crate::jitter::random_fraction;
 
 /// The most attempts [`retry`] makes (the first one included).
 pub(crate) const ATTEMPTS: u32 = 10;
@@ -74,14 +74,6 @@ impl Policy {
         let ceiling = self.ceiling(attempt);
         ceiling / 2 + ceiling.mul_f64(random_fraction() / 2.0)
     }
-}
-
-/// A random number in [0, 1), from the standard library's randomly keyed
-/// hasher (no random-number crate needed for jitter).
-pub(crate) fn random_fraction() -> f64 {
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A commit of a transaction read from `dataset` that makes a single

@@ -39,8 +39,7 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::lance::{latest_version, local_dataset};
-use crate::ledger::lease::Fence;
-use crate::progress::Progress;
+use crate::lance::fence::Fence;
 use crate::stop::StopSignal;
 
 use checkpoint::Filled;
@@ -48,6 +47,18 @@ use checkpoint::Filled;
 /// Computes the new column's values for a batch of source values (only live,
 /// non-null rows are passed). Must return an array of the same length.
 pub(crate) type Compute = Arc<dyn Fn(ArrayRef) -> Result<ArrayRef> + Send + Sync>;
+
+/// Where a fill reports the rows it covered: the migration's
+/// [`Progress`](crate::Progress), which turns them into events, logs and
+/// ETAs.
+pub(crate) trait RowProgress: Send + Sync {
+    /// The fill will cover `total` rows; counting starts from zero.
+    fn start(&self, total: Option<u64>);
+    /// `rows` more rows were found to cover (rows appended meanwhile).
+    fn extend_total(&self, rows: u64);
+    /// `rows` more rows were covered.
+    fn advance(&self, rows: u64);
+}
 
 /// Settings of one backfill.
 pub(crate) struct Backfill<'a> {
@@ -66,7 +77,7 @@ pub(crate) struct Backfill<'a> {
     pub(crate) original_fragments: HashSet<u64>,
     /// Table config key holding the in-progress fragment's parts.
     pub(crate) checkpoint_key: String,
-    pub(crate) progress: &'a Progress,
+    pub(crate) progress: &'a dyn RowProgress,
     /// Checked before every commit: a process that lost the migration
     /// lease commits nothing more.
     pub(crate) fence: Fence,
@@ -94,7 +105,7 @@ impl<'a> Backfill<'a> {
         original: u64,
         compute: Compute,
         key: String,
-        progress: &'a Progress,
+        progress: &'a dyn RowProgress,
         fence: Fence,
     ) -> Result<Self> {
         latest_version(table).await?;
@@ -384,6 +395,7 @@ mod tests {
     use lancedb::table::NewColumnTransform;
 
     use crate::event::Events;
+    use crate::progress::Progress;
 
     fn rows(texts: &[Option<&str>], values: &[Option<i32>]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

@@ -18,7 +18,7 @@ use lancedb::table::{OptimizeAction, OptimizeOptions};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::ledger::lease::Fence;
+use crate::lance::fence::Fence;
 
 mod params;
 

@@ -7,7 +7,7 @@ use lancedb::Table;
 use tracing::{debug, warn};
 
 use crate::lance::tags::{exists, refresh};
-use crate::ledger::lease::fence::Fence;
+use crate::lance::fence::Fence;
 use crate::ledger::lease::state::tag;
 
 /// The heartbeat's own thread, with a runtime of its own: a caller whose

@@ -36,7 +36,7 @@
 //! and holds the lease only if its generation is the newest; the newest
 //! generation's tag is never deleted, so a stale creator always sees it.
 
-mod fence;
+
 mod heartbeat;
 mod state;
 #[cfg(test)]
@@ -53,7 +53,7 @@ use crate::lance::tags::{exists, try_create};
 use heartbeat::Heartbeat;
 use state::{State, clean_up, tag};
 
-pub(crate) use fence::Fence;
+pub(crate) use crate::lance::fence::Fence;
 
 /// How the lease is waited for and kept.
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use lancedb::{Connection, Table};
 use object_store::ObjectStore as OSObjectStore;
 use object_store::path::Path;
 
-use crate::ledger::lease::Fence;
+use super::Fence;
 
 /// The commit handler Lance would use, checking the fence before each
 /// commit.

@@ -1,5 +1,8 @@
-//! The fence: whether this process can still prove it holds the lease,
-//! checked (without I/O) before every write made under it.
+//! The fence: whether this process can still prove it holds the
+//! migration lease, checked (without I/O) before every write made under
+//! it; and the commit handler that makes every commit of a migrated
+//! table's handle check it ([`commit_handler`]). The lease (in the ledger)
+//! issues and renews a fence; this layer only checks it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,6 +11,10 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::error::{Error, Result};
+
+mod commit_handler;
+
+pub(crate) use commit_handler::open;
 
 /// Whether this process may still write under its lease. Cloned into every
 /// place that commits on the lease's behalf (the migration context, the
@@ -32,7 +39,7 @@ impl Fence {
         Self::held(1, Instant::now(), Duration::ZERO)
     }
 
-    pub(super) fn held(generation: u64, issued: Instant, proof: Duration) -> Self {
+    pub(crate) fn held(generation: u64, issued: Instant, proof: Duration) -> Self {
         Self(Some(Arc::new(FenceState {
             generation,
             proof,
@@ -73,7 +80,7 @@ impl Fence {
     /// After a heartbeat issued at `issued` landed: extends the proof, but
     /// only if it had not lapsed meanwhile (a lapsed lease is never revived,
     /// since a waiter may have taken it over). Returns whether it still holds.
-    pub(super) fn extend(&self, issued: Instant) -> bool {
+    pub(crate) fn extend(&self, issued: Instant) -> bool {
         let Some(state) = &self.0 else {
             return true;
         };
@@ -89,7 +96,7 @@ impl Fence {
         true
     }
 
-    pub(super) fn lose(&self) {
+    pub(crate) fn lose(&self) {
         if let Some(state) = &self.0 {
             state.lost.store(true, Ordering::SeqCst);
         }
