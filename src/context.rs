@@ -10,9 +10,9 @@ use lancedb::{Connection, Table};
 use crate::backup::Backup;
 use crate::error::{Error, Result};
 use crate::lance::commits::append_commits;
+use crate::lance::fence::Fence;
 use crate::lance::indexes::{self, IndexSpec};
 use crate::lance::retry::retry_commit;
-use crate::lance::fence::Fence;
 use crate::progress::Progress;
 use crate::stop::StopSignal;
 

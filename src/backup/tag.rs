@@ -6,8 +6,8 @@ use tracing::info;
 
 use crate::backup::{Backup, BackupCopy};
 use crate::error::{Error, Result};
-use crate::lance::retry::is_ref_conflict;
 use crate::lance::fence::Fence;
+use crate::lance::retry::is_ref_conflict;
 
 impl Backup {
     /// Tags the table's current version for `migration` and returns it as a

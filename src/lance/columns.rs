@@ -18,9 +18,9 @@ use lancedb::Table;
 use lancedb::table::NewColumnTransform;
 
 use crate::error::{Error, Result};
+use crate::lance::fence::Fence;
 use crate::lance::retry::{retry_commit, single_attempt};
 use crate::lance::{dataset, latest_version};
-use crate::lance::fence::Fence;
 
 /// Adds `columns` (all nullable) to `table`, all NULL, in one commit that
 /// does not conflict with appends; returns the version it committed.

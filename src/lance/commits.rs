@@ -19,9 +19,9 @@ use lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use lancedb::Table;
 
 use crate::error::{Error, Result};
+use crate::lance::fence::Fence;
 use crate::lance::retry::{retry_commit, single_attempt};
 use crate::lance::{dataset, latest_version, local_dataset};
-use crate::lance::fence::Fence;
 
 /// The transaction property that marks the commits in which a rollback
 /// appended other writers' rows again (its value is the migration id), so

@@ -1,8 +1,24 @@
-//! Small helpers over LanceDB table handles.
+//! The bottom layer over Lance and LanceDB: everything that names the
+//! `lance` crate, and imports nothing of the crate above it but its errors
+//! (and the leaf modules `jitter` and `stop`).
+//!
+//! - `dataset`: the Lance dataset behind a table handle, its latest
+//!   version and row count;
+//! - `fence`: the migration lease's fence, and the commit handler that
+//!   checks it before every commit of a migrated table;
+//! - `backfill`: the column-fill engine (fragment by fragment, resumable,
+//!   beside the application's writes);
+//! - `indexes`: index fidelity (what indexes a table has, with their
+//!   parameters, and rebuilding them as they were);
+//! - `commits`, `columns`, `files`, `fragments`, `restore`,
+//!   `retry`, `store`, `tags`: a table's history, schema changes,
+//!   data files, fragments, restores, commit retries, object-store probes
+//!   and tags, as this crate uses them.
 
 pub(crate) mod backfill;
 pub(crate) mod columns;
 pub(crate) mod commits;
+mod dataset;
 pub(crate) mod fence;
 pub(crate) mod files;
 pub(crate) mod fragments;
@@ -12,70 +28,6 @@ pub(crate) mod retry;
 pub(crate) mod store;
 pub(crate) mod tags;
 
-use std::sync::Arc;
-
-use lance::Dataset;
-use lancedb::Table;
-
-use crate::error::{Error, Result};
-
-/// Moves `table` to its latest version (leaving any checked-out version)
-/// and returns that version.
-pub(crate) async fn latest_version(table: &Table) -> Result<u64> {
-    let name = table.name();
-    table.checkout_latest().await.map_err(Error::lance(format!(
-        "check out the latest version of `{name}`"
-    )))?;
-    table
-        .version()
-        .await
-        .map_err(Error::lance(format!("read the version of `{name}`")))
-}
-
-/// Moves `table` to its latest version and counts its rows there, at that
-/// one version (a table handle following the latest version could count a
-/// newer one): returns the version and the count.
-pub(crate) async fn latest_row_count(table: &Table) -> Result<(u64, u64)> {
-    let version = latest_version(table).await?;
-    let count = format!("count the rows of `{}`", table.name());
-    let rows = match dataset(table).await? {
-        Some(dataset) => dataset
-            .count_rows(None)
-            .await
-            .map_err(Error::lance(count))?,
-        None => table.count_rows(None).await.map_err(Error::lance(count))?,
-    };
-    Ok((version, rows as u64))
-}
-
-/// The Lance dataset behind `table` at the handle's version; `None` for
-/// tables that are not local Lance datasets (remote tables).
-pub(crate) async fn dataset(table: &Table) -> Result<Option<Arc<Dataset>>> {
-    let Some(wrapper) = table.dataset() else {
-        return Ok(None);
-    };
-    let open = Error::lance(format!("open the dataset of `{}`", table.name()));
-    wrapper.get().await.map(Some).map_err(open)
-}
-
-/// The Lance dataset behind `table` at the handle's version, for work that
-/// needs direct access to its files; an error for remote tables.
-pub(crate) async fn local_dataset(table: &Table) -> Result<Arc<Dataset>> {
-    dataset(table).await?.ok_or_else(|| Error::NotLocal {
-        table: table.name().to_owned(),
-        operation: "this migration".to_owned(),
-    })
-}
-
-/// Whether `table` is on an object store (S3, GCS, Azure, …), where each
-/// request is a network round trip; `false` for a local directory or
-/// memory, and for remote (LanceDB Cloud) tables.
-pub(crate) async fn on_object_store(table: &Table) -> bool {
-    let Ok(Some(dataset)) = dataset(table).await else {
-        return false;
-    };
-    dataset
-        .object_store(None)
-        .await
-        .is_ok_and(|store| store.is_cloud())
-}
+pub(crate) use dataset::{
+    dataset, latest_row_count, latest_version, local_dataset, on_object_store,
+};

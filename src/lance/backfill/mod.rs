@@ -38,8 +38,8 @@ use lancedb::Table;
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::lance::{latest_version, local_dataset};
 use crate::lance::fence::Fence;
+use crate::lance::{latest_version, local_dataset};
 use crate::stop::StopSignal;
 
 use checkpoint::Filled;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use lancedb::Table;
 use tracing::{debug, warn};
 
-use crate::lance::tags::{exists, refresh};
 use crate::lance::fence::Fence;
+use crate::lance::tags::{exists, refresh};
 use crate::ledger::lease::state::tag;
 
 /// The heartbeat's own thread, with a runtime of its own: a caller whose

@@ -36,7 +36,6 @@
 //! and holds the lease only if its generation is the newest; the newest
 //! generation's tag is never deleted, so a stale creator always sees it.
 
-
 mod heartbeat;
 mod state;
 #[cfg(test)]
