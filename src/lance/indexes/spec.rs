@@ -1,0 +1,123 @@
+//! [`IndexSpec`]: an index of a table as Lance records it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use lancedb::DistanceType;
+use lancedb::Table;
+use lancedb::index::IndexType;
+
+use crate::error::Result;
+
+use super::params;
+use super::snapshot::snapshot_described;
+
+/// An index of a table, as recorded before a migration: its name, column,
+/// type and the parameters it was built with.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct IndexSpec {
+    /// The index's name.
+    pub name: String,
+    /// The column it is on.
+    pub column: String,
+    /// The Lance field id of that column (follows renames).
+    pub field_id: Option<i32>,
+    /// Its type.
+    pub index_type: IndexType,
+    /// Its distance type, for vector indexes.
+    pub distance_type: Option<DistanceType>,
+    /// Lance's description of its parameters (JSON), when Lance has one.
+    pub details: Option<String>,
+    /// The parameters it was built with, under the names of LanceDB's
+    /// builder methods (`num_partitions`, `num_sub_vectors`, `m`,
+    /// `ef_construction`, `sample_rate`, `language`, `stem`,
+    /// `number_of_items`, …); values as text. Those Lance keeps only in
+    /// the index files (a vector index's partition count, a bloom filter's
+    /// sizes, FTS custom stop words) are read when the index is rebuilt or
+    /// planned, and are absent from the cheaper snapshot a migration takes
+    /// when it starts.
+    pub parameters: BTreeMap<String, String>,
+    /// The ids of the index's segments (which change when it is rebuilt).
+    pub(crate) segments: Vec<String>,
+}
+
+// `DistanceType` has no `Eq` only because nobody derived it: no floats.
+impl Eq for IndexSpec {}
+
+impl IndexSpec {
+    /// The indexes of `table` at its latest version, each with every
+    /// parameter Lance recorded (reading some opens the index files; see
+    /// [`parameters`](Self::parameters)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn example() -> lancedb_migrate::Result<()> {
+    /// use lancedb::index::Index;
+    /// use lancedb::index::vector::IvfFlatIndexBuilder;
+    /// use lancedb_migrate::{IndexSpec, testing};
+    ///
+    /// let db = testing::memory_db().await?;
+    /// let table = testing::documents_table(&db, "docs", 300, 16).await?;
+    /// let ivf = IvfFlatIndexBuilder::default().num_partitions(3).max_iterations(20);
+    /// table.create_index(&["vector"], Index::IvfFlat(ivf)).execute().await?;
+    /// let specs = IndexSpec::list(&table).await?;
+    /// assert_eq!(specs[0].parameters["num_partitions"], "3");
+    /// assert_eq!(specs[0].parameters["max_iterations"], "20");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lance`](crate::Error::Lance) when the table's indexes
+    /// cannot be read.
+    pub async fn list(table: &Table) -> Result<Vec<Self>> {
+        crate::lance::latest_version(table).await?;
+        snapshot_described(table).await
+    }
+
+    /// Whether this is a vector index.
+    pub fn is_vector(&self) -> bool {
+        params::is_vector(&self.index_type)
+    }
+
+    /// How this index is built again on a column of `dims` dimensions.
+    pub(crate) fn recreate(
+        &self,
+        dims: Option<usize>,
+    ) -> std::result::Result<params::Recreate, String> {
+        params::recreate(&self.index_type, &self.parameters, dims)
+    }
+
+    /// This index as it will be built again on a column of `dims`
+    /// dimensions: its parameters as the rebuild sets them. Itself when it
+    /// cannot be rebuilt.
+    pub(crate) fn rebuilt(&self, dims: Option<usize>) -> Self {
+        let mut spec = self.clone();
+        if let Ok(rebuild) = self.recreate(dims) {
+            spec.parameters.extend(rebuild.expected);
+        }
+        spec
+    }
+}
+
+impl fmt::Display for IndexSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} on `{}`", self.name, self.index_type, self.column)?;
+        if let Some(d) = self.distance_type {
+            write!(f, ", {d}")?;
+        }
+        let mut first = true;
+        for (key, value) in &self.parameters {
+            if key == "distance_type" {
+                continue;
+            }
+            f.write_str(if first { "; " } else { ", " })?;
+            first = false;
+            write!(f, "{key}={value}")?;
+        }
+        f.write_str(")")
+    }
+}
