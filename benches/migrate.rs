@@ -681,7 +681,7 @@ async fn sentences_fixture(texts: &[String]) -> Fixture {
 fn minilm(c: &mut Criterion, rt: &Runtime) {
     use arrow_array::{Array as _, ArrayRef, StringArray};
     use lancedb::embeddings::EmbeddingFunction;
-    use lancedb_migrate::minilm::SentenceTransformer;
+    use lancedb_migrate::embeddings::minilm::SentenceTransformer;
 
     let asked = std::env::var_os("LANCEDB_MIGRATE_BENCH_MINILM").is_some()
         || std::env::args().skip(1).any(|a| a.contains("minilm"));
@@ -691,7 +691,7 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
         );
         return;
     }
-    let dir = lancedb_migrate::minilm::default_model_dir();
+    let dir = lancedb_migrate::embeddings::minilm::default_model_dir();
     if !dir.join("model.safetensors").is_file() {
         eprintln!(
             "minilm_reembed: SKIPPED, all-MiniLM-L6-v2 not fetched (scripts/fetch-minilm.sh)"
@@ -782,7 +782,7 @@ fn minilm(c: &mut Criterion, rt: &Runtime) {
 /// Opt-in like `minilm` (`-- remote`, or `LANCEDB_MIGRATE_BENCH_REMOTE`).
 fn remote(c: &mut Criterion, rt: &Runtime) {
     use lancedb::embeddings::EmbeddingFunction;
-    use lancedb_migrate::minilm::SentenceTransformer;
+    use lancedb_migrate::embeddings::minilm::SentenceTransformer;
 
     let asked = std::env::var_os("LANCEDB_MIGRATE_BENCH_REMOTE").is_some()
         || std::env::args().skip(1).any(|a| a.contains("remote"));
@@ -801,7 +801,7 @@ fn remote(c: &mut Criterion, rt: &Runtime) {
     let latency = TestEmbedding::new("latency-bound", DIMS).delay(Duration::from_millis(50));
     let mut models: Vec<(&str, Arc<dyn EmbeddingFunction>)> =
         vec![("remote_reembed_latency", Arc::new(latency))];
-    let dir = lancedb_migrate::minilm::default_model_dir();
+    let dir = lancedb_migrate::embeddings::minilm::default_model_dir();
     if dir.join("model.safetensors").is_file() {
         let minilm = SentenceTransformer::from_dir(dir).unwrap();
         models.insert(0, ("remote_reembed_minilm", Arc::new(minilm)));

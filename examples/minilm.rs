@@ -25,7 +25,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::query::{ExecutableQuery, QueryBase};
-use lancedb_migrate::minilm::{self, SentenceTransformer};
+use lancedb_migrate::embeddings::minilm::{self, SentenceTransformer};
 use lancedb_migrate::testing::{TestEmbedding, documents_schema};
 use lancedb_migrate::{Event, Migrator, ReEmbed};
 

@@ -86,7 +86,7 @@
 //!
 //! - `testing`: the `testing` module — throwaway databases, fixture tables
 //!   and snapshots for downstream tests.
-//! - `minilm`: the `minilm` module — a sentence-transformers model such as
+//! - `minilm`: the `embeddings::minilm` module — a sentence-transformers model such as
 //!   all-MiniLM-L6-v2, loaded from local files and run in-process, as an
 //!   embedding function for [`ReEmbed`].
 //! - `remote`: [`embeddings::RemoteEmbedding`], an embedding function for
@@ -105,7 +105,7 @@
 
 mod backup;
 mod builtin;
-mod context;
+
 pub mod embeddings;
 mod error;
 mod event;
@@ -114,7 +114,7 @@ mod lance;
 mod ledger;
 mod migration;
 mod migrator;
-mod plan;
+
 mod progress;
 mod report;
 /// The local S3 server of the tests (`scripts/s3-server.sh`).
@@ -126,9 +126,6 @@ mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-#[cfg(feature = "minilm")]
-pub mod minilm;
-
 pub use crate::lance::indexes::IndexSpec;
 /// The attribute that implementing [`Migration`] needs (its hooks are async
 /// trait methods), re-exported so that downstream crates need not depend on
@@ -139,16 +136,17 @@ pub use builtin::{
     AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
     WithBackupCopy,
 };
-pub use context::MigrationContext;
+
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, Status};
-pub use migration::Migration;
+pub use migration::{Migration, MigrationContext};
+pub use migration::{TableInfo, Work, Writes};
 pub use migrator::{
     DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState, StatusTable,
     Stopping, WhenLocked,
 };
-pub use plan::{Plan, PlanState, PlanStep, TableInfo, Work, Writes};
+pub use migrator::{Plan, PlanState, PlanStep};
 pub use progress::Progress;
 pub use report::{
     LeaseHolder, MigrationReport, Outcome, Phase, PhaseProgress, PhaseTiming, Report, Rollback,

@@ -13,12 +13,12 @@ use tracing::info;
 use arrow_array::ArrayRef;
 
 use crate::builtin::value::Value;
-use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
 use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
-use crate::plan::{TableInfo, Work, Writes};
+use crate::migration::MigrationContext;
+use crate::migration::{TableInfo, Work, Writes};
 
 /// One column for [`AddColumns`] to add.
 ///

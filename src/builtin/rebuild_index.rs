@@ -4,11 +4,11 @@ use arrow_schema::{DataType, Schema};
 use async_trait::async_trait;
 use lancedb::index::Index;
 
-use crate::context::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::indexes::{self, IndexSpec};
 use crate::migration::Migration;
-use crate::plan::{TableInfo, Work, Writes};
+use crate::migration::MigrationContext;
+use crate::migration::{TableInfo, Work, Writes};
 
 /// Creates, or replaces, an index on one column — e.g. the vector index a
 /// table needs once it has grown past the size where an index pays off, or

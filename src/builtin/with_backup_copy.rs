@@ -2,10 +2,10 @@
 //! before it changes anything.
 
 use crate::backup::{Backup, BackupLocation};
-use crate::context::MigrationContext;
 use crate::error::Result;
 use crate::migration::Migration;
-use crate::plan::{TableInfo, Work};
+use crate::migration::MigrationContext;
+use crate::migration::{TableInfo, Work};
 
 /// A migration whose backup also writes an independent [`BackupCopy`](crate::BackupCopy) to a
 /// location of your choice, before anything is changed.

@@ -17,6 +17,8 @@
 //! with [`report_tokens`] and [`report_retries`].
 
 mod error;
+#[cfg(feature = "minilm")]
+pub mod minilm;
 #[cfg(feature = "remote")]
 mod remote;
 mod retry;

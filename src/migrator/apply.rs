@@ -12,7 +12,6 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::backup::Backup;
 use crate::backup::{BackupCopy, BackupLocation};
-use crate::context::MigrationContext;
 use crate::error::{Error, Result, chain, panic_message};
 use crate::event::{Event, Events};
 use crate::lance::commits::first_reshaping_commit;
@@ -20,8 +19,9 @@ use crate::lance::indexes;
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry, Status};
 use crate::migration::Migration;
+use crate::migration::MigrationContext;
+use crate::migration::TableInfo;
 use crate::migrator::rollback::roll_back;
-use crate::plan::TableInfo;
 use crate::progress::Progress;
 use crate::report::{MigrationReport, Outcome, Phase, PhaseTiming, Report, Rollback};
 use crate::stop::StopSignal;

@@ -31,6 +31,7 @@ use retention::prune_backups;
 use crate::report::{MigrationReport, Outcome, Report};
 pub use background::{MigrationHandle, RunState, Stopping};
 pub use ops::LaterWrites;
+pub use plan::{Plan, PlanState, PlanStep};
 pub use retention::Retention;
 pub use status::StatusTable;
 

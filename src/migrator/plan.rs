@@ -1,9 +1,10 @@
-//! [`Migrator::plan`](crate::Migrator::plan)'s work: each migration's state
-//! from the ledger, and what a pending one will do, from its
-//! [`Migration::plan`] against the table as the earlier pending migrations
-//! leave it.
+//! Dry runs ([`Migrator::plan`](crate::Migrator::plan)): the [`Plan`] of
+//! the next run, each migration's state from the ledger, and what a
+//! pending one will do, from its [`Migration::plan`] against the table as
+//! the earlier pending migrations leave it.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use lancedb::Connection;
 
@@ -11,7 +12,146 @@ use crate::error::{Error, Result};
 use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, Status};
 use crate::migration::Migration;
-use crate::plan::{Plan, PlanState, PlanStep, TableInfo, Work};
+use crate::migration::{TableInfo, Work};
+
+/// Where a migration stands, in a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanState {
+    /// Not applied: the next run applies it.
+    Pending,
+    /// Applied, and unchanged since.
+    Applied,
+    /// Applied, but its definition changed since: the next run fails with
+    /// [`Error::Drift`](crate::Error::Drift).
+    Drifted {
+        /// The checksum recorded when it was applied.
+        applied: String,
+        /// The checksum of the definition given now.
+        current: String,
+    },
+    /// Its last attempt failed (and was rolled back): the next run tries it
+    /// again.
+    Failed {
+        /// The recorded error.
+        error: String,
+    },
+    /// Its last attempt was interrupted: the next run recovers it.
+    Interrupted,
+    /// Rolled back by [`Migrator::rollback_to`](crate::Migrator::rollback_to):
+    /// the next run applies it again.
+    RolledBack,
+    /// The next run would refuse it before writing anything.
+    Refused {
+        /// Why, as the run's error would say.
+        reason: String,
+    },
+}
+
+impl PlanState {
+    /// Whether the next run would apply it (pending, failed, interrupted or
+    /// rolled back).
+    pub fn will_run(&self) -> bool {
+        matches!(
+            self,
+            Self::Pending | Self::Failed { .. } | Self::Interrupted | Self::RolledBack
+        )
+    }
+}
+
+impl fmt::Display for PlanState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Applied => f.write_str("applied"),
+            Self::Drifted { .. } => f.write_str("DRIFTED (edited after it was applied)"),
+            Self::Failed { .. } => f.write_str("failed, will retry"),
+            Self::Interrupted => f.write_str("interrupted, will recover"),
+            Self::RolledBack => f.write_str("rolled back, will re-apply"),
+            Self::Refused { reason } => write!(f, "WOULD FAIL: {reason}"),
+        }
+    }
+}
+
+/// One migration in a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlanStep {
+    /// The migration's id.
+    pub id: String,
+    /// The table it migrates.
+    pub table: String,
+    /// Where it stands.
+    pub state: PlanState,
+    /// What it will do, for migrations the next run applies.
+    pub work: Option<Work>,
+}
+
+/// The result of [`Migrator::plan`](crate::Migrator::plan): every migration
+/// of the migrator, in order, with its state and, for those the next run
+/// applies, the work it will do. Displays as a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    steps: Vec<PlanStep>,
+}
+
+impl Plan {
+    pub(crate) fn new(steps: Vec<PlanStep>) -> Self {
+        Self { steps }
+    }
+
+    /// Every migration, in order.
+    pub fn steps(&self) -> &[PlanStep] {
+        &self.steps
+    }
+
+    /// The migrations the next run applies.
+    pub fn pending(&self) -> impl Iterator<Item = &PlanStep> {
+        self.steps.iter().filter(|s| s.state.will_run())
+    }
+
+    /// Whether the next run would fail before applying anything new: some
+    /// migration is drifted or would be refused.
+    pub fn has_problems(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.state,
+                PlanState::Drifted { .. } | PlanState::Refused { .. }
+            )
+        })
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() {
+            return f.write_str("no migrations");
+        }
+        for step in &self.steps {
+            write!(f, "{} on `{}`: {}", step.id, step.table, step.state)?;
+            if let Some(work) = &step.work {
+                write!(f, "\n    {} ({})", work.summary, work.writes)?;
+                if !work.columns.is_empty() {
+                    write!(f, "; columns: {}", work.columns.join(", "))?;
+                }
+                let built: Vec<&String> = work
+                    .indexes
+                    .iter()
+                    .filter(|name| !work.rebuilds.iter().any(|r| &r.name == *name))
+                    .collect();
+                if !built.is_empty() {
+                    let names: Vec<&str> = built.iter().map(|n| n.as_str()).collect();
+                    write!(f, "; indexes: {}", names.join(", "))?;
+                }
+                for spec in &work.rebuilds {
+                    write!(f, "\n    rebuilds index {spec}")?;
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
 
 /// Builds the plan of `migrations` against `db`, given the ledger's rows.
 pub(crate) async fn plan(

@@ -5,8 +5,8 @@ use std::fmt;
 
 use crate::error::Result;
 use crate::ledger::LedgerEntry;
+use crate::migrator::plan::Plan;
 use crate::migrator::{Migrator, by_id, plan};
-use crate::plan::Plan;
 
 /// The ledger as a table, from [`Migrator::status`]: one row per migration
 /// ever recorded, in order. Displays as a text table.

@@ -16,7 +16,7 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb::query::{ExecutableQuery, QueryBase};
-use lancedb_migrate::minilm::{
+use lancedb_migrate::embeddings::minilm::{
     MODEL_DIR_ENV as MODEL_ENV, ModelError, SentenceTransformer, default_model_dir,
 };
 use lancedb_migrate::testing::{self, TestEmbedding};

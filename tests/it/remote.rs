@@ -121,7 +121,8 @@ async fn a_reembed_through_a_service_failing_a_fifth_of_requests_completes() {
     let Some(dir) = crate::minilm::model_dir() else {
         return;
     };
-    let model = Arc::new(lancedb_migrate::minilm::SentenceTransformer::from_dir(&dir).unwrap());
+    let model =
+        Arc::new(lancedb_migrate::embeddings::minilm::SentenceTransformer::from_dir(&dir).unwrap());
     let server = EmbeddingServer::start(model.clone()).unwrap();
     server.set_faults(Faults::new(
         0.2,

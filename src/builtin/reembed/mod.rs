@@ -15,12 +15,12 @@ use async_trait::async_trait;
 use lancedb::embeddings::EmbeddingFunction;
 use tracing::{info, warn};
 
-use crate::context::MigrationContext;
+use crate::migration::MigrationContext;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
 use crate::migration::Migration;
-use crate::plan::{TableInfo, Work, Writes};
+use crate::migration::{TableInfo, Work, Writes};
 
 /// Field metadata key on the vector column: the name of the model that
 /// produced it (LanceDB's `lancedb:tag:<name>` convention).

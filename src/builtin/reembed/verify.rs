@@ -10,9 +10,9 @@ use futures::TryStreamExt;
 use lancedb::query::{ExecutableQuery, Select};
 
 use crate::builtin::reembed::ReEmbed;
-use crate::context::MigrationContext;
 use crate::error::{Error, Result, panic_message};
 use crate::lance::backfill::Compute;
+use crate::migration::MigrationContext;
 
 impl ReEmbed {
     /// Rows with text but no vector. Every vector this migration wrote was

@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use lancedb_migrate::{Migrator, ReEmbed, minilm::SentenceTransformer};
+//! use lancedb_migrate::{Migrator, ReEmbed, embeddings::minilm::SentenceTransformer};
 //!
 //! # async fn run(db: lancedb::Connection) -> Result<(), Box<dyn std::error::Error>> {
 //! let model = Arc::new(SentenceTransformer::from_dir("models/all-MiniLM-L6-v2")?);
