@@ -34,7 +34,9 @@ use lancedb::{Connection, Table};
 use std::sync::Arc;
 
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
-use lancedb_migrate::{AddColumns, Backup, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
+use lancedb_migrate::{
+    AddColumns, Backup, DefaultValue, Migrator, NewColumn, ReEmbed, RebuildIndex,
+};
 use tokio::runtime::Runtime;
 
 #[path = "migrate/rolling.rs"]
@@ -93,7 +95,7 @@ fn three_columns(id: &str) -> AddColumns {
     AddColumns::new(id, TABLE)
         .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
         .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
-        .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime))
+        .column(NewColumn::new("created_at", utc).default_value(DefaultValue::MigrationTime))
 }
 
 /// What a hand-written script does: one `add_columns` with SQL constants.

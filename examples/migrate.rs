@@ -22,7 +22,7 @@ use std::time::Duration;
 use arrow_schema::{DataType, TimeUnit};
 use lancedb_migrate::testing::{self, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, Event, LaterWrites, Migrator, NewColumn, ReEmbed, Retention, Value,
+    AddColumns, DefaultValue, Event, LaterWrites, Migrator, NewColumn, ReEmbed, Retention,
 };
 
 const TABLE: &str = "documents";
@@ -36,7 +36,9 @@ fn migrator(db: lancedb::Connection) -> Migrator {
             AddColumns::new("0001_defaults", TABLE)
                 .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
                 .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
-                .column(NewColumn::new("created_at", utc).default_value(Value::MigrationTime)),
+                .column(
+                    NewColumn::new("created_at", utc).default_value(DefaultValue::MigrationTime),
+                ),
         )
         .add(ReEmbed::new("0002_reembed_768", TABLE, model).batch_size(512))
         .add(

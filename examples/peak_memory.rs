@@ -38,7 +38,7 @@ use std::time::Instant;
 use arrow_schema::{DataType, TimeUnit};
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::testing::{TestEmbedding, vector_type};
-use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, Value};
+use lancedb_migrate::{AddColumns, DefaultValue, Migrator, NewColumn, ReEmbed};
 
 const TABLE: &str = "documents";
 const DIMS: usize = 384;
@@ -74,7 +74,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .column(NewColumn::new(name("category"), DataType::Utf8).default_value("general"))
                 .column(NewColumn::new(name("is_active"), DataType::Boolean).default_value(true))
                 .column(
-                    NewColumn::new(name("created_at"), utc).default_value(Value::MigrationTime),
+                    NewColumn::new(name("created_at"), utc)
+                        .default_value(DefaultValue::MigrationTime),
                 );
             let report = Migrator::new(db).add(migration).run().await?;
             print!("{report}");

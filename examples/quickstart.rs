@@ -18,7 +18,9 @@ use arrow_schema::{DataType, TimeUnit};
 use lancedb::index::Index;
 use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb_migrate::testing::TestEmbedding;
-use lancedb_migrate::{AddColumns, Event, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
+use lancedb_migrate::{
+    AddColumns, DefaultValue, Event, Migrator, NewColumn, ReEmbed, RebuildIndex,
+};
 
 const DB_DIR: &str = "quickstart-data";
 
@@ -54,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             AddColumns::new("0002_provenance", "documents")
                 .column(
                     NewColumn::new("created_at", utc_micros.clone())
-                        .default_value(Value::MigrationTime),
+                        .default_value(DefaultValue::MigrationTime),
                 )
                 .column(NewColumn::new("metadata", DataType::Utf8)),
         )
@@ -66,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
                 .column(
                     NewColumn::new("migrated_at", utc_micros.clone())
-                        .default_value(Value::MigrationTime),
+                        .default_value(DefaultValue::MigrationTime),
                 ),
         )
         // Vector indexes are built the same way (e.g. `Index::IvfPq(..)`);

@@ -634,13 +634,13 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// What `?` on a LanceDB or Arrow error calls the operation, when the hook
-/// did not name it with [`ResultExt::context`].
+/// did not name it with [`ResultExt::could_not`].
 const UNNAMED_OPERATION: &str = "complete a call made by a migration hook";
 
 impl From<lancedb::Error> for Error {
     /// Lets a downstream hook use `?` on LanceDB calls: an [`Error::Lance`]
     /// with the LanceDB error as its source. Name the call with
-    /// [`ResultExt::context`] for a message that says what failed.
+    /// [`ResultExt::could_not`] for a message that says what failed.
     fn from(source: lancedb::Error) -> Self {
         Self::Lance {
             operation: UNNAMED_OPERATION.to_owned(),
@@ -652,7 +652,7 @@ impl From<lancedb::Error> for Error {
 impl From<arrow_schema::ArrowError> for Error {
     /// Lets a downstream hook use `?` on Arrow calls: an [`Error::Arrow`]
     /// with the Arrow error as its source. Name the call with
-    /// [`ResultExt::context`] for a message that says what failed.
+    /// [`ResultExt::could_not`] for a message that says what failed.
     fn from(source: arrow_schema::ArrowError) -> Self {
         Self::Arrow {
             operation: UNNAMED_OPERATION.to_owned(),
@@ -675,7 +675,7 @@ impl From<arrow_schema::ArrowError> for Error {
 ///         .column("category", "lower(category)")
 ///         .execute()
 ///         .await
-///         .context("lowercase the categories")?;
+///         .could_not("lowercase the categories")?;
 ///     Ok(())
 /// }
 /// ```
@@ -686,11 +686,11 @@ impl From<arrow_schema::ArrowError> for Error {
 pub trait ResultExt<T> {
     /// The error as [`Error::Lance`] or [`Error::Arrow`] with `operation`,
     /// words that complete "could not …".
-    fn context(self, operation: impl Into<String>) -> Result<T>;
+    fn could_not(self, operation: impl Into<String>) -> Result<T>;
 }
 
 impl<T> ResultExt<T> for std::result::Result<T, lancedb::Error> {
-    fn context(self, operation: impl Into<String>) -> Result<T> {
+    fn could_not(self, operation: impl Into<String>) -> Result<T> {
         self.map_err(|source| Error::Lance {
             operation: operation.into(),
             source,
@@ -699,7 +699,7 @@ impl<T> ResultExt<T> for std::result::Result<T, lancedb::Error> {
 }
 
 impl<T> ResultExt<T> for std::result::Result<T, arrow_schema::ArrowError> {
-    fn context(self, operation: impl Into<String>) -> Result<T> {
+    fn could_not(self, operation: impl Into<String>) -> Result<T> {
         self.map_err(|source| Error::Arrow {
             operation: operation.into(),
             source,

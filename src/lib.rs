@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use arrow_schema::{DataType, TimeUnit};
-//! use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value};
+//! use lancedb_migrate::{AddColumns, Migrator, NewColumn, DefaultValue};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> lancedb_migrate::Result<()> {
@@ -25,7 +25,7 @@
 //!     )
 //!     .add(
 //!         AddColumns::new("0002_created_at", "documents")
-//!             .column(NewColumn::new("created_at", utc_micros).default_value(Value::MigrationTime)),
+//!             .column(NewColumn::new("created_at", utc_micros).default_value(DefaultValue::MigrationTime)),
 //!     )
 //!     .run()
 //!     .await?;
@@ -132,16 +132,13 @@ pub use crate::lance::indexes::IndexSpec;
 /// `async-trait` themselves: `#[lancedb_migrate::async_trait]`.
 pub use async_trait::async_trait;
 pub use backup::{Backup, BackupCopy, BackupLocation};
-pub use builtin::{
-    AddColumns, DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, NewColumn, ReEmbed, RebuildIndex, Value,
-    WithBackupCopy,
-};
+pub use builtin::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex, WithBackupCopy};
 
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, Status};
 pub use migration::{Migration, MigrationContext};
-pub use migration::{TableInfo, Work, Writes};
+pub use migration::{TableInfo, MigrationPlan, Writes};
 pub use migrator::{
     DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState, StatusTable,
     Stopping, WhenLocked,

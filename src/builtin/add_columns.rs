@@ -12,13 +12,13 @@ use tracing::info;
 
 use arrow_array::ArrayRef;
 
-use crate::builtin::value::Value;
+use crate::builtin::default_value::DefaultValue;
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
 use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, Work, Writes};
+use crate::migration::{TableInfo, MigrationPlan, Writes};
 
 /// One column for [`AddColumns`] to add.
 ///
@@ -39,7 +39,7 @@ use crate::migration::{TableInfo, Work, Writes};
 pub struct NewColumn {
     name: String,
     data_type: DataType,
-    default: Option<Value>,
+    default: Option<DefaultValue>,
     nullable: bool,
 }
 
@@ -59,7 +59,7 @@ impl NewColumn {
     /// A value that does not fit the column's type is reported by
     /// [`Migrator::run`](crate::Migrator::run) as
     /// [`Error::DefaultTypeMismatch`].
-    pub fn default_value(mut self, value: impl Into<Value>) -> Self {
+    pub fn default_value(mut self, value: impl Into<DefaultValue>) -> Self {
         self.default = Some(value.into());
         self
     }
@@ -88,7 +88,7 @@ impl NewColumn {
         let _ = write!(out, "{}:{}", self.name, self.data_type);
         match &self.default {
             None => out.push_str(" default=null"),
-            Some(Value::MigrationTime) => out.push_str(" default=migration_time"),
+            Some(DefaultValue::MigrationTime) => out.push_str(" default=migration_time"),
             Some(v) => {
                 let _ = write!(out, " default={v:?}");
             }
@@ -139,7 +139,7 @@ impl NewColumn {
 ///
 /// ```
 /// use arrow_schema::DataType;
-/// use lancedb_migrate::{AddColumns, NewColumn, Value};
+/// use lancedb_migrate::{AddColumns, NewColumn, DefaultValue};
 /// use arrow_schema::TimeUnit;
 ///
 /// let migration = AddColumns::new("0002_document_metadata", "documents")
@@ -147,7 +147,7 @@ impl NewColumn {
 ///     .column(NewColumn::new("is_active", DataType::Boolean).default_value(true))
 ///     .column(
 ///         NewColumn::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
-///             .default_value(Value::MigrationTime),
+///             .default_value(DefaultValue::MigrationTime),
 ///     )
 ///     .column(NewColumn::new("metadata", DataType::Utf8));
 /// # let _ = migration;
@@ -409,7 +409,7 @@ impl Migration for AddColumns {
 
     /// Metadata-only when every column is all-null; otherwise the new
     /// columns are written for every row (existing columns are not).
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
         let writes = if self.columns.iter().all(|c| c.default.is_none()) {
             Writes::MetadataOnly
@@ -417,7 +417,7 @@ impl Migration for AddColumns {
             Writes::Columns { rows: table.rows }
         };
         let summary = format!("add {} column(s): {}", names.len(), names.join(", "));
-        Ok(Work::new(summary).writes(writes).columns(names))
+        Ok(MigrationPlan::new(summary).writes(writes).columns(names))
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lance::indexes::{self, IndexSpec};
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, Work, Writes};
+use crate::migration::{TableInfo, MigrationPlan, Writes};
 
 /// Creates, or replaces, an index on one column — e.g. the vector index a
 /// table needs once it has grown past the size where an index pays off, or
@@ -188,7 +188,7 @@ impl Migration for RebuildIndex {
         Ok(before.clone())
     }
 
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let name = self.index_name();
         let mut summary = format!("build index `{name}` on `{}`", self.column);
         let requested = indexes::requested(&self.index);
@@ -196,7 +196,7 @@ impl Migration for RebuildIndex {
             let params: Vec<String> = requested.iter().map(|(k, v)| format!("{k}={v}")).collect();
             summary.push_str(&format!(" with {}", params.join(", ")));
         }
-        Ok(Work::new(summary)
+        Ok(MigrationPlan::new(summary)
             .writes(Writes::Index { rows: table.rows })
             .indexes([name]))
     }

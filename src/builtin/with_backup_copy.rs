@@ -5,7 +5,7 @@ use crate::backup::{Backup, BackupLocation};
 use crate::error::Result;
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, Work};
+use crate::migration::{TableInfo, MigrationPlan};
 
 /// A migration whose backup also writes an independent [`BackupCopy`](crate::BackupCopy) to a
 /// location of your choice, before anything is changed.
@@ -63,10 +63,10 @@ crate::migration::forward_migration! {
     impl[M: Migration] WithBackupCopy<M> => migration;
     forward [id, table, definition, checksum, expected_schema, resumable, blocks_serving, transform, rebuild, verify];
     {
-        fn plan(&self, table: &TableInfo) -> Result<Work> {
+        fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
             let work = self.migration.plan(table)?;
             let summary = format!("{}, after a backup copy to {}", work.summary, self.location);
-            Ok(Work { summary, ..work })
+            Ok(MigrationPlan { summary, ..work })
         }
         /// The wrapped migration's backup, plus a copy of its version.
         async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::backup::Backup;
 use crate::error::Result;
-use crate::migration::{Migration, MigrationContext, TableInfo, Work};
+use crate::migration::{Migration, MigrationContext, TableInfo, MigrationPlan};
 
 /// Implements [`Migration`] for a wrapper by forwarding the methods listed
 /// in `forward` to the wrapped migration in field `$inner`; the block holds
@@ -61,7 +61,7 @@ macro_rules! forward_migration {
     };
     (@acc $g:tt $t:tt $i:ident [plan $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
         $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
-            fn plan(&self, table: &$crate::TableInfo) -> $crate::Result<$crate::Work> {
+            fn plan(&self, table: &$crate::TableInfo) -> $crate::Result<$crate::MigrationPlan> {
                 self.$i.plan(table)
             }
         ] $own);
@@ -144,7 +144,7 @@ macro_rules! forward_pointer {
             fn blocks_serving(&self) -> bool {
                 (**self).blocks_serving()
             }
-            fn plan(&self, table: &TableInfo) -> Result<Work> {
+            fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
                 (**self).plan(table)
             }
             async fn backup(&self, ctx: &MigrationContext) -> Result<Backup> {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::Backup;
 use crate::error::Result;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, Work};
+use crate::migration::{TableInfo, MigrationPlan};
 
 /// One change to one table, applied at most once per database.
 ///
@@ -61,7 +61,7 @@ use crate::migration::{TableInfo, Work};
 ///             .column("category", "lower(category)")
 ///             .execute()
 ///             .await
-///             .context("lower-case the categories")?;
+///             .could_not("lower-case the categories")?;
 ///         Ok(())
 ///     }
 /// }
@@ -138,7 +138,7 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// [`expected_schema`](Self::expected_schema) accepted that schema.
     ///
     /// A run also calls it, before anything is written, when the table has
-    /// indexes: an index the plan names in [`Work::rebuilds`] (because the
+    /// indexes: an index the plan names in [`MigrationPlan::rebuilds`] (because the
     /// migration replaces its column, keeping the column's type) must be
     /// one LanceDB can build again, or the run is refused with
     /// [`Error::IndexNotRecreatable`](crate::Error::IndexNotRecreatable). A
@@ -154,9 +154,9 @@ pub trait Migration: fmt::Debug + Send + Sync {
     ///
     /// An error fails the whole plan; report bad input through
     /// `expected_schema` instead.
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let _ = table;
-        Ok(Work::new("custom migration (runs its transform)"))
+        Ok(MigrationPlan::new("custom migration (runs its transform)"))
     }
 
     /// Whether the application must wait for this migration before it

@@ -38,7 +38,7 @@ impl TableInfo {
     /// with one of `dimension` dimensions (vectors; `None` otherwise) will
     /// build them again: same type, their parameters as the rebuild sets
     /// them (PQ sub-vectors that do not divide the new dimension become
-    /// LanceDB's default for it). For [`Work::rebuilds`].
+    /// LanceDB's default for it). For [`MigrationPlan::rebuilds`].
     pub fn rebuilt_on(&self, column: &str, dimension: Option<usize>) -> Vec<IndexSpec> {
         self.indexes
             .iter()
@@ -84,7 +84,7 @@ impl fmt::Display for Writes {
 /// [`Migration::plan`](crate::Migration::plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Work {
+pub struct MigrationPlan {
     /// One line saying what it does.
     pub summary: String,
     /// How much data it writes.
@@ -99,7 +99,7 @@ pub struct Work {
     pub rebuilds: Vec<IndexSpec>,
 }
 
-impl Work {
+impl MigrationPlan {
     /// Work described by `summary`, writing an unknown amount of data.
     pub fn new(summary: impl Into<String>) -> Self {
         Self {

@@ -143,10 +143,10 @@ impl<'a> Apply<'a> {
     /// The migration's `expected_schema` for the table as it is, with a
     /// panic in it caught as an error; and every index the migration will
     /// have to build again (its column keeps its name with another type,
-    /// or the migration's plan names it in [`Work::rebuilds`]) is one
+    /// or the migration's plan names it in [`MigrationPlan::rebuilds`]) is one
     /// LanceDB can build.
     ///
-    /// [`Work::rebuilds`]: crate::Work::rebuilds
+    /// [`MigrationPlan::rebuilds`]: crate::MigrationPlan::rebuilds
     async fn expected(&self, ctx: &MigrationContext) -> Result<()> {
         let schema = ctx.schema_before();
         let caught = |payload: Box<dyn std::any::Any + Send>| {

@@ -74,7 +74,7 @@ pub enum WhenLocked {
 ///
 /// ```
 /// use arrow_schema::DataType;
-/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value, testing};
+/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, DefaultValue, testing};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> lancedb_migrate::Result<()> {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, Status};
 use crate::migration::Migration;
-use crate::migration::{TableInfo, Work};
+use crate::migration::{TableInfo, MigrationPlan};
 
 /// Where a migration stands, in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub struct PlanStep {
     /// Where it stands.
     pub state: PlanState,
     /// What it will do, for migrations the next run applies.
-    pub work: Option<Work>,
+    pub work: Option<MigrationPlan>,
 }
 
 /// The result of [`Migrator::plan`](crate::Migrator::plan): every migration
@@ -214,7 +214,7 @@ fn ledger_state(m: &dyn Migration, entry: Option<&LedgerEntry>) -> PlanState {
 fn pending_work(
     m: &dyn Migration,
     table: &mut Option<TableInfo>,
-) -> Result<std::result::Result<Work, PlanState>> {
+) -> Result<std::result::Result<MigrationPlan, PlanState>> {
     let Some(info) = table else {
         let missing = Error::TableNotFound {
             table: m.table().to_owned(),

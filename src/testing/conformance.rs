@@ -13,7 +13,7 @@ use crate::testing::{Snapshot, memory_db};
 /// as it was.
 ///
 /// Which columns a migration may change is what its
-/// [`plan`](crate::Migration::plan) declares ([`Work::columns`](crate::Work::columns)):
+/// [`plan`](crate::Migration::plan) declares ([`MigrationPlan::columns`](crate::MigrationPlan::columns)):
 /// every other column must keep its values. A migration whose plan declares
 /// no columns (a custom migration with the default `plan`) may change any;
 /// then every column must come out of the migration the same on a second

@@ -13,7 +13,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use lancedb_migrate::testing::{self, Snapshot};
-use lancedb_migrate::{AddColumns, Migrator, NewColumn, Value};
+use lancedb_migrate::{AddColumns, DefaultValue, Migrator, NewColumn};
 
 use crate::support::{field_names, version};
 
@@ -63,7 +63,10 @@ async fn seed_a_created_at_category_is_active() {
 
     let migrator = Migrator::new(db.clone()).add(
         AddColumns::new("0001_seed_a", "documents")
-            .column(NewColumn::new("created_at", utc_micros()).default_value(Value::MigrationTime))
+            .column(
+                NewColumn::new("created_at", utc_micros())
+                    .default_value(DefaultValue::MigrationTime),
+            )
             .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
             .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
     );
@@ -129,7 +132,10 @@ async fn seed_b_metadata_timestamp_category() {
     let migrator = Migrator::new(db.clone()).add(
         AddColumns::new("0001_seed_b", "documents")
             .column(NewColumn::new("metadata", DataType::Utf8))
-            .column(NewColumn::new("timestamp", utc_micros()).default_value(Value::MigrationTime))
+            .column(
+                NewColumn::new("timestamp", utc_micros())
+                    .default_value(DefaultValue::MigrationTime),
+            )
             .column(NewColumn::new("category", DataType::Utf8).default_value("general")),
     );
     let start = SystemTime::now();
@@ -276,14 +282,14 @@ async fn every_default_type_round_trips() {
         NewColumn::new("f64_from_int", DataType::Float64).default_value(3),
         NewColumn::new("f64_nan", DataType::Float64).default_value(f64::NAN),
         NewColumn::new("large", DataType::LargeUtf8).default_value("it's large"),
-        NewColumn::new("d32", DataType::Date32).default_value(Value::date(2024, 2, 29)),
-        NewColumn::new("d64", DataType::Date64).default_value(Value::date(1969, 12, 31)),
+        NewColumn::new("d32", DataType::Date32).default_value(DefaultValue::date(2024, 2, 29)),
+        NewColumn::new("d64", DataType::Date64).default_value(DefaultValue::date(1969, 12, 31)),
         NewColumn::new("ts_s", ts(TimeUnit::Second))
-            .default_value(Value::TimestampMicros(1_700_000_000_123_456)),
+            .default_value(DefaultValue::TimestampMicros(1_700_000_000_123_456)),
         NewColumn::new("ts_ms", ts(TimeUnit::Millisecond))
-            .default_value(Value::TimestampMicros(1_700_000_000_123_456)),
+            .default_value(DefaultValue::TimestampMicros(1_700_000_000_123_456)),
         NewColumn::new("ts_ns", ts(TimeUnit::Nanosecond))
-            .default_value(Value::TimestampMicros(1_700_000_000_123_456)),
+            .default_value(DefaultValue::TimestampMicros(1_700_000_000_123_456)),
         NewColumn::new("embedding_768", testing::vector_type(768)),
         NewColumn::new("flag", DataType::Boolean).default_value(false),
     ];

@@ -4,7 +4,7 @@
 use arrow_schema::DataType;
 use lancedb::Connection;
 use lancedb_migrate::testing::{self, Snapshot};
-use lancedb_migrate::{AddColumns, Error, Migrator, NewColumn, Phase, Rollback, Value};
+use lancedb_migrate::{AddColumns, DefaultValue, Error, Migrator, NewColumn, Phase, Rollback};
 
 use crate::support::{failure, tags, version};
 
@@ -82,7 +82,8 @@ async fn default_out_of_range() {
 
 #[tokio::test]
 async fn impossible_date() {
-    let column = NewColumn::new("d", DataType::Date32).default_value(Value::date(2023, 2, 29));
+    let column =
+        NewColumn::new("d", DataType::Date32).default_value(DefaultValue::date(2023, 2, 29));
     let err = refused(AddColumns::new("m", "documents").column(column)).await;
     assert!(matches!(err, Error::DefaultTypeMismatch { .. }), "{err:?}");
 }

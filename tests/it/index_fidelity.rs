@@ -30,7 +30,7 @@ use lancedb::table::{ColumnAlteration, NewColumnTransform};
 use lancedb_migrate::testing::{self, TestEmbedding};
 use lancedb_migrate::{
     Error, IndexSpec, Migration, MigrationContext, Migrator, ReEmbed, RebuildIndex, Result,
-    TableInfo, Work, async_trait,
+    TableInfo, MigrationPlan, async_trait,
 };
 
 const ROWS: i64 = 512;
@@ -276,12 +276,12 @@ impl Migration for ReplaceColumns {
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
         Ok(before.clone())
     }
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let rebuilds = self
             .columns
             .iter()
             .flat_map(|c| table.rebuilt_on(c, Some(DIMS)));
-        Ok(Work::new("replace every indexed column").rebuilds(rebuilds))
+        Ok(MigrationPlan::new("replace every indexed column").rebuilds(rebuilds))
     }
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
         replace_columns(ctx.table(), &self.columns).await
@@ -688,8 +688,8 @@ impl Migration for ReplaceText {
     fn table(&self) -> &str {
         "docs"
     }
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
-        Ok(Work::new("rewrite text").rebuilds(table.rebuilt_on("text", None)))
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
+        Ok(MigrationPlan::new("rewrite text").rebuilds(table.rebuilt_on("text", None)))
     }
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
         ctx.table()

@@ -20,7 +20,7 @@ use arrow_schema::DataType;
 use lancedb::index::Index;
 use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb_migrate::testing::TestEmbedding;
-use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, RebuildIndex, Value};
+use lancedb_migrate::{AddColumns, DefaultValue, Migrator, NewColumn, ReEmbed, RebuildIndex};
 
 /// The client configuration the re-embed gives: the Python registry's
 /// `hash-embed` function (the Rust `TestEmbedding`, ported) at 768
@@ -76,7 +76,7 @@ fn migrator(db: lancedb::Connection, config: bool) -> Migrator {
                 .column(NewColumn::new("category", DataType::Utf8).default_value("general"))
                 .column(
                     NewColumn::new("created_at", DataType::Utf8)
-                        .default_value(Value::MigrationTime),
+                        .default_value(DefaultValue::MigrationTime),
                 ),
         )
         .add(reembed(config))

@@ -20,7 +20,7 @@ use lancedb_migrate::embeddings::minilm::{
     MODEL_DIR_ENV as MODEL_ENV, ModelError, SentenceTransformer, default_model_dir,
 };
 use lancedb_migrate::testing::{self, TestEmbedding};
-use lancedb_migrate::{MODEL_KEY, Migrator, ReEmbed};
+use lancedb_migrate::{Migrator, ReEmbed};
 
 /// The model directory, or `None` (with a message) when it is not there
 /// and not required.
@@ -162,7 +162,7 @@ async fn reembed_with_the_real_model() {
     let field = schema.field_with_name("vector").unwrap();
     assert_eq!(field.data_type(), &testing::vector_type(384));
     assert_eq!(
-        field.metadata().get(MODEL_KEY).map(String::as_str),
+        field.metadata().get(ReEmbed::MODEL_KEY).map(String::as_str),
         Some("all-MiniLM-L6-v2")
     );
 

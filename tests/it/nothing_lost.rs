@@ -26,8 +26,8 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migration, MigrationContext, Migrator,
-    NewColumn, Phase, ReEmbed, Result, Rollback, Status, WhenLocked,
+    AddColumns, EmbeddingProblem, Error, Migration, MigrationContext, Migrator, NewColumn, Phase,
+    ReEmbed, Result, Rollback, Status, WhenLocked,
 };
 
 use crate::support::{
@@ -1038,7 +1038,7 @@ async fn assert_like_a_clean_run(db: &Connection, scenario: &str, what: &str) {
     if scenario == "reembed" {
         let field = schema.field_with_name("vector").unwrap();
         assert_eq!(
-            field.metadata().get(MODEL_KEY).map(String::as_str),
+            field.metadata().get(ReEmbed::MODEL_KEY).map(String::as_str),
             Some("test-16")
         );
     }

@@ -12,7 +12,7 @@ use arrow_schema::{DataType, TimeUnit};
 use lancedb::Table;
 use lancedb_migrate::testing::{self, Snapshot, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, EmbeddingProblem, Error, MODEL_KEY, Migrator, NewColumn, ReEmbed, Rollback, Value,
+    AddColumns, DefaultValue, EmbeddingProblem, Error, Migrator, NewColumn, ReEmbed, Rollback,
 };
 
 use crate::support::{Place, failure, field_names, kill_at, rows, sorted_ids, tags, version};
@@ -79,7 +79,7 @@ async fn seed_scenario_384_to_768_with_model_columns() {
                         "migrated_at",
                         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                     )
-                    .default_value(Value::MigrationTime),
+                    .default_value(DefaultValue::MigrationTime),
                 ),
         )
     };
@@ -95,7 +95,10 @@ async fn seed_scenario_384_to_768_with_model_columns() {
     );
     let vector = schema.field_with_name("vector").unwrap();
     assert_eq!(vector.data_type(), &testing::vector_type(768));
-    assert_eq!(vector.metadata().get(MODEL_KEY).unwrap(), "test-768");
+    assert_eq!(
+        vector.metadata().get(ReEmbed::MODEL_KEY).unwrap(),
+        "test-768"
+    );
 
     assert_eq!(assert_reembedded(&table, 768).await, 1000);
     // Each row once, plus the 16 rows `verify` re-embeds to compare.

@@ -9,7 +9,7 @@ use arrow_array::types::{Float16Type, Float32Type, Float64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, Field};
 
-use crate::builtin::reembed::{DIMENSION_KEY, MIGRATION_KEY, MODEL_KEY, ReEmbed};
+use crate::builtin::reembed::ReEmbed;
 use crate::embeddings::ServiceError;
 use crate::embeddings::usage::{self, Usage};
 use crate::error::{EmbeddingProblem, Error, Result, panic_message};
@@ -44,9 +44,9 @@ impl ReEmbed {
     pub(super) fn target_field(&self) -> Result<Field> {
         let (dest, dim) = self.dest()?;
         let metadata = [
-            (MODEL_KEY.to_owned(), self.model.clone()),
-            (DIMENSION_KEY.to_owned(), dim.to_string()),
-            (MIGRATION_KEY.to_owned(), self.id.clone()),
+            (ReEmbed::MODEL_KEY.to_owned(), self.model.clone()),
+            (ReEmbed::DIMENSION_KEY.to_owned(), dim.to_string()),
+            (ReEmbed::MIGRATION_KEY.to_owned(), self.id.clone()),
         ];
         Ok(Field::new(&self.target, dest, true).with_metadata(metadata.into()))
     }
@@ -98,7 +98,7 @@ impl ReEmbed {
     /// Whether `field` is the column this migration produced (the swap is
     /// done).
     pub(super) fn is_ours(&self, field: &Field) -> bool {
-        field.metadata().get(MIGRATION_KEY) == Some(&self.id)
+        field.metadata().get(ReEmbed::MIGRATION_KEY) == Some(&self.id)
     }
 }
 

@@ -20,16 +20,7 @@ use crate::migration::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
 use crate::migration::Migration;
-use crate::migration::{TableInfo, Work, Writes};
-
-/// Field metadata key on the vector column: the name of the model that
-/// produced it (LanceDB's `lancedb:tag:<name>` convention).
-pub const MODEL_KEY: &str = "lancedb:tag:model";
-/// Field metadata key on the vector column: the vector dimension.
-pub const DIMENSION_KEY: &str = "lancedb:tag:dimension";
-/// Field metadata key on the vector column: the id of the migration that
-/// produced it.
-pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
+use crate::migration::{TableInfo, MigrationPlan, Writes};
 
 /// Recomputes a vector column from a text column with a new embedding model,
 /// e.g. to move from a 384-dimension model to a 768-dimension one.
@@ -56,7 +47,7 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 /// - Rows the application appends meanwhile are embedded too.
 /// - When every row has its new vector, one metadata-only commit swaps the
 ///   staging column in under the target's name (same position), records the
-///   model in the column's metadata ([`MODEL_KEY`], [`DIMENSION_KEY`]) and
+///   model in the column's metadata ([`MODEL_KEY`](Self::MODEL_KEY), [`DIMENSION_KEY`](Self::DIMENSION_KEY)) and
 ///   points the table's LanceDB embedding definition for the column, if it
 ///   has one, at the new model (register the function under
 ///   [`model`](Self::model) on the application's connection, so its later
@@ -90,7 +81,7 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 /// # async fn example() -> lancedb_migrate::Result<()> {
 /// use std::sync::Arc;
 /// use lancedb_migrate::testing::{self, TestEmbedding};
-/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, Value};
+/// use lancedb_migrate::{AddColumns, Migrator, NewColumn, ReEmbed, DefaultValue};
 /// use arrow_schema::{DataType, TimeUnit};
 ///
 /// let db = testing::memory_db().await?;
@@ -104,7 +95,7 @@ pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
 ///             .column(NewColumn::new("embedding_model", DataType::Utf8)
 ///                 .default_value("test-model-768"))
 ///             .column(NewColumn::new("migrated_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
-///                 .default_value(Value::MigrationTime)),
+///                 .default_value(DefaultValue::MigrationTime)),
 ///     )
 ///     .run()
 ///     .await?;
@@ -151,6 +142,15 @@ impl fmt::Debug for ReEmbed {
 }
 
 impl ReEmbed {
+    /// Field metadata key on the vector column: the name of the model that
+    /// produced it (LanceDB's `lancedb:tag:<name>` convention).
+    pub const MODEL_KEY: &str = "lancedb:tag:model";
+    /// Field metadata key on the vector column: the vector dimension.
+    pub const DIMENSION_KEY: &str = "lancedb:tag:dimension";
+    /// Field metadata key on the vector column: the id of the migration
+    /// that produced it.
+    pub const MIGRATION_KEY: &str = "lancedb_migrate.migration";
+
     /// Default rows per embedding call.
     pub const DEFAULT_BATCH_SIZE: u32 = 256;
     /// Passes over the table before the swap: the first, then catch-up
@@ -354,13 +354,13 @@ impl Migration for ReEmbed {
 
     /// Writes the target column for every row (into a staging column, then
     /// one metadata-only swap); rebuilds the indexes on the target.
-    fn plan(&self, table: &TableInfo) -> Result<Work> {
+    fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let (_, dim) = self.dest()?;
         let summary = format!(
             "re-embed `{}` into `{}` with model `{}` ({dim} dimensions)",
             self.source, self.target, self.model
         );
-        Ok(Work::new(summary)
+        Ok(MigrationPlan::new(summary)
             .writes(Writes::Columns { rows: table.rows })
             .columns([self.target.as_str()])
             .rebuilds(table.rebuilt_on(&self.target, Some(dim))))

@@ -7,7 +7,8 @@
 
 use arrow_schema::DataType;
 use lancedb_migrate::{
-    AddColumns, Migration, MigrationContext, NewColumn, Result, ResultExt, Value, async_trait,
+    AddColumns, DefaultValue, Migration, MigrationContext, NewColumn, Result, ResultExt,
+    async_trait,
 };
 
 /// Lower-cases `category` in place: a migration that changes existing data.
@@ -31,7 +32,7 @@ impl Migration for LowercaseCategory {
             .column("category", "lower(category)")
             .execute()
             .await
-            .context("lower-case the categories")?;
+            .could_not("lower-case the categories")?;
         Ok(())
     }
 }
@@ -85,8 +86,9 @@ impl Migration for TextLength {
 /// The seed schema's `created_at`, an ISO 8601 string column, set to the
 /// time of migration.
 pub fn created_at() -> AddColumns {
-    AddColumns::new("0004_created_at", "documents")
-        .column(NewColumn::new("created_at", DataType::Utf8).default_value(Value::MigrationTime))
+    AddColumns::new("0004_created_at", "documents").column(
+        NewColumn::new("created_at", DataType::Utf8).default_value(DefaultValue::MigrationTime),
+    )
 }
 
 #[cfg(test)]

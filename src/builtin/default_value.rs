@@ -18,17 +18,17 @@ use arrow_schema::{DataType, TimeUnit};
 /// # Examples
 ///
 /// ```
-/// use lancedb_migrate::Value;
+/// use lancedb_migrate::DefaultValue;
 ///
-/// let category: Value = "general".into();
-/// let active: Value = true.into();
-/// let launch = Value::date(2024, 1, 31);
-/// let created = Value::MigrationTime;
+/// let category: DefaultValue = "general".into();
+/// let active: DefaultValue = true.into();
+/// let launch = DefaultValue::date(2024, 1, 31);
+/// let created = DefaultValue::MigrationTime;
 /// # let _ = (category, active, launch, created);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum Value {
+pub enum DefaultValue {
     /// A string, for `Utf8` and `LargeUtf8` columns.
     Utf8(String),
     /// A boolean, for `Boolean` columns.
@@ -52,7 +52,7 @@ pub enum Value {
     /// recorded as `migration_time`), or the next start reports drift.
     MigrationTime,
     /// A calendar date, for `Date32` and `Date64` columns. Build it with
-    /// [`Value::date`]; an impossible date is reported when the migration
+    /// [`DefaultValue::date`]; an impossible date is reported when the migration
     /// runs.
     Date {
         /// The year.
@@ -64,7 +64,7 @@ pub enum Value {
     },
 }
 
-impl Value {
+impl DefaultValue {
     /// A calendar date.
     pub fn date(year: i32, month: u32, day: u32) -> Self {
         Self::Date { year, month, day }
@@ -150,7 +150,7 @@ impl Value {
     }
 }
 
-impl fmt::Display for Value {
+impl fmt::Display for DefaultValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Utf8(s) => write!(f, "the string {s:?}"),
@@ -167,7 +167,7 @@ impl fmt::Display for Value {
 
 macro_rules! value_from {
     ($($t:ty => $variant:ident via $conv:expr),* $(,)?) => {$(
-        impl From<$t> for Value {
+        impl From<$t> for DefaultValue {
             fn from(v: $t) -> Self {
                 Self::$variant($conv(v))
             }
@@ -267,16 +267,26 @@ mod tests {
 
     #[test]
     fn strings_are_quoted_and_escaped() {
-        let sql = Value::from("it's").to_sql(&DataType::Utf8, NOW).unwrap();
+        let sql = DefaultValue::from("it's")
+            .to_sql(&DataType::Utf8, NOW)
+            .unwrap();
         assert_eq!(sql, "arrow_cast('it''s', 'Utf8')");
     }
 
     #[test]
     fn integers_are_range_checked() {
-        assert!(Value::from(300).to_sql(&DataType::Int8, NOW).is_err());
-        assert!(Value::from(-1).to_sql(&DataType::UInt32, NOW).is_err());
+        assert!(
+            DefaultValue::from(300)
+                .to_sql(&DataType::Int8, NOW)
+                .is_err()
+        );
+        assert!(
+            DefaultValue::from(-1)
+                .to_sql(&DataType::UInt32, NOW)
+                .is_err()
+        );
         assert_eq!(
-            Value::from(7).to_sql(&DataType::UInt8, NOW).unwrap(),
+            DefaultValue::from(7).to_sql(&DataType::UInt8, NOW).unwrap(),
             "arrow_cast(7, 'UInt8')"
         );
     }
@@ -285,9 +295,11 @@ mod tests {
     #[test]
     fn the_time_of_migration_fits_a_string_column() {
         let at = UNIX_EPOCH + std::time::Duration::from_micros(1_764_657_000_123_456);
-        let sql = Value::MigrationTime.to_sql(&DataType::Utf8, at).unwrap();
+        let sql = DefaultValue::MigrationTime
+            .to_sql(&DataType::Utf8, at)
+            .unwrap();
         assert_eq!(sql, "arrow_cast('2025-12-02T06:30:00.123456Z', 'Utf8')");
-        let err = Value::MigrationTime
+        let err = DefaultValue::MigrationTime
             .to_sql(&DataType::Boolean, at)
             .unwrap_err();
         assert_eq!(err, "the time of migration cannot be stored as Boolean");
@@ -295,11 +307,17 @@ mod tests {
 
     #[test]
     fn wrong_kinds_are_rejected() {
-        let err = Value::from(true).to_sql(&DataType::Utf8, NOW).unwrap_err();
+        let err = DefaultValue::from(true)
+            .to_sql(&DataType::Utf8, NOW)
+            .unwrap_err();
         assert_eq!(err, "the boolean true cannot be stored as Utf8");
-        assert!(Value::from(1.5).to_sql(&DataType::Int32, NOW).is_err());
         assert!(
-            Value::date(2024, 2, 30)
+            DefaultValue::from(1.5)
+                .to_sql(&DataType::Int32, NOW)
+                .is_err()
+        );
+        assert!(
+            DefaultValue::date(2024, 2, 30)
                 .to_sql(&DataType::Date32, NOW)
                 .is_err()
         );
@@ -311,7 +329,7 @@ mod tests {
     fn arrays_hold_the_sql_values() {
         use arrow_array::Array;
         let utc = Some("UTC".into());
-        let cases: Vec<(Value, DataType, &str)> = vec![
+        let cases: Vec<(DefaultValue, DataType, &str)> = vec![
             ("general".into(), DataType::Utf8, "general"),
             (true.into(), DataType::Boolean, "true"),
             (7.into(), DataType::UInt8, "7"),
@@ -319,18 +337,22 @@ mod tests {
             (2.5.into(), DataType::Float32, "2.5"),
             (4.into(), DataType::Float64, "4.0"),
             (
-                Value::MigrationTime,
+                DefaultValue::MigrationTime,
                 DataType::Timestamp(TimeUnit::Millisecond, utc.clone()),
                 "1970-01-01T00:00:00Z",
             ),
             (
-                Value::TimestampMicros(1_500_000),
+                DefaultValue::TimestampMicros(1_500_000),
                 DataType::Timestamp(TimeUnit::Second, None),
                 "1970-01-01T00:00:01",
             ),
-            (Value::date(2024, 2, 29), DataType::Date32, "2024-02-29"),
             (
-                Value::MigrationTime,
+                DefaultValue::date(2024, 2, 29),
+                DataType::Date32,
+                "2024-02-29",
+            ),
+            (
+                DefaultValue::MigrationTime,
                 DataType::Utf8,
                 "1970-01-01T00:00:00.000000Z",
             ),
@@ -349,7 +371,11 @@ mod tests {
             .to_string();
             assert_eq!(text, shown, "{value:?} as {data_type}");
         }
-        assert!(Value::from(-1).to_array(&DataType::UInt8, NOW, 1).is_err());
+        assert!(
+            DefaultValue::from(-1)
+                .to_array(&DataType::UInt8, NOW, 1)
+                .is_err()
+        );
     }
 
     #[test]
