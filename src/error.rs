@@ -1,5 +1,7 @@
 //! The crate's one error type.
 
+use std::sync::Arc;
+
 use arrow_schema::DataType;
 
 use crate::report::{Phase, Report, Rollback};
@@ -168,6 +170,9 @@ pub enum Error {
         index: String,
         /// What is wrong.
         reason: String,
+        /// The error of the LanceDB call that failed, when one did.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A migration would have to build an index again (its column is
@@ -324,6 +329,9 @@ pub enum Error {
         ledger: String,
         /// What is wrong with it.
         reason: String,
+        /// The error of the read that failed, when one did.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Another process held the migration lease for longer than the
@@ -408,7 +416,7 @@ pub enum Error {
     #[error("an interrupted earlier attempt could not be undone: {rollback}")]
     Interrupted {
         /// What undoing the attempt did.
-        rollback: Rollback,
+        rollback: Box<Rollback>,
         /// Why.
         #[source]
         source: Box<Self>,
@@ -428,12 +436,12 @@ pub enum Error {
         /// The phase that failed.
         phase: Phase,
         /// What was done to undo it.
-        rollback: Rollback,
+        rollback: Box<Rollback>,
         /// What completed before the failure.
         report: Box<Report>,
         /// Why it failed.
         #[source]
-        source: Box<Self>,
+        source: Arc<Self>,
     },
 
     /// The table is not a local Lance dataset (e.g. a LanceDB Cloud table),
@@ -460,7 +468,7 @@ pub enum Error {
 
     /// A LanceDB operation failed.
     #[error("lancedb could not {operation}")]
-    Lance {
+    LanceDb {
         /// What was being done, e.g. "open table `documents`".
         operation: String,
         /// The LanceDB error.
@@ -589,7 +597,7 @@ impl Error {
         operation: impl Into<String>,
     ) -> impl Fn(E) -> Self {
         let operation = operation.into();
-        move |source| Self::Lance {
+        move |source| Self::LanceDb {
             operation: operation.clone(),
             source: source.into(),
         }
@@ -638,11 +646,11 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 const UNNAMED_OPERATION: &str = "complete a call made by a migration hook";
 
 impl From<lancedb::Error> for Error {
-    /// Lets a downstream hook use `?` on LanceDB calls: an [`Error::Lance`]
+    /// Lets a downstream hook use `?` on LanceDB calls: an [`Error::LanceDb`]
     /// with the LanceDB error as its source. Name the call with
     /// [`ResultExt::could_not`] for a message that says what failed.
     fn from(source: lancedb::Error) -> Self {
-        Self::Lance {
+        Self::LanceDb {
             operation: UNNAMED_OPERATION.to_owned(),
             source,
         }
@@ -684,14 +692,14 @@ impl From<arrow_schema::ArrowError> for Error {
 /// followed in its [`source`](std::error::Error::source) chain (and in the
 /// ledger) by LanceDB's own error.
 pub trait ResultExt<T> {
-    /// The error as [`Error::Lance`] or [`Error::Arrow`] with `operation`,
+    /// The error as [`Error::LanceDb`] or [`Error::Arrow`] with `operation`,
     /// words that complete "could not …".
     fn could_not(self, operation: impl Into<String>) -> Result<T>;
 }
 
 impl<T> ResultExt<T> for std::result::Result<T, lancedb::Error> {
     fn could_not(self, operation: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Lance {
+        self.map_err(|source| Error::LanceDb {
             operation: operation.into(),
             source,
         })

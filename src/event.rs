@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::report::Phase;
 
 /// An embedder's work in a migration so far, in [`Event::Progress`]:
@@ -29,7 +30,7 @@ pub struct EmbeddingProgress {
 }
 
 /// Something that happened during a run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
     /// A pending migration is about to run.
@@ -99,8 +100,10 @@ pub enum Event {
         migration: String,
         /// The phase that failed.
         phase: Phase,
-        /// The error's message.
-        error: String,
+        /// Why it failed: the same error the run returns as the
+        /// [`source`](std::error::Error::source) of
+        /// [`Error::MigrationFailed`], its own sources chained on.
+        error: Arc<Error>,
     },
 }
 

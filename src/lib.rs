@@ -136,9 +136,9 @@ pub use builtin::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex, Wi
 
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
 pub use event::{EmbeddingProgress, Event};
-pub use ledger::{LedgerEntry, Status};
+pub use ledger::{LedgerEntry, LedgerStatus};
 pub use migration::{Migration, MigrationContext};
-pub use migration::{TableInfo, MigrationPlan, Writes};
+pub use migration::{MigrationPlan, TableInfo, Writes};
 pub use migrator::{
     DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState, StatusTable,
     Stopping, WhenLocked,

@@ -190,14 +190,14 @@ impl Progress {
 
 impl crate::lance::backfill::RowProgress for Progress {
     fn start(&self, total: Option<u64>) {
-        Progress::start(self, total);
+        Self::start(self, total);
     }
 
     fn extend_total(&self, rows: u64) {
-        Progress::extend_total(self, rows);
+        Self::extend_total(self, rows);
     }
 
     fn advance(&self, rows: u64) {
-        Progress::advance(self, rows);
+        Self::advance(self, rows);
     }
 }

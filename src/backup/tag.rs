@@ -18,7 +18,7 @@ impl Backup {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] when the tag cannot be created, or
+    /// [`Error::LanceDb`] when the tag cannot be created, or
     /// [`Error::InvalidMigration`] when a tag of that name points at another
     /// version.
     pub async fn tag_current(table: &Table, migration: &str) -> Result<Self> {
@@ -96,7 +96,7 @@ impl Backup {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] when the tag cannot be checked out or restored.
+    /// [`Error::LanceDb`] when the tag cannot be checked out or restored.
     pub async fn restore(&self, table: &Table) -> Result<()> {
         self.restore_fenced(table, &Fence::default()).await
     }

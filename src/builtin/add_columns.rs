@@ -18,7 +18,7 @@ use crate::lance::backfill::{Backfill, Compute};
 use crate::lance::retry::is_lancedb_conflict;
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, MigrationPlan, Writes};
+use crate::migration::{MigrationPlan, TableInfo, Writes};
 
 /// One column for [`AddColumns`] to add.
 ///

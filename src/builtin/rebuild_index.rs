@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lance::indexes::{self, IndexSpec};
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, MigrationPlan, Writes};
+use crate::migration::{MigrationPlan, TableInfo, Writes};
 
 /// Creates, or replaces, an index on one column — e.g. the vector index a
 /// table needs once it has grown past the size where an index pays off, or
@@ -213,6 +213,7 @@ impl Migration for RebuildIndex {
                         "the table has {rows} rows, too few to train a vector index (at least {}); add it once the table has grown",
                         Self::MIN_TRAINING_ROWS
                     ),
+                    source: None,
                 });
             }
         }
@@ -226,7 +227,8 @@ impl Migration for RebuildIndex {
             .map_err(|e| Error::Index {
                 table: self.table.clone(),
                 index: name.clone(),
-                reason: format!("LanceDB could not build it: {e}"),
+                reason: "LanceDB could not build it".to_owned(),
+                source: Some(e.into()),
             })?;
         tracing::info!(table = self.table, index = name, "index built");
         Ok(())

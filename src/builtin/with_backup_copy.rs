@@ -5,7 +5,7 @@ use crate::backup::{Backup, BackupLocation};
 use crate::error::Result;
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, MigrationPlan};
+use crate::migration::{MigrationPlan, TableInfo};
 
 /// A migration whose backup also writes an independent [`BackupCopy`](crate::BackupCopy) to a
 /// location of your choice, before anything is changed.

@@ -159,7 +159,7 @@ where
 /// Whether `e` is a commit that lost a race with a concurrent writer and
 /// is worth retrying from the latest version.
 pub(crate) fn is_conflict(e: &Error) -> bool {
-    matches!(e, Error::Lance { source, .. } if is_lancedb_conflict(source))
+    matches!(e, Error::LanceDb { source, .. } if is_lancedb_conflict(source))
 }
 
 /// [`is_conflict`] for an error straight from LanceDB.
@@ -190,7 +190,7 @@ pub(crate) fn is_conflict_or_overwritten(e: &Error) -> bool {
     is_conflict(e)
         || matches!(
             e,
-            Error::Lance {
+            Error::LanceDb {
                 source: lancedb::Error::Lance {
                     source: lance::Error::IncompatibleTransaction { .. }
                 },

@@ -109,7 +109,8 @@ pub(crate) async fn updated_at(ledger: &Table, name: &str) -> Result<Option<Syst
             debug!(error = %e, "a lease tag could not be parsed; using its file's time");
             modified.map(Some).map_err(|e| Error::Ledger {
                 ledger: ledger.name().to_owned(),
-                reason: format!("lease tag `{name}` cannot be read: {e}"),
+                reason: format!("lease tag `{name}` cannot be read"),
+                source: Some(e.into()),
             })
         }
     }

@@ -14,7 +14,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
-use crate::ledger::{LedgerEntry, Status};
+use crate::ledger::{LedgerEntry, LedgerStatus};
 
 /// The ledger format this crate writes. A ledger with a larger number was
 /// written by a newer version of the crate and is not touched.
@@ -151,6 +151,7 @@ impl<'b> Columns<'b> {
         let damaged = |column: &str| Error::Ledger {
             ledger: ledger.to_owned(),
             reason: format!("column `{column}` is missing or has the wrong type"),
+            source: None,
         };
         let s = |name: &str| {
             batch
@@ -186,13 +187,14 @@ impl<'b> Columns<'b> {
     fn entry(&self, row: usize) -> Result<LedgerEntry> {
         let text = |a: &StringArray| a.is_valid(row).then(|| a.value(row).to_owned());
         let number = |a: &UInt64Array| a.is_valid(row).then(|| a.value(row));
-        let status = Status::parse(self.status.value(row)).ok_or_else(|| Error::Ledger {
+        let status = LedgerStatus::parse(self.status.value(row)).ok_or_else(|| Error::Ledger {
             ledger: self.ledger.to_owned(),
             reason: format!(
                 "unknown status `{}` for `{}`",
                 self.status.value(row),
                 self.id.value(row)
             ),
+            source: None,
         })?;
         Ok(LedgerEntry {
             id: self.id.value(row).to_owned(),

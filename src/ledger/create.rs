@@ -92,6 +92,7 @@ pub(super) async fn check_schema(name: &str, table: &Table) -> Result<()> {
     let damaged = |reason: String| Error::Ledger {
         ledger: name.to_owned(),
         reason,
+        source: None,
     };
     let format = actual.metadata().get(FORMAT_KEY);
     match format.map(|f| f.parse::<u32>()) {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 /// Where a migration stands according to the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Status {
+pub enum LedgerStatus {
     /// Started and not finished: either running now or interrupted by a crash.
     Running,
     /// Applied and verified.
@@ -19,7 +19,7 @@ pub enum Status {
     RolledBack,
 }
 
-impl Status {
+impl LedgerStatus {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -36,7 +36,7 @@ impl Status {
     }
 }
 
-impl std::fmt::Display for Status {
+impl std::fmt::Display for LedgerStatus {
     /// The status in words, e.g. "rolled back".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -59,7 +59,7 @@ pub struct LedgerEntry {
     /// SHA-256 of its definition, hex-encoded.
     pub checksum: String,
     /// Where it stands.
-    pub status: Status,
+    pub status: LedgerStatus,
     /// The table's version before it ran.
     pub version_before: u64,
     /// The table's version after it was applied (or restored, when failed).
@@ -102,7 +102,7 @@ impl LedgerEntry {
             seq,
             table: table.to_owned(),
             checksum,
-            status: Status::Running,
+            status: LedgerStatus::Running,
             version_before,
             version_after: None,
             backup_tag: None,
@@ -120,7 +120,7 @@ impl LedgerEntry {
     /// The row, finished now as `applied` at `version` with `rows` rows.
     pub(crate) fn applied(self, version: u64, rows: u64) -> Self {
         Self {
-            status: Status::Applied,
+            status: LedgerStatus::Applied,
             version_after: Some(version),
             rows_after: Some(rows),
             finished_at: Some(SystemTime::now()),

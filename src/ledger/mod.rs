@@ -41,7 +41,7 @@ pub(crate) const PRUNE_EVERY: u64 = 32;
 /// any read that started on it to end.
 pub(crate) const HISTORY_KEPT: Duration = Duration::from_secs(3600);
 
-pub use entry::{LedgerEntry, Status};
+pub use entry::{LedgerEntry, LedgerStatus};
 
 /// An open ledger table.
 #[derive(Debug, Clone)]

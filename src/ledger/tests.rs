@@ -7,31 +7,34 @@ use super::create::restore_overwritten_rows;
 use super::*;
 use lancedb::database::CreateTableMode;
 
-fn entry(id: &str, seq: u64, status: Status) -> LedgerEntry {
+fn entry(id: &str, seq: u64, status: LedgerStatus) -> LedgerEntry {
     LedgerEntry {
         status,
         ..LedgerEntry::running(id, seq, "docs", "c".repeat(64), 1, 10)
     }
 }
 
-async fn states(ledger: &Ledger) -> Vec<(String, Status)> {
+async fn states(ledger: &Ledger) -> Vec<(String, LedgerStatus)> {
     let entries = ledger.entries().await.unwrap();
     entries.into_iter().map(|e| (e.id, e.status)).collect()
 }
 
 #[test]
 fn a_duplicated_id_reads_as_its_newest_row() {
-    let running = entry("m2", 1, Status::Running);
-    let mut applied = entry("m2", 1, Status::Applied);
+    let running = entry("m2", 1, LedgerStatus::Running);
+    let mut applied = entry("m2", 1, LedgerStatus::Applied);
     applied.finished_at = Some(SystemTime::now());
-    let m1 = entry("m1", 0, Status::Applied);
+    let m1 = entry("m1", 0, LedgerStatus::Applied);
     for rows in [
         vec![m1.clone(), running.clone(), applied.clone()],
         vec![m1.clone(), applied.clone(), running.clone()],
     ] {
         let kept = newest_per_id(rows);
         let got: Vec<_> = kept.iter().map(|e| (e.id.as_str(), e.status)).collect();
-        assert_eq!(got, [("m1", Status::Applied), ("m2", Status::Applied)]);
+        assert_eq!(
+            got,
+            [("m1", LedgerStatus::Applied), ("m2", LedgerStatus::Applied)]
+        );
     }
 }
 
@@ -44,17 +47,17 @@ async fn ledger_in(dir: &tempfile::TempDir) -> (Connection, Ledger) {
     (db, ledger)
 }
 
-fn finished(id: &str, seq: u64, status: Status) -> LedgerEntry {
+fn finished(id: &str, seq: u64, status: LedgerStatus) -> LedgerEntry {
     let mut e = entry(id, seq, status);
     e.finished_at = Some(SystemTime::now());
     e
 }
 
-async fn insert(ledger: &Ledger, id: &str, seq: u64, status: Status) {
+async fn insert(ledger: &Ledger, id: &str, seq: u64, status: LedgerStatus) {
     ledger.insert(&entry(id, seq, status)).await.unwrap();
 }
 
-async fn finish(ledger: &Ledger, id: &str, seq: u64, status: Status) {
+async fn finish(ledger: &Ledger, id: &str, seq: u64, status: LedgerStatus) {
     ledger.record(&finished(id, seq, status)).await.unwrap();
 }
 
@@ -65,24 +68,24 @@ async fn finish(ledger: &Ledger, id: &str, seq: u64, status: Status) {
 async fn record_replaces_the_row_insert_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ledger) = ledger_in(&dir).await;
-    insert(&ledger, "m1", 0, Status::Running).await;
+    insert(&ledger, "m1", 0, LedgerStatus::Running).await;
     let version = ledger.table().version().await.unwrap();
     assert!(ledger.remembered_fragment("m1", version).is_some());
-    finish(&ledger, "m1", 0, Status::Applied).await;
+    finish(&ledger, "m1", 0, LedgerStatus::Applied).await;
 
-    insert(&ledger, "m2", 1, Status::Running).await;
-    insert(&ledger, "m3", 2, Status::Running).await;
-    finish(&ledger, "m2", 1, Status::Failed).await;
+    insert(&ledger, "m2", 1, LedgerStatus::Running).await;
+    insert(&ledger, "m3", 2, LedgerStatus::Running).await;
+    finish(&ledger, "m2", 1, LedgerStatus::Failed).await;
     // Another handle (another process) writes between insert and record.
     let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
-    insert(&other, "m4", 3, Status::Running).await;
-    finish(&ledger, "m3", 2, Status::Applied).await;
+    insert(&other, "m4", 3, LedgerStatus::Running).await;
+    finish(&ledger, "m3", 2, LedgerStatus::Applied).await;
 
     let expected = [
-        ("m1".to_owned(), Status::Applied),
-        ("m2".to_owned(), Status::Failed),
-        ("m3".to_owned(), Status::Applied),
-        ("m4".to_owned(), Status::Running),
+        ("m1".to_owned(), LedgerStatus::Applied),
+        ("m2".to_owned(), LedgerStatus::Failed),
+        ("m3".to_owned(), LedgerStatus::Applied),
+        ("m4".to_owned(), LedgerStatus::Running),
     ];
     assert_eq!(states(&ledger).await, expected);
     assert_eq!(ledger.table().count_rows(None).await.unwrap(), 4);
@@ -94,13 +97,16 @@ async fn record_replaces_the_row_insert_wrote() {
 async fn entries_are_read_again_only_after_a_new_version() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ledger) = ledger_in(&dir).await;
-    insert(&ledger, "m1", 0, Status::Running).await;
+    insert(&ledger, "m1", 0, LedgerStatus::Running).await;
     assert_eq!(states(&ledger).await.len(), 1);
     let cached = ledger.seen().entries.as_ref().map(|(v, _)| *v);
     assert_eq!(cached, Some(ledger.table().version().await.unwrap()));
     let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
-    finish(&other, "m1", 0, Status::Applied).await;
-    assert_eq!(states(&ledger).await, [("m1".to_owned(), Status::Applied)]);
+    finish(&other, "m1", 0, LedgerStatus::Applied).await;
+    assert_eq!(
+        states(&ledger).await,
+        [("m1".to_owned(), LedgerStatus::Applied)]
+    );
 }
 
 /// Pruning leaves the latest version and the tagged ones (the lease's),
@@ -111,7 +117,7 @@ async fn pruning_keeps_the_latest_and_the_tagged_versions() {
     let (_db, ledger) = ledger_in(&dir).await;
     for i in 0..6 {
         ledger
-            .insert(&entry(&format!("m{i}"), i, Status::Running))
+            .insert(&entry(&format!("m{i}"), i, LedgerStatus::Running))
             .await
             .unwrap();
         if i == 2 {
@@ -148,8 +154,8 @@ async fn a_late_create_gives_back_the_rows_it_overwrote() {
     let dir = tempfile::tempdir().unwrap();
     let (db, winner) = ledger_in(&dir).await;
     assert_eq!(winner.table().version().await.unwrap(), 1);
-    insert(&winner, "m1", 0, Status::Applied).await;
-    insert(&winner, "m2", 1, Status::Running).await;
+    insert(&winner, "m1", 0, LedgerStatus::Applied).await;
+    insert(&winner, "m2", 1, LedgerStatus::Running).await;
 
     let late = db
         .create_empty_table("ledger", schema())
@@ -164,15 +170,15 @@ async fn a_late_create_gives_back_the_rows_it_overwrote() {
     );
     // The winner carries on on the empty ledger before the repair.
     winner
-        .record(&entry("m2", 1, Status::Applied))
+        .record(&entry("m2", 1, LedgerStatus::Applied))
         .await
         .unwrap();
 
     restore_overwritten_rows("ledger", &late).await.unwrap();
 
     let applied = [
-        ("m1".to_owned(), Status::Applied),
-        ("m2".to_owned(), Status::Applied),
+        ("m1".to_owned(), LedgerStatus::Applied),
+        ("m2".to_owned(), LedgerStatus::Applied),
     ];
     assert_eq!(
         states(&winner).await,

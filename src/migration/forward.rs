@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::backup::Backup;
 use crate::error::Result;
-use crate::migration::{Migration, MigrationContext, TableInfo, MigrationPlan};
+use crate::migration::{Migration, MigrationContext, MigrationPlan, TableInfo};
 
 /// Implements [`Migration`] for a wrapper by forwarding the methods listed
 /// in `forward` to the wrapped migration in field `$inner`; the block holds

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::Backup;
 use crate::error::Result;
 use crate::migration::MigrationContext;
-use crate::migration::{TableInfo, MigrationPlan};
+use crate::migration::{MigrationPlan, TableInfo};
 
 /// One change to one table, applied at most once per database.
 ///

@@ -10,4 +10,4 @@ mod plan;
 pub use context::MigrationContext;
 pub(crate) use forward::forward_migration;
 pub use hooks::Migration;
-pub use plan::{TableInfo, MigrationPlan, Writes};
+pub use plan::{MigrationPlan, TableInfo, Writes};

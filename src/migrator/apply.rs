@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::FutureExt;
@@ -17,7 +18,7 @@ use crate::event::{Event, Events};
 use crate::lance::commits::first_reshaping_commit;
 use crate::lance::indexes;
 use crate::ledger::lease::Lease;
-use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::migration::MigrationContext;
 use crate::migration::TableInfo;
@@ -97,7 +98,7 @@ impl<'a> Apply<'a> {
                 Err(PhaseError {
                     phase,
                     error: Error::Interrupted { rollback, source },
-                }) => return Err(self.failed(phase, rollback, *source, report)),
+                }) => return Err(self.failed(phase, *rollback, *source, report)),
                 Err(PhaseError { phase, error }) => {
                     return Err(self.failed(phase, Rollback::NotNeeded, error, report));
                 }
@@ -189,7 +190,7 @@ impl<'a> Apply<'a> {
         let open =
             MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
         let mut ctx = self.phase(Phase::Prepare, open).await?;
-        let interrupted = previous.filter(|e| e.status == Status::Running);
+        let interrupted = previous.filter(|e| e.status == LedgerStatus::Running);
         if let Some(entry) = interrupted
             && let Some(tag) = entry.backup_tag.clone()
             && m.resumable()
@@ -284,11 +285,11 @@ impl<'a> Apply<'a> {
                     ctx.table_name(),
                     "the interrupted attempt could not be undone",
                 );
-                if let Rollback::Refused { .. } = rollback {
+                if let Rollback::KeptNewRows { .. } = rollback {
                     // Restoring would drop rows: record the attempt failed, so
                     // the next run starts from the table as it is.
                     let mut entry = interrupted.clone();
-                    entry.status = Status::Failed;
+                    entry.status = LedgerStatus::Failed;
                     entry.finished_at = Some(SystemTime::now());
                     entry.error = Some(format!("prepare: {rollback}"));
                     if let Err(e) = self.write(|l| l.record(&entry)).await {
@@ -296,7 +297,7 @@ impl<'a> Apply<'a> {
                     }
                 }
                 return Err(Error::Interrupted {
-                    rollback,
+                    rollback: Box::new(rollback),
                     source: Box::new(source),
                 });
             }
@@ -529,9 +530,9 @@ impl<'a> Apply<'a> {
         entry.status = match &rollback {
             // Left half-done: the next run must restore it first, which it
             // does for a `running` row.
-            Rollback::Failed { .. } => Status::Running,
+            Rollback::RestoreFailed { .. } => LedgerStatus::Running,
             Rollback::Deferred => return self.failed(phase, rollback, cause, report),
-            _ => Status::Failed,
+            _ => LedgerStatus::Failed,
         };
         if let Err(e) = self.write(|l| l.record(&entry)).await {
             error!(
@@ -545,18 +546,19 @@ impl<'a> Apply<'a> {
 
     fn failed(&self, phase: Phase, rollback: Rollback, cause: Error, report: &Report) -> Error {
         error!(migration = self.id(), %phase, %rollback, error = %chain(&cause), "migration failed");
+        let cause = Arc::new(cause);
         self.emit(Event::MigrationFailed {
             migration: self.id().to_owned(),
             phase,
-            error: chain(&cause),
+            error: Arc::clone(&cause),
         });
         Error::MigrationFailed {
             migration: self.id().to_owned(),
             table: self.migration.table().to_owned(),
             phase,
-            rollback,
+            rollback: Box::new(rollback),
             report: Box::new(report.clone()),
-            source: Box::new(cause),
+            source: cause,
         }
     }
 

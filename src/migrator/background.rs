@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span};
 use crate::error::{Error, Result, chain};
 use crate::event::Event;
 use crate::ledger::lease::{Acquired, Lease};
-use crate::ledger::{LedgerEntry, Status};
+use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::report::{LeaseHolder, Phase, PhaseProgress, Report};
 use crate::stop::StopSignal;
@@ -138,7 +138,7 @@ impl RunState {
             .filter(|id| {
                 entries
                     .get(*id)
-                    .is_some_and(|e| e.status == Status::Applied)
+                    .is_some_and(|e| e.status == LedgerStatus::Applied)
             })
             .cloned()
             .collect();

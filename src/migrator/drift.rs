@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::ledger::{LedgerEntry, Status};
+use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 
 /// Fails with [`Error::Drift`] for the first applied migration whose
@@ -19,7 +19,7 @@ pub(super) fn check(
             continue;
         };
         let current = m.checksum();
-        if entry.status == Status::Applied && entry.checksum != current {
+        if entry.status == LedgerStatus::Applied && entry.checksum != current {
             return Err(Error::Drift {
                 migration: m.id().to_owned(),
                 applied: entry.checksum.clone(),

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Events, Observer};
 use crate::lance::store::require_put_if_absent;
 use crate::ledger::lease::{Acquired, Lease, LeaseConfig};
-use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::migrator::apply::Apply;
 use crate::stop::StopSignal;
@@ -349,7 +349,7 @@ impl Migrator {
         self.migrations.iter().all(|m| {
             entries
                 .get(m.id())
-                .is_some_and(|e| e.status == Status::Applied)
+                .is_some_and(|e| e.status == LedgerStatus::Applied)
         })
     }
 
@@ -392,7 +392,7 @@ impl Migrator {
         let applied = |m: &dyn Migration| {
             entries
                 .get(m.id())
-                .is_some_and(|e| e.status == Status::Applied)
+                .is_some_and(|e| e.status == LedgerStatus::Applied)
         };
         let mut deferred_tables = HashSet::new();
         let mut first = Vec::new();
@@ -472,13 +472,13 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    /// [`Error::Ledger`] or [`Error::LanceDb`] when the ledger cannot be read.
     pub async fn applied(&self, id: &str) -> Result<bool> {
         Ok(self
             .ledger()
             .await?
             .iter()
-            .any(|e| e.id == id && e.status == Status::Applied))
+            .any(|e| e.id == id && e.status == LedgerStatus::Applied))
     }
 
     /// Resolves once the ledger shows migration `id` applied, reading it
@@ -499,7 +499,7 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`] or [`Error::Lance`] when the ledger cannot be read.
+    /// [`Error::Ledger`] or [`Error::LanceDb`] when the ledger cannot be read.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
         match Ledger::open(&self.db, &self.ledger).await? {
             Some(ledger) => ledger.entries_as_opened().await,
@@ -517,7 +517,7 @@ impl Migrator {
         report: &Report,
     ) -> Result<MigrationReport> {
         let previous = entries.get(migration.id());
-        if let Some(applied) = previous.filter(|e| e.status == Status::Applied) {
+        if let Some(applied) = previous.filter(|e| e.status == LedgerStatus::Applied) {
             return Ok(self.skip(migration, applied));
         }
         // Boxed: the applying future is deep, and callers that await `run`

@@ -14,7 +14,7 @@ use crate::backup::Backup;
 use crate::error::{Error, Result};
 use crate::lance::latest_version;
 use crate::ledger::lease::Lease;
-use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStatus};
 use crate::migrator::{Migrator, by_id};
 
 /// What [`Migrator::rollback_to`] and [`Migrator::repair`] do about writes
@@ -42,7 +42,7 @@ fn refusal<'a>(operation: &'a str, migration: &'a str) -> impl Fn(String) -> Err
 impl Migrator {
     /// Undoes the applied migration `id` and every migration applied after
     /// it on the same table: restores the table from `id`'s backup tag and
-    /// marks those migrations [`Status::RolledBack`]. Returns their updated
+    /// marks those migrations [`LedgerStatus::RolledBack`]. Returns their updated
     /// ledger rows, in order.
     ///
     /// The next [`run`](Self::run) applies them again if the migrator still
@@ -64,12 +64,12 @@ impl Migrator {
                 .iter()
                 .find(|e| e.id == id)
                 .ok_or_else(|| refuse("it is not in the ledger".to_owned()))?;
-            if target.status != Status::Applied {
+            if target.status != LedgerStatus::Applied {
                 return Err(refuse(format!("it is {}, not applied", target.status)));
             }
             let undone: Vec<&LedgerEntry> = entries
                 .iter()
-                .filter(|e| e.table == target.table && e.status == Status::Applied)
+                .filter(|e| e.table == target.table && e.status == LedgerStatus::Applied)
                 .filter(|e| e.seq >= target.seq)
                 .collect();
             let table = self.open(&target.table).await?;
@@ -98,7 +98,7 @@ impl Migrator {
             let mut updated = Vec::new();
             for e in undone {
                 let mut e = e.clone();
-                e.status = Status::RolledBack;
+                e.status = LedgerStatus::RolledBack;
                 e.version_after = Some(version);
                 e.details
                     .insert("rolled_back_at_version".to_owned(), version.to_string());
@@ -212,11 +212,11 @@ impl Migrator {
                 .cloned()
                 .ok_or_else(|| refuse("it is not in the ledger".to_owned()))?;
             match entry.status {
-                Status::Applied if entry.checksum != migration.checksum() => {
+                LedgerStatus::Applied if entry.checksum != migration.checksum() => {
                     let old = std::mem::replace(&mut entry.checksum, migration.checksum());
                     entry.details.insert("repaired_checksum".to_owned(), old);
                 }
-                Status::Failed => {
+                LedgerStatus::Failed => {
                     let table = self.open(&entry.table).await?;
                     let tag = entry
                         .backup_tag
@@ -235,7 +235,7 @@ impl Migrator {
                         .details
                         .insert("repaired_at_version".to_owned(), version.to_string());
                 }
-                Status::Running => {
+                LedgerStatus::Running => {
                     return Err(refuse(
                         "it was interrupted; the next run() restores its backup and runs it again"
                             .to_owned(),

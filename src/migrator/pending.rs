@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ledger::lease::Busy;
-use crate::ledger::{LedgerEntry, Status};
+use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::report::{LeaseHolder, MigrationReport, Outcome, PhaseProgress, Report};
 
@@ -45,7 +45,7 @@ fn progress(entry: &LedgerEntry) -> Option<PhaseProgress> {
 fn applied(m: &dyn Migration, entries: &HashMap<String, LedgerEntry>) -> bool {
     entries
         .get(m.id())
-        .is_some_and(|e| e.status == Status::Applied)
+        .is_some_and(|e| e.status == LedgerStatus::Applied)
 }
 
 /// Whether every migration that blocks serving is applied.
@@ -100,7 +100,7 @@ pub(crate) fn as_far_as_applied(
     for m in migrations {
         let m = m.as_ref();
         let entry = entries.get(m.id());
-        match entry.filter(|e| e.status == Status::Applied) {
+        match entry.filter(|e| e.status == LedgerStatus::Applied) {
             Some(e) => report.push(super::report_of(m, e, Outcome::Skipped)),
             None => report.push(self::report(m, entry)),
         }
@@ -112,7 +112,7 @@ pub(crate) fn as_far_as_applied(
 pub(crate) fn holder(entries: &HashMap<String, LedgerEntry>, busy: &Busy) -> LeaseHolder {
     let running = entries
         .values()
-        .filter(|e| e.status == Status::Running)
+        .filter(|e| e.status == LedgerStatus::Running)
         .max_by_key(|e| e.started_at);
     LeaseHolder {
         name: busy.holder.clone(),

@@ -10,9 +10,9 @@ use lancedb::Connection;
 
 use crate::error::{Error, Result};
 use crate::lance::indexes;
-use crate::ledger::{LedgerEntry, Status};
+use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
-use crate::migration::{TableInfo, MigrationPlan};
+use crate::migration::{MigrationPlan, TableInfo};
 
 /// Where a migration stands, in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +41,9 @@ pub enum PlanState {
     /// Rolled back by [`Migrator::rollback_to`](crate::Migrator::rollback_to):
     /// the next run applies it again.
     RolledBack,
-    /// The next run would refuse it before writing anything.
-    Refused {
+    /// The next run would fail on it before writing anything (bad input:
+    /// a missing table or column, a wrong type).
+    WouldFail {
         /// Why, as the run's error would say.
         reason: String,
     },
@@ -68,7 +69,7 @@ impl fmt::Display for PlanState {
             Self::Failed { .. } => f.write_str("failed, will retry"),
             Self::Interrupted => f.write_str("interrupted, will recover"),
             Self::RolledBack => f.write_str("rolled back, will re-apply"),
-            Self::Refused { reason } => write!(f, "WOULD FAIL: {reason}"),
+            Self::WouldFail { reason } => write!(f, "WOULD FAIL: {reason}"),
         }
     }
 }
@@ -116,7 +117,7 @@ impl Plan {
         self.steps.iter().any(|s| {
             matches!(
                 s.state,
-                PlanState::Drifted { .. } | PlanState::Refused { .. }
+                PlanState::Drifted { .. } | PlanState::WouldFail { .. }
             )
         })
     }
@@ -192,7 +193,7 @@ fn ledger_state(m: &dyn Migration, entry: Option<&LedgerEntry>) -> PlanState {
         return PlanState::Pending;
     };
     match entry.status {
-        Status::Applied => {
+        LedgerStatus::Applied => {
             let (applied, current) = (entry.checksum.clone(), m.checksum());
             if applied == current {
                 PlanState::Applied
@@ -200,11 +201,11 @@ fn ledger_state(m: &dyn Migration, entry: Option<&LedgerEntry>) -> PlanState {
                 PlanState::Drifted { applied, current }
             }
         }
-        Status::Failed => PlanState::Failed {
+        LedgerStatus::Failed => PlanState::Failed {
             error: entry.error.clone().unwrap_or_default(),
         },
-        Status::Running => PlanState::Interrupted,
-        Status::RolledBack => PlanState::RolledBack,
+        LedgerStatus::Running => PlanState::Interrupted,
+        LedgerStatus::RolledBack => PlanState::RolledBack,
     }
 }
 
@@ -219,12 +220,12 @@ fn pending_work(
         let missing = Error::TableNotFound {
             table: m.table().to_owned(),
         };
-        return Ok(Err(PlanState::Refused {
+        return Ok(Err(PlanState::WouldFail {
             reason: missing.to_string(),
         }));
     };
     match m.expected_schema(&info.schema) {
-        Err(e) => Ok(Err(PlanState::Refused {
+        Err(e) => Ok(Err(PlanState::WouldFail {
             reason: e.to_string(),
         })),
         Ok(after) => {

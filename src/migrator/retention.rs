@@ -4,7 +4,7 @@
 use tracing::{info, warn};
 
 use crate::backup::Backup;
-use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStatus};
 use crate::migrator::Migrator;
 
 /// What to keep of the backup tags that applied migrations leave on their
@@ -51,7 +51,9 @@ pub(crate) async fn prune_backups(
         prune_orphans(migrator, name, &entries).await;
         let mut applied: Vec<&LedgerEntry> = entries
             .iter()
-            .filter(|e| &e.table == name && e.status == Status::Applied && e.backup_tag.is_some())
+            .filter(|e| {
+                &e.table == name && e.status == LedgerStatus::Applied && e.backup_tag.is_some()
+            })
             .collect();
         applied.sort_by_key(|e| e.seq);
         let prune = applied.len().saturating_sub(keep);
@@ -103,7 +105,7 @@ async fn prune_orphans(migrator: &Migrator, table: &str, entries: &[LedgerEntry]
         .collect();
     let prefixes: Vec<String> = entries
         .iter()
-        .filter(|e| e.table == table && e.status == Status::Applied)
+        .filter(|e| e.table == table && e.status == LedgerStatus::Applied)
         .map(|e| Backup::tag_name(&e.id, 0).trim_end_matches('0').to_owned())
         .collect();
     let orphan = |tag: &str| {

@@ -25,6 +25,7 @@
 //! The same path undoes a failed attempt and recovers an interrupted one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
@@ -43,9 +44,10 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
     let Some(backup) = ctx.backup() else {
         return Rollback::NotNeeded;
     };
-    let failed = |reason: String| Rollback::Failed {
+    let failed = |step: String, e: Error| Rollback::RestoreFailed {
         backup: backup.tag().to_owned(),
-        reason,
+        step,
+        source: Arc::new(e),
     };
     if ctx.check_lease().is_err() {
         return Rollback::Deferred;
@@ -53,7 +55,7 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
     match latest_version(ctx.table()).await {
         Ok(v) if v == backup.version() => return Rollback::NotNeeded,
         Ok(_) => {}
-        Err(e) => return failed(chain(&e)),
+        Err(e) => return failed("read the table's version".to_owned(), e),
     }
     match misfits(ctx, backup.version()).await {
         Ok(None) => {}
@@ -62,29 +64,28 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
                 reason,
                 "rollback refused: appended rows do not fit the backup's schema"
             );
-            return Rollback::Refused { reason };
+            return Rollback::KeptNewRows { reason };
         }
         Err(e) => {
-            return failed(format!(
-                "the appended rows could not be checked: {}",
-                chain(&e)
-            ));
+            return failed("check the rows appended meanwhile".to_owned(), e);
         }
     }
     if ctx.check_lease().is_err() {
         return Rollback::Deferred;
     }
     if let Err(e) = backup.restore_fenced(ctx.table(), ctx.fence()).await {
-        return failed(chain(&e));
+        return failed("restore it".to_owned(), e);
     }
     let appended = match appended_rows(ctx, backup.version()).await {
         Ok(batches) => batches,
         Err(e) => {
-            return failed(format!(
-                "restored, but the rows appended during the migration (still in the versions after {}) could not be read: {}",
-                backup.version(),
-                chain(&e)
-            ));
+            return failed(
+                format!(
+                    "read the rows appended during the migration (the table is restored; the rows are still in the versions after {})",
+                    backup.version()
+                ),
+                e,
+            );
         }
     };
     let reappended = appended.iter().map(|b| b.num_rows() as u64).sum();
@@ -96,10 +97,12 @@ pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
             commits::reappend(ctx.table(), ctx.migration_id(), appended, ctx.fence()).await
         {
             warn!(rows = reappended, error = %chain(&e), "restored, but could not re-append rows");
-            return failed(format!(
-                "restored, but {reappended} rows appended during the migration could not be re-appended: {}",
-                chain(&e)
-            ));
+            return failed(
+                format!(
+                    "append again the {reappended} rows appended during the migration (the table is restored)"
+                ),
+                e,
+            );
         }
         info!(
             rows = reappended,

@@ -111,12 +111,12 @@ impl Migrator {
     /// drifted, failed, pending, ...) and, for those it would apply, the
     /// work each will do ([`Migration::plan`](crate::Migration::plan)): rows
     /// written, columns touched, data or metadata only, indexes rebuilt.
-    /// Bad input the run would refuse shows as [`PlanState::Refused`](crate::PlanState::Refused).
+    /// Bad input the run would refuse shows as [`PlanState::WouldFail`](crate::PlanState::WouldFail).
     ///
     /// # Errors
     ///
     /// [`Error::DuplicateId`](crate::Error::DuplicateId) or [`Error::InvalidMigration`](crate::Error::InvalidMigration) for the list
-    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::Lance`](crate::Error::Lance) when the ledger or a
+    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger or a
     /// table cannot be read.
     pub async fn plan(&self) -> Result<Plan> {
         self.validate()?;
@@ -129,7 +129,7 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`](crate::Error::Ledger) or [`Error::Lance`](crate::Error::Lance) when the ledger cannot be read.
+    /// [`Error::Ledger`](crate::Error::Ledger) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger cannot be read.
     pub async fn status(&self) -> Result<StatusTable> {
         Ok(StatusTable {
             entries: self.ledger().await?,

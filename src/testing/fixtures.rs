@@ -73,7 +73,7 @@ pub fn documents_batch(ids: std::ops::Range<i64>, dims: usize) -> RecordBatch {
 ///
 /// # Errors
 ///
-/// [`Error::Lance`] if the table cannot be created (e.g. it exists).
+/// [`Error::LanceDb`] if the table cannot be created (e.g. it exists).
 pub async fn documents_table(
     db: &Connection,
     name: &str,

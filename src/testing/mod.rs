@@ -61,7 +61,7 @@ pub use snapshot::{EventLog, Snapshot};
 ///
 /// # Errors
 ///
-/// [`Error::Lance`] if LanceDB cannot open it.
+/// [`Error::LanceDb`] if LanceDB cannot open it.
 pub async fn memory_db() -> Result<Connection> {
     connect("memory://").await
 }
@@ -95,7 +95,7 @@ impl TempDb {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the directory cannot be created, [`Error::Lance`]
+    /// [`Error::Io`] if the directory cannot be created, [`Error::LanceDb`]
     /// if LanceDB cannot open it.
     pub async fn new() -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|source| Error::Io {
@@ -120,7 +120,7 @@ impl TempDb {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] if LanceDB cannot open it.
+    /// [`Error::LanceDb`] if LanceDB cannot open it.
     pub async fn connect(&self) -> Result<Connection> {
         connect(&self.dir.path().to_string_lossy()).await
     }

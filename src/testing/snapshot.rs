@@ -24,7 +24,7 @@ impl Snapshot {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] if the table cannot be read, [`Error::Arrow`] if
+    /// [`Error::LanceDb`] if the table cannot be read, [`Error::Arrow`] if
     /// `key` cannot be sorted on, [`Error::ColumnNotFound`] if it is missing.
     pub async fn take(table: &Table, key: &str) -> Result<Self> {
         table

@@ -10,8 +10,8 @@ use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb_migrate::testing::{self, Snapshot, TempDb};
 use lancedb_migrate::{
-    AddColumns, Backup, BackupCopy, CopyProblem, Error, Migrator, NewColumn, Phase, Rollback,
-    Status, WithBackupCopy,
+    AddColumns, Backup, BackupCopy, CopyProblem, Error, LedgerStatus, Migrator, NewColumn, Phase,
+    Rollback, WithBackupCopy,
 };
 
 use crate::support::{add_test_indexes, failure, version};
@@ -96,7 +96,7 @@ async fn a_copy_survives_dropping_the_table_and_restores_it_exactly() {
     );
     assert_eq!(copy.indexes(), ["id_idx", "vec_idx"]);
     let ledger = Migrator::new(tmp.db().clone()).ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Applied);
+    assert_eq!(ledger[0].status, LedgerStatus::Applied);
     assert_eq!(ledger[0].backup_copy.as_deref(), Some(copy.uri()));
     // `status` shows the tag under `backup` and the copy in its own column.
     let status = Migrator::new(tmp.db().clone())

@@ -17,8 +17,8 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, Snapshot};
 use lancedb_migrate::{
-    AddColumns, Error, Event, Migration, MigrationContext, Migrator, NewColumn, Phase, Result,
-    Status,
+    AddColumns, Error, Event, LedgerStatus, Migration, MigrationContext, Migrator, NewColumn,
+    Phase, Result,
 };
 
 use crate::support::{
@@ -224,7 +224,7 @@ async fn concurrent_starts(place: &Place, processes: usize) {
     let db = tmp.connect().await;
     let ledger = migrator(db.clone()).ledger().await.unwrap();
     assert_eq!(ledger.len(), 3, "one ledger row per migration");
-    assert!(ledger.iter().all(|e| e.status == Status::Applied));
+    assert!(ledger.iter().all(|e| e.status == LedgerStatus::Applied));
     assert_eq!(
         markers(&db).await,
         1,
@@ -260,44 +260,48 @@ async fn killed_runs_are_recovered_on_s3() {
 /// The points of the kills that are not timed, with the migration each is
 /// inside of and the ledger row it has there (none while it backs up: the
 /// row is written once the backup is taken).
-const KILL_POINTS: [(&str, &str, Option<Status>); 10] = [
+const KILL_POINTS: [(&str, &str, Option<LedgerStatus>); 10] = [
     ("phase:0001_category:Backup", "0001_category", None),
     (
         "phase:0001_category:Transform",
         "0001_category",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
     (
         "phase:0001_category:Verify",
         "0001_category",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
     (
         "phase:0002_marker:Transform",
         "0002_marker",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
-    ("point:marker_added", "0002_marker", Some(Status::Running)),
+    (
+        "point:marker_added",
+        "0002_marker",
+        Some(LedgerStatus::Running),
+    ),
     (
         "point:word_count_added",
         "0002_marker",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
     (
         "finished:0002_marker:Transform",
         "0002_marker",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
     ("phase:0003_metadata:Backup", "0003_metadata", None),
     (
         "phase:0003_metadata:Transform",
         "0003_metadata",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
     (
         "phase:0003_metadata:Verify",
         "0003_metadata",
-        Some(Status::Running),
+        Some(LedgerStatus::Running),
     ),
 ];
 
@@ -353,7 +357,7 @@ async fn killed_runs(place: &Place, runs: u64) {
         );
         let ledger = migrator(db.clone()).ledger().await.unwrap();
         assert!(
-            ledger.iter().all(|e| e.status == Status::Applied),
+            ledger.iter().all(|e| e.status == LedgerStatus::Applied),
             "run {run} (killed at {at}): {ledger:?}"
         );
         assert_eq!(ledger.len(), 3);
@@ -559,7 +563,7 @@ async fn rollback_with_appends(place: &Place) {
     let Error::MigrationFailed { rollback, .. } = &err else {
         panic!("{err:?}")
     };
-    let lancedb_migrate::Rollback::Restored { reappended, .. } = rollback else {
+    let lancedb_migrate::Rollback::Restored { reappended, .. } = &**rollback else {
         panic!("{rollback:?}")
     };
     let s = Snapshot::take(&table, "id").await.unwrap();

@@ -10,8 +10,8 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, Snapshot};
 use lancedb_migrate::{
-    AddColumns, Error, Migration, MigrationContext, Migrator, NewColumn, Phase, Result, Rollback,
-    Status,
+    AddColumns, Error, LedgerStatus, Migration, MigrationContext, Migrator, NewColumn, Phase,
+    Result, Rollback,
 };
 
 use crate::support::{add_word_count, failure, tags, version, with_word_count};
@@ -176,8 +176,8 @@ async fn failure_in_each_phase_rolls_back() {
 
         let ledger = migrator.ledger().await.unwrap();
         assert_eq!(ledger.len(), 2);
-        assert_eq!(ledger[0].status, Status::Applied);
-        assert_eq!(ledger[1].status, Status::Failed);
+        assert_eq!(ledger[0].status, LedgerStatus::Applied);
+        assert_eq!(ledger[1].status, LedgerStatus::Failed);
         let error = ledger[1].error.as_deref().unwrap();
         assert!(
             error.starts_with(phase.as_str()) && error.contains("injected failure"),
@@ -195,7 +195,10 @@ async fn failure_in_each_phase_rolls_back() {
             report.applied().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["0002_word_count"]
         );
-        assert_eq!(fixed.ledger().await.unwrap()[1].status, Status::Applied);
+        assert_eq!(
+            fixed.ledger().await.unwrap()[1].status,
+            LedgerStatus::Applied
+        );
     }
 }
 
@@ -231,12 +234,15 @@ async fn crash_mid_migration_is_recovered_on_next_run() {
     let migrator = Migrator::new(tmp.connect().await.unwrap())
         .lease_ttl(std::time::Duration::from_millis(500))
         .add(WordCount::ok());
-    assert_eq!(migrator.ledger().await.unwrap()[0].status, Status::Running);
+    assert_eq!(
+        migrator.ledger().await.unwrap()[0].status,
+        LedgerStatus::Running
+    );
 
     let report = migrator.run().await.unwrap();
     assert_eq!(report.applied().count(), 1);
     let entry = &migrator.ledger().await.unwrap()[0];
-    assert_eq!(entry.status, Status::Applied);
+    assert_eq!(entry.status, LedgerStatus::Applied);
     assert!(
         entry.version_before > v0,
         "re-run started from the restored version"

@@ -29,8 +29,8 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{ColumnAlteration, NewColumnTransform};
 use lancedb_migrate::testing::{self, TestEmbedding};
 use lancedb_migrate::{
-    Error, IndexSpec, Migration, MigrationContext, Migrator, ReEmbed, RebuildIndex, Result,
-    TableInfo, MigrationPlan, async_trait,
+    Error, IndexSpec, Migration, MigrationContext, MigrationPlan, Migrator, ReEmbed, RebuildIndex,
+    Result, TableInfo, async_trait,
 };
 
 const ROWS: i64 = 512;

@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use lancedb_migrate::testing::{self, EventLog};
 use lancedb_migrate::{
-    AddColumns, DEFAULT_LEDGER_TABLE, Error, Event, Migrator, NewColumn, Phase, Status,
+    AddColumns, DEFAULT_LEDGER_TABLE, Error, Event, LedgerStatus, Migrator, NewColumn, Phase,
 };
 
 use crate::support::{tags, version};
@@ -46,7 +46,7 @@ async fn ledger_records_each_migration() {
     assert!(
         ledger
             .iter()
-            .all(|e| e.status == Status::Applied && e.error.is_none())
+            .all(|e| e.status == LedgerStatus::Applied && e.error.is_none())
     );
     assert_eq!(a.version_before, v0);
     assert_eq!(
@@ -320,7 +320,7 @@ async fn ledger_from_a_newer_version_is_refused() {
         .run()
         .await
         .unwrap_err();
-    let Error::Ledger { ledger, reason } = &err else {
+    let Error::Ledger { ledger, reason, .. } = &err else {
         panic!("{err:?}")
     };
     assert_eq!(ledger, DEFAULT_LEDGER_TABLE);
@@ -405,7 +405,7 @@ async fn ledger_stays_compact_over_many_runs() {
     );
     let entries = migrator.ledger().await.unwrap();
     assert_eq!(entries.len(), 30);
-    assert!(entries.iter().all(|e| e.status == Status::Applied));
+    assert!(entries.iter().all(|e| e.status == LedgerStatus::Applied));
     assert!(migrator.run().await.unwrap().is_noop());
 }
 
@@ -430,6 +430,6 @@ async fn a_finished_migration_leaves_one_ledger_fragment_per_row() {
     assert_eq!(stats.fragment_stats.num_fragments, 2, "{stats:?}");
     assert_eq!(stats.num_rows, 2, "{stats:?}");
     let entries = migrator.ledger().await.unwrap();
-    assert!(entries.iter().all(|e| e.status == Status::Applied));
+    assert!(entries.iter().all(|e| e.status == LedgerStatus::Applied));
     assert!(entries.iter().all(|e| e.version_after.is_some()));
 }

@@ -26,8 +26,8 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, EmbeddingProblem, Error, Migration, MigrationContext, Migrator, NewColumn, Phase,
-    ReEmbed, Result, Rollback, Status, WhenLocked,
+    AddColumns, EmbeddingProblem, Error, LedgerStatus, Migration, MigrationContext, Migrator,
+    NewColumn, Phase, ReEmbed, Result, Rollback, WhenLocked,
 };
 
 use crate::support::{
@@ -724,7 +724,7 @@ async fn recovery(place: &Place, rows: usize, trials: &[(&str, &str)]) {
         assert_nothing_lost(&db, &acked, rows, &what).await;
         let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
         assert!(
-            ledger.iter().all(|e| e.status == Status::Applied),
+            ledger.iter().all(|e| e.status == LedgerStatus::Applied),
             "{what}: {ledger:?}"
         );
         let table = db.open_table("documents").execute().await.unwrap();
@@ -851,7 +851,7 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
 
         let ledger = migrator(db.clone(), scenario).ledger().await.unwrap();
         assert!(
-            ledger.iter().all(|e| e.status == Status::Applied),
+            ledger.iter().all(|e| e.status == LedgerStatus::Applied),
             "{what}: the ledger must say applied: {ledger:?}"
         );
         assert_nothing_lost(&db, &acked, rows, &what).await;
@@ -950,7 +950,7 @@ async fn a_failed_migration_on_a_busy_table_is_restored() {
     assert_eq!(*table.schema().await.unwrap(), *before, "schema restored");
     assert_nothing_lost(&db, &acked, BIG, "failed re-embed on a busy table").await;
     let ledger = migrator.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Failed);
+    assert_eq!(ledger[0].status, LedgerStatus::Failed);
 }
 
 /// `inner`, which at its first call (after the backup) waits until the
@@ -1115,7 +1115,7 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
 
     let (_, phase, rollback) = failure(&err);
     assert_eq!(phase, Phase::Verify);
-    let Rollback::Refused { reason, .. } = rollback else {
+    let Rollback::KeptNewRows { reason, .. } = rollback else {
         panic!("expected a refused rollback, got {rollback:?}: {err}");
     };
     assert!(reason.contains("vector"), "{reason}");
@@ -1129,7 +1129,7 @@ async fn a_rollback_that_would_drop_rows_is_refused() {
     assert_eq!(lost, 0, "{lost} of {} acknowledged rows lost", acked.len());
     assert_eq!(counts.len(), 500 + acked.len());
     let ledger = failing.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Failed);
+    assert_eq!(ledger[0].status, LedgerStatus::Failed);
     assert!(
         ledger[0]
             .error
@@ -1270,7 +1270,7 @@ async fn assert_restored_and_recorded(
     table.checkout_latest().await.unwrap();
     assert_eq!(*table.schema().await.unwrap(), *before, "table restored");
     let ledger = migrator.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Failed);
+    assert_eq!(ledger[0].status, LedgerStatus::Failed);
     let error = ledger[0].error.as_deref().unwrap_or_default();
     assert!(error.contains(message), "the ledger's error: {error}");
 }
@@ -1306,7 +1306,10 @@ async fn a_disk_full_through_the_rollback_is_recovered_by_the_next_run() {
     let text = err.to_string();
     let (_, phase, rollback) = failure(&err);
     assert_eq!(phase, Phase::Transform, "{err:?}");
-    assert!(matches!(rollback, Rollback::Failed { .. }), "{rollback:?}");
+    assert!(
+        matches!(rollback, Rollback::RestoreFailed { .. }),
+        "{rollback:?}"
+    );
     assert!(
         text.contains("the next run restores the backup first"),
         "the error must say what the next run does: {text}"
@@ -1319,7 +1322,7 @@ async fn a_disk_full_through_the_rollback_is_recovered_by_the_next_run() {
         .lease_ttl(Duration::from_millis(500))
         .add(migration());
     let ledger = migrator.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Running, "{ledger:?}");
+    assert_eq!(ledger[0].status, LedgerStatus::Running, "{ledger:?}");
     let report = migrator.run().await.unwrap();
     assert_eq!(report.applied().count(), 1);
     assert_all_rows_once(&db, 2_000).await;
@@ -1724,7 +1727,7 @@ async fn replicas_serve_at_once_while_another_reembeds() {
     let acked = busy.stop_app();
     let ledger = migrator(db.clone(), "reembed").ledger().await.unwrap();
     assert_eq!(ledger.len(), 2);
-    assert!(ledger.iter().all(|e| e.status == Status::Applied));
+    assert!(ledger.iter().all(|e| e.status == LedgerStatus::Applied));
     assert_nothing_lost(&db, &acked, ROWS, "replicas").await;
     assert_like_a_clean_run(&db, "reembed", "replicas").await;
     let (embedded, twice) = embedded_twice(&log);
@@ -1804,7 +1807,7 @@ async fn handover(place: &Place, rows: usize, sig: &str, ttl_ms: u64) {
     let what = format!("handover after {sig}");
     let ledger = migrator(db.clone(), "reembed").ledger().await.unwrap();
     assert!(
-        ledger.iter().all(|e| e.status == Status::Applied),
+        ledger.iter().all(|e| e.status == LedgerStatus::Applied),
         "{what}: {ledger:?}"
     );
     assert_nothing_lost(&db, &acked, rows, &what).await;

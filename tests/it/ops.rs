@@ -10,8 +10,8 @@ use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb_migrate::testing::{self, Snapshot, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, Error, LaterWrites, Migration, MigrationContext, Migrator, NewColumn, PlanState,
-    ReEmbed, RebuildIndex, Retention, Status, Writes,
+    AddColumns, Error, LaterWrites, LedgerStatus, Migration, MigrationContext, Migrator, NewColumn,
+    PlanState, ReEmbed, RebuildIndex, Retention, Writes,
 };
 
 use crate::support::{field_names, tags, version};
@@ -80,13 +80,13 @@ async fn plan_shows_the_work_and_the_problems_without_changing_anything() {
     let states: Vec<_> = plan.steps().iter().map(|s| s.state.clone()).collect();
     assert_eq!(&states[..4], &[const { PlanState::Pending }; 4]);
     match &states[4] {
-        PlanState::Refused { reason } => {
+        PlanState::WouldFail { reason } => {
             assert!(reason.contains("`category` already exists"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
     match &states[5] {
-        PlanState::Refused { reason } => assert!(reason.contains("missing_table"), "{reason}"),
+        PlanState::WouldFail { reason } => assert!(reason.contains("missing_table"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert!(plan.has_problems());
@@ -197,14 +197,14 @@ async fn rollback_to_undoes_a_migration_and_the_later_ones_on_its_table() {
     before.assert_same_columns(&after, &["id", "text", "vector"]);
     let ledger = migrator().ledger().await.unwrap();
     let status = |id: &str| ledger.iter().find(|e| e.id == id).unwrap().status;
-    assert_eq!(status("0001_category"), Status::Applied);
-    assert_eq!(status("0002_flag"), Status::RolledBack);
+    assert_eq!(status("0001_category"), LedgerStatus::Applied);
+    assert_eq!(status("0002_flag"), LedgerStatus::RolledBack);
     assert_eq!(
         status("0003_other"),
-        Status::Applied,
+        LedgerStatus::Applied,
         "other tables are untouched"
     );
-    assert_eq!(status("0004_note"), Status::RolledBack);
+    assert_eq!(status("0004_note"), LedgerStatus::RolledBack);
     let other = db.open_table("other").execute().await.unwrap();
     assert!(other.schema().await.unwrap().field_with_name("x").is_ok());
 
@@ -258,7 +258,7 @@ async fn rollback_to_refuses_to_lose_later_writes_unless_told() {
     assert_eq!(version(&table).await, version_now, "nothing changed");
     assert_eq!(table.count_rows(None).await.unwrap(), 60);
     let ledger = migrator().ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Applied);
+    assert_eq!(ledger[0].status, LedgerStatus::Applied);
 
     migrator()
         .rollback_to("0001_category", LaterWrites::Discard)
@@ -343,7 +343,7 @@ async fn baseline_records_migrations_already_in_the_schema() {
     // Without a baseline, the run refuses the first migration.
     assert!(matches!(
         migrator().plan().await.unwrap().steps()[0].state,
-        PlanState::Refused { .. }
+        PlanState::WouldFail { .. }
     ));
     let err = migrator().baseline("nope").await.unwrap_err();
     assert!(refused(&err).contains("no migration with this id"));
@@ -391,7 +391,7 @@ async fn repair_accepts_a_drifted_definition_and_refuses_what_it_cannot_fix() {
         .repair("0001_category", LaterWrites::Refuse)
         .await
         .unwrap();
-    assert_eq!(entry.status, Status::Applied);
+    assert_eq!(entry.status, LedgerStatus::Applied);
     assert!(entry.details.contains_key("repaired_checksum"));
     assert!(edited().run().await.unwrap().is_noop());
     let table = db.open_table("docs").execute().await.unwrap();
@@ -445,7 +445,7 @@ async fn repair_restores_a_failed_attempt_only_when_nothing_was_written_since() 
     let migrator = || Migrator::new(db.clone()).add(FailsVerify);
     migrator().run().await.unwrap_err();
     let failed = migrator().ledger().await.unwrap().remove(0);
-    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.status, LedgerStatus::Failed);
     let version_after_failure = version(&table).await;
 
     // Restores the backup again (what an operator does after a rollback
@@ -455,7 +455,7 @@ async fn repair_restores_a_failed_attempt_only_when_nothing_was_written_since() 
         .repair("0001_fails", LaterWrites::Refuse)
         .await
         .unwrap();
-    assert_eq!(entry.status, Status::Failed);
+    assert_eq!(entry.status, LedgerStatus::Failed);
     assert!(version(&table).await > version_after_failure);
     assert!(
         table

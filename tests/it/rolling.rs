@@ -14,7 +14,7 @@ use lancedb::Connection;
 use lancedb::embeddings::EmbeddingFunction;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, Error, Event, Migrator, NewColumn, Outcome, ReEmbed, Status, WhenLocked,
+    AddColumns, Error, Event, LedgerStatus, Migrator, NewColumn, Outcome, ReEmbed, WhenLocked,
 };
 
 use crate::reembed::assert_reembedded;
@@ -138,7 +138,11 @@ async fn a_stop_hands_the_reembed_to_the_next_run_without_embedding_twice() {
     assert_eq!(stopped.outcome, Outcome::Stopped);
     assert!(!report.is_complete());
     let ledger = first.ledger().await.unwrap();
-    assert_eq!(ledger[0].status, Status::Running, "left for the next run");
+    assert_eq!(
+        ledger[0].status,
+        LedgerStatus::Running,
+        "left for the next run"
+    );
     let embedded_first = seen.calls.load(Ordering::SeqCst);
     assert!(
         embedded_first < 20,

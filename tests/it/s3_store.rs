@@ -12,7 +12,7 @@ use std::time::Duration;
 use arrow_schema::DataType;
 use lancedb_migrate::testing::{self, Snapshot};
 use lancedb_migrate::{
-    AddColumns, BackupCopy, BackupLocation, Error, Event, Migrator, NewColumn, Status,
+    AddColumns, BackupCopy, BackupLocation, Error, Event, LedgerStatus, Migrator, NewColumn,
     WithBackupCopy,
 };
 
@@ -150,7 +150,7 @@ async fn a_backup_copy_is_written_to_and_restored_from_s3() {
     assert!(copy.uri().starts_with(&backups), "{}", copy.uri());
     assert_eq!(copy.rows(), 400);
     let entry = &Migrator::new(db.clone()).ledger().await.unwrap()[0];
-    assert_eq!(entry.status, Status::Applied);
+    assert_eq!(entry.status, LedgerStatus::Applied);
     assert_eq!(entry.backup_copy.as_deref(), Some(copy.uri()));
 
     // Without the server's options the bucket cannot be reached (they come

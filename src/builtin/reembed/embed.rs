@@ -44,9 +44,9 @@ impl ReEmbed {
     pub(super) fn target_field(&self) -> Result<Field> {
         let (dest, dim) = self.dest()?;
         let metadata = [
-            (ReEmbed::MODEL_KEY.to_owned(), self.model.clone()),
-            (ReEmbed::DIMENSION_KEY.to_owned(), dim.to_string()),
-            (ReEmbed::MIGRATION_KEY.to_owned(), self.id.clone()),
+            (Self::MODEL_KEY.to_owned(), self.model.clone()),
+            (Self::DIMENSION_KEY.to_owned(), dim.to_string()),
+            (Self::MIGRATION_KEY.to_owned(), self.id.clone()),
         ];
         Ok(Field::new(&self.target, dest, true).with_metadata(metadata.into()))
     }
@@ -98,7 +98,7 @@ impl ReEmbed {
     /// Whether `field` is the column this migration produced (the swap is
     /// done).
     pub(super) fn is_ours(&self, field: &Field) -> bool {
-        field.metadata().get(ReEmbed::MIGRATION_KEY) == Some(&self.id)
+        field.metadata().get(Self::MIGRATION_KEY) == Some(&self.id)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::migration::MigrationContext;
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
 use crate::migration::Migration;
-use crate::migration::{TableInfo, MigrationPlan, Writes};
+use crate::migration::{MigrationPlan, TableInfo, Writes};
 
 /// Recomputes a vector column from a text column with a new embedding model,
 /// e.g. to move from a 384-dimension model to a 768-dimension one.

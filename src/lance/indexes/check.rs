@@ -54,6 +54,7 @@ pub(crate) async fn check(
         table: name.clone(),
         index: index.to_owned(),
         reason,
+        source: None,
     };
     for spec in before {
         let Some(column) = current_column(table, spec).await? else {
@@ -139,6 +140,7 @@ pub(super) async fn compare_rebuilt(
                 "it was rebuilt with other parameters than it had: {}",
                 differences.join("; ")
             ),
+            source: None,
         });
     }
     let mut changed = rebuild.changed;
@@ -165,6 +167,7 @@ pub(crate) async fn check_requested(table: &Table, name: &str, index: &Index) ->
             table: table.name().to_owned(),
             index: name.to_owned(),
             reason: "it does not exist after being built".to_owned(),
+            source: None,
         });
     };
     let differences = params::differences(&params::requested(index), &now.parameters);
@@ -178,6 +181,7 @@ pub(crate) async fn check_requested(table: &Table, name: &str, index: &Index) ->
                 "it was built with other parameters than asked for: {}",
                 differences.join("; ")
             ),
+            source: None,
         })
     }
 }

@@ -152,7 +152,8 @@ pub(crate) async fn restore(
             .map_err(|e| Error::Index {
                 table: name.clone(),
                 index: spec.name.clone(),
-                reason: format!("could not recreate it on `{column}`: {e}"),
+                reason: format!("could not recreate it on `{column}`"),
+                source: Some(e.into()),
             })?;
         recreated.push(Recreated {
             name: spec.name.clone(),

@@ -71,7 +71,7 @@ impl IndexSpec {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`](crate::Error::Lance) when the table's indexes
+    /// [`Error::LanceDb`](crate::Error::LanceDb) when the table's indexes
     /// cannot be read.
     pub async fn list(table: &Table) -> Result<Vec<Self>> {
         crate::lance::latest_version(table).await?;

@@ -13,7 +13,7 @@ impl MigrationContext {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] when the schema cannot be read.
+    /// [`Error::LanceDb`] when the schema cannot be read.
     pub async fn current_schema(&self) -> Result<SchemaRef> {
         self.table.schema().await.map_err(Error::lance(format!(
             "read the schema of table `{}`",

@@ -37,8 +37,8 @@ impl MigrationContext {
     ///
     /// # Errors
     ///
-    /// [`Error::Index`] when an index cannot be recreated (e.g. too few rows
-    /// to train it); [`Error::IndexNotRecreatable`] for an index type
+    /// [`Error::Index`](crate::Error::Index) when an index cannot be recreated (e.g. too few rows
+    /// to train it); [`Error::IndexNotRecreatable`](crate::Error::IndexNotRecreatable) for an index type
     /// LanceDB has no builder for.
     pub async fn restore_indexes(&self) -> Result<()> {
         let recreated = indexes::restore(
@@ -82,7 +82,7 @@ impl MigrationContext {
     ///
     /// # Errors
     ///
-    /// [`Error::Index`] naming the index and what is wrong.
+    /// [`Error::Index`](crate::Error::Index) naming the index and what is wrong.
     pub async fn check_indexes_with(&self, sample: usize, min_recall: f64) -> Result<()> {
         let checked = indexes::check(
             &self.table,

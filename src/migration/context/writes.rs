@@ -36,7 +36,7 @@ impl MigrationContext {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] naming `operation`: the last conflict, or the first
+    /// [`Error::LanceDb`] naming `operation`: the last conflict, or the first
     /// error that is not a conflict. [`Error::LeaseLost`] when the lease is
     /// gone before an attempt.
     pub async fn retry_on_conflict<T, F, Fut>(&self, operation: &str, step: F) -> Result<T>
@@ -74,7 +74,7 @@ impl MigrationContext {
     ///
     /// # Errors
     ///
-    /// [`Error::Lance`] when the commit fails (a column that exists, a
+    /// [`Error::LanceDb`] when the commit fails (a column that exists, a
     /// non-nullable field); [`Error::LeaseLost`].
     pub async fn add_null_columns(&self, columns: &Schema) -> Result<u64> {
         crate::lance::columns::add_null_columns(&self.table, columns, &self.fence).await
@@ -91,7 +91,7 @@ impl MigrationContext {
     /// resumable migration calling it again after a crash continues where
     /// it stopped; then catch-up passes over the rows the application
     /// appended meanwhile, until one finds none. Progress goes to
-    /// [`progress`](Self::progress). A stop ([`StopSignal`]) ends it after
+    /// [`progress`](Self::progress). A stop ([`StopSignal`](crate::StopSignal)) ends it after
     /// the batches in flight, their values committed, with
     /// [`Error::Stopped`]. Returns the rows filled.
     ///

@@ -193,7 +193,7 @@ mod tests {
         let err = migrator.run().await.unwrap_err();
         let cause = err.cause();
         assert!(
-            matches!(cause, Error::Lance { operation, .. } if operation == "lower-case the categories"),
+            matches!(cause, Error::LanceDb { operation, .. } if operation == "lower-case the categories"),
             "{cause:?}"
         );
         assert_eq!(
@@ -220,7 +220,7 @@ mod tests {
             .unwrap_err();
         let cause = err.cause();
         assert!(
-            matches!(cause, Error::Lance { .. }) && std::error::Error::source(cause).is_some(),
+            matches!(cause, Error::LanceDb { .. }) && std::error::Error::source(cause).is_some(),
             "a plain `?` keeps LanceDB's error as the source: {cause:?}"
         );
     }
