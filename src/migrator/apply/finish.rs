@@ -1,0 +1,146 @@
+//! After the change: verification and the ledger's `applied` row, or the
+//! rollback and the failure's record.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tracing::{error, info};
+
+use crate::error::{Error, Result, chain};
+use crate::event::Event;
+use crate::lance::commits::first_reshaping_commit;
+use crate::ledger::{LedgerEntry, LedgerStatus};
+use crate::migration::MigrationContext;
+use crate::migrator::rollback::roll_back;
+use crate::report::{MigrationReport, Outcome, Phase, Report, Rollback};
+
+use super::Apply;
+
+impl Apply<'_> {
+    /// Records success in the ledger and builds the report entry, once the
+    /// table is confirmed to still be what verify checked.
+    pub(super) async fn finish(
+        &mut self,
+        ctx: MigrationContext,
+        entry: LedgerEntry,
+        verified: u64,
+        started: Instant,
+        report: &Report,
+    ) -> Result<MigrationReport> {
+        let (version, rows) = match self.confirm(&ctx, verified).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await),
+        };
+        let entry = LedgerEntry {
+            details: ctx.details(),
+            ..entry.applied(version, rows)
+        };
+        if let Err(e) = self.write(|l| l.record(&entry)).await {
+            return Err(self.roll_back(&ctx, entry, Phase::Record, e, report).await);
+        }
+        let duration = started.elapsed();
+        info!(
+            migration = self.id(),
+            version,
+            rows,
+            ?duration,
+            "migration applied"
+        );
+        self.emit(Event::MigrationApplied {
+            migration: self.id().to_owned(),
+            duration,
+        });
+        Ok(MigrationReport {
+            backup: ctx.backup().cloned(),
+            phases: std::mem::take(&mut self.phases),
+            duration,
+            ..crate::migrator::report_of(self.migration, &entry, Outcome::Applied)
+        })
+    }
+
+    /// The table's version and row count now, after checking that no commit
+    /// since the version verify saw replaced its contents or schema (a
+    /// restore by a process that took the lease over, say). Appends,
+    /// deletes and compaction by the application are expected.
+    pub(super) async fn confirm(
+        &self,
+        ctx: &MigrationContext,
+        verified: u64,
+    ) -> Result<(u64, u64)> {
+        let table = ctx.table_name();
+        // The row count of the very version recorded as the one after.
+        let (version, rows) = crate::lance::latest_row_count(ctx.table()).await?;
+        if version > verified
+            && let Some((at, op)) =
+                first_reshaping_commit(ctx.table(), verified + 1..version + 1).await?
+        {
+            return Err(Error::verification(
+                table,
+                format!(
+                    "another writer's {op} commit (version {at}) changed the table after it was verified"
+                ),
+            ));
+        }
+        Ok((version, rows))
+    }
+
+    /// Restores the backup, records the failure, and builds the error.
+    pub(super) async fn roll_back(
+        &self,
+        ctx: &MigrationContext,
+        mut entry: LedgerEntry,
+        phase: Phase,
+        cause: Error,
+        report: &Report,
+    ) -> Error {
+        // A commit the table's fence refused reaches here as the hook's
+        // own error: the lease tells.
+        if matches!(cause, Error::LeaseLost { .. }) || self.lease.check().is_err() {
+            // Another process may hold the lease now: write nothing more.
+            return self.failed(phase, Rollback::Deferred, cause, report);
+        }
+        let rollback = roll_back(ctx).await;
+        entry.error = Some(format!("{phase}: {}", chain(&cause)));
+        entry.finished_at = Some(SystemTime::now());
+        entry.version_after = ctx.table().version().await.ok();
+        entry.status = match &rollback {
+            // Left half-done: the next run must restore it first, which it
+            // does for a `running` row.
+            Rollback::RestoreFailed { .. } => LedgerStatus::Running,
+            Rollback::Deferred => return self.failed(phase, rollback, cause, report),
+            _ => LedgerStatus::Failed,
+        };
+        if let Err(e) = self.write(|l| l.record(&entry)).await {
+            error!(
+                migration = self.id(),
+                error = %chain(&e),
+                "could not record the failure in the ledger; it still shows the migration running, so the next run undoes it"
+            );
+        }
+        self.failed(phase, rollback, cause, report)
+    }
+
+    pub(super) fn failed(
+        &self,
+        phase: Phase,
+        rollback: Rollback,
+        cause: Error,
+        report: &Report,
+    ) -> Error {
+        error!(migration = self.id(), %phase, %rollback, error = %chain(&cause), "migration failed");
+        let cause = Arc::new(cause);
+        self.emit(Event::MigrationFailed {
+            migration: self.id().to_owned(),
+            phase,
+            error: Arc::clone(&cause),
+        });
+        Error::MigrationFailed {
+            migration: self.id().to_owned(),
+            table: self.migration.table().to_owned(),
+            phase,
+            rollback: Box::new(rollback),
+            report: Box::new(report.clone()),
+            source: cause,
+        }
+    }
+}

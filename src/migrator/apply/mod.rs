@@ -1,0 +1,140 @@
+//! Applying one pending migration: backup, transform, rebuild, verify, and
+//! the rollback when any of them fails.
+
+use std::future::Future;
+use std::time::Instant;
+
+use lancedb::Connection;
+use tracing::{Instrument, info_span};
+
+use crate::backup::BackupLocation;
+use crate::error::{Error, Result};
+use crate::event::{Event, Events};
+use crate::ledger::lease::Lease;
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::migration::Migration;
+use crate::report::{MigrationReport, Phase, PhaseTiming, Report, Rollback};
+use crate::stop::StopSignal;
+
+mod change;
+mod finish;
+mod start;
+
+/// How often a long phase's progress is published in the ledger.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An error, with the phase it happened in.
+struct PhaseError {
+    phase: Phase,
+    error: Error,
+}
+
+/// Tags an error with the phase it happened in.
+fn during(phase: Phase) -> impl FnOnce(Error) -> PhaseError {
+    move |error| PhaseError { phase, error }
+}
+
+/// One migration being applied.
+pub(crate) struct Apply<'a> {
+    db: &'a Connection,
+    ledger: &'a Ledger,
+    lease: &'a Lease,
+    events: &'a Events,
+    migration: &'a dyn Migration,
+    seq: u64,
+    copy_to: Option<&'a BackupLocation>,
+    stop: &'a StopSignal,
+    phases: Vec<PhaseTiming>,
+}
+
+impl<'a> Apply<'a> {
+    pub(crate) fn new(
+        migrator: &'a super::Migrator,
+        ledger: &'a Ledger,
+        lease: &'a Lease,
+        migration: &'a dyn Migration,
+        seq: u64,
+    ) -> Self {
+        Self {
+            db: &migrator.db,
+            ledger,
+            lease,
+            events: &migrator.events,
+            migration,
+            seq,
+            copy_to: migrator.copy_to.as_ref(),
+            stop: &migrator.stop,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Runs the migration; `previous` is its ledger row from an earlier,
+    /// unfinished or failed attempt.
+    pub(crate) async fn run(
+        mut self,
+        previous: Option<&LedgerEntry>,
+        report: &Report,
+    ) -> Result<MigrationReport> {
+        let span = info_span!(
+            "migration",
+            id = self.migration.id(),
+            table = self.migration.table()
+        );
+        async {
+            let started = Instant::now();
+            self.emit(Event::MigrationStarted {
+                migration: self.id().to_owned(),
+                table: self.migration.table().to_owned(),
+            });
+            let ctx = match self.prepare(previous).await {
+                Ok(ctx) => ctx,
+                Err(PhaseError {
+                    phase,
+                    error: Error::Interrupted { rollback, source },
+                }) => return Err(self.failed(phase, *rollback, *source, report)),
+                Err(PhaseError { phase, error }) => {
+                    return Err(self.failed(phase, Rollback::NotNeeded, error, report));
+                }
+            };
+            let entry = self.running_entry(&ctx);
+            let first = match previous {
+                None => self.write(|l| l.insert(&entry)).await,
+                Some(_) => self.write(|l| l.record(&entry)).await,
+            };
+            if let Err(e) = first {
+                return Err(self.failed(Phase::Record, Rollback::NotNeeded, e, report));
+            }
+            let changed = self.change_publishing(&ctx, &entry).await;
+            match changed {
+                Ok(verified) => self.finish(ctx, entry, verified, started, report).await,
+                Err(PhaseError {
+                    phase,
+                    error: Error::Stopped,
+                }) if self.migration.resumable() => Ok(self.stopped(&ctx, phase, started)),
+                Err(PhaseError { phase, error }) => {
+                    Err(self.roll_back(&ctx, entry, phase, error, report).await)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn id(&self) -> &str {
+        self.migration.id()
+    }
+
+    /// A ledger write, made only while the lease is provably held.
+    async fn write<'l, F, Fut>(&'l self, write: F) -> Result<()>
+    where
+        F: FnOnce(&'l Ledger) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        self.lease.check()?;
+        write(self.ledger).await
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+}
