@@ -28,5 +28,4 @@ mod fill;
 mod small;
 mod swap;
 
-use engine::*;
-pub(crate) use engine::{Backfill, Compute, RowProgress, quote};
+pub(crate) use engine::{Backfill, Compute, RowProgress};
