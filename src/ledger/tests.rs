@@ -1,9 +1,12 @@
 //! The ledger's unit tests.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use lancedb::Connection;
 
 use super::codec::schema;
 use super::create::restore_overwritten_rows;
+use super::table::*;
 use super::*;
 use lancedb::database::CreateTableMode;
 
