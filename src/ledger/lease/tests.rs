@@ -4,7 +4,13 @@ use std::collections::HashMap;
 
 use lancedb::table::TagContents;
 
-use super::*;
+use std::time::{Duration, Instant, SystemTime};
+
+use lancedb::Table;
+
+use super::holder::*;
+use super::state::{State, tag};
+use crate::error::Error;
 use crate::lance::tags::{self, refresh, version_of};
 
 fn contents(updated: SystemTime) -> TagContents {
