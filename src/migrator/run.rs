@@ -118,7 +118,7 @@ impl Migrator {
     /// The signal that stops this migrator's runs at their next safe
     /// point: call [`StopSignal::stop`] on SIGTERM. See [`StopSignal`] for
     /// what a stopped run leaves. [`start`](Self::start)'s handle has it
-    /// too ([`MigrationHandle::stop`]).
+    /// too ([`MigrationHandle::stop`](crate::MigrationHandle::stop)).
     pub fn stop_signal(&self) -> StopSignal {
         self.stop.clone()
     }
