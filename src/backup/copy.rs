@@ -39,6 +39,8 @@ impl BackupCopy {
     /// path ([`CopyProblem::Exists`]) or the copy cannot be written
     /// ([`CopyProblem::Write`]: not writable, out of space); whatever was
     /// written is removed.
+    // Long on purpose: the copy's steps in their order (refuse an occupied path, write,
+    // checksum, remove on failure); the cleanup must see every step.
     pub async fn create(
         table: &Table,
         backup: &Backup,

@@ -40,6 +40,8 @@ use crate::report::Rollback;
 /// Restores the backup if the migration changed the table, then re-appends
 /// rows that other writers appended meanwhile. Writes nothing once the
 /// lease is lost ([`Rollback::Deferred`]).
+// Long on purpose: the rollback's steps in their order, each with the lease check before it
+// writes and its own failure; the order is what a reader must check.
 pub(crate) async fn roll_back(ctx: &MigrationContext) -> Rollback {
     let Some(backup) = ctx.backup() else {
         return Rollback::NotNeeded;

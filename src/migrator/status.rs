@@ -33,6 +33,8 @@ impl StatusTable {
 }
 
 impl fmt::Display for StatusTable {
+    // Long on purpose: one table's layout (widths, the optional copy column, one row per
+    // migration) in one place.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.entries.is_empty() {
             return f.write_str("the ledger is empty: no migration has run\n");

@@ -50,6 +50,8 @@ use crate::testing::{Snapshot, memory_db};
     clippy::future_not_send,
     reason = "a test awaits it on its own runtime; the setup closure need not be Sync"
 )]
+// Long on purpose: one scenario told in order (set up, run, check, run again, check again);
+// split, the order a reader follows would be lost.
 pub async fn conformance<M, F>(migration: impl Fn() -> M, key: &str, setup: F)
 where
     M: crate::Migration + 'static,

@@ -353,79 +353,20 @@ impl State {
         {
             return Reply::error(401, "Incorrect API key provided");
         }
-        let request = self.requests.fetch_add(1, Ordering::Relaxed);
-        let fault = lock(&self.faults).pick(request, self.injected.load(Ordering::Relaxed));
-        if let Some(fault) = fault {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-            return match fault {
-                Fault::TooManyRequests { retry_after } => Reply::Answer {
-                    status: 429,
-                    headers: vec![
-                        ("retry-after", retry_after.as_secs_f64().ceil().to_string()),
-                        ("retry-after-ms", retry_after.as_millis().to_string()),
-                    ],
-                    body: serde_json::to_vec(&json!({"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}))
-                        .unwrap_or_default(),
-                },
-                Fault::Status(status) => Reply::error(status, "injected failure"),
-                Fault::Stall(time) => Reply::Stall(time),
-                Fault::Drop => Reply::Drop,
-            };
+        if let Some(reply) = self.injected_fault() {
+            return reply;
         }
-        let Ok(request) = serde_json::from_slice::<Json>(body) else {
-            return Reply::error(400, "the body is not JSON");
+        let (request, texts) = match parse_request(body) {
+            Ok(parsed) => parsed,
+            Err(reply) => return reply,
         };
-        let texts: Vec<String> = match &request["input"] {
-            Json::String(s) => vec![s.clone()],
-            Json::Array(items) if items.iter().all(Json::is_string) => items
-                .iter()
-                .map(|s| s.as_str().unwrap_or_default().to_owned())
-                .collect(),
-            _ => return Reply::error(400, "'input' must be a string or an array of strings"),
+        let data = match self.embed(&texts).await {
+            Ok(data) => data,
+            Err(reply) => return reply,
         };
-        if texts.is_empty() || texts.iter().any(String::is_empty) {
-            return Reply::error(400, "'$.input' is invalid: empty strings are not accepted");
-        }
-        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
-        let model = self.model.clone();
-        let input: ArrayRef = Arc::new(StringArray::from(texts.clone()));
-        let computed =
-            tokio::task::spawn_blocking(move || model.compute_source_embeddings(input)).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let vectors = match computed {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Reply::error(500, &format!("the model failed: {e}")),
-            Err(e) => return Reply::error(500, &format!("the model panicked: {e}")),
-        };
-        let Some(list) = vectors.as_fixed_size_list_opt() else {
-            return Reply::error(500, "the model returned no fixed-size lists");
-        };
-        let Ok(values) = arrow_cast::cast(list.values(), &arrow_schema::DataType::Float32) else {
-            return Reply::error(500, "the model's values are not floats");
-        };
-        let values = values.as_primitive::<Float32Type>().values();
-        let dim = list.value_length() as usize;
-        let data: Vec<Json> = (0..list.len())
-            .map(|i| {
-                json!({
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": &values[i * dim..(i + 1) * dim],
-                })
-            })
-            .collect();
         let chars: usize = texts.iter().map(String::len).sum();
         let tokens = chars.div_ceil(4);
-        self.texts.fetch_add(texts.len() as u64, Ordering::Relaxed);
-        self.largest
-            .fetch_max(texts.len() as u64, Ordering::Relaxed);
-        {
-            let mut counts = lock(&self.counts);
-            for text in texts {
-                *counts.entry(text).or_default() += 1;
-            }
-        }
+        self.count(texts);
         Reply::json(
             200,
             &json!({
@@ -436,4 +377,97 @@ impl State {
             }),
         )
     }
+
+    /// The reply of the fault the plan injects into this request, if any.
+    fn injected_fault(&self) -> Option<Reply> {
+        let request = self.requests.fetch_add(1, Ordering::Relaxed);
+        let fault = lock(&self.faults).pick(request, self.injected.load(Ordering::Relaxed))?;
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        Some(match fault {
+            Fault::TooManyRequests { retry_after } => Reply::Answer {
+                status: 429,
+                headers: vec![
+                    ("retry-after", retry_after.as_secs_f64().ceil().to_string()),
+                    ("retry-after-ms", retry_after.as_millis().to_string()),
+                ],
+                body: serde_json::to_vec(&json!({"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}))
+                    .unwrap_or_default(),
+            },
+            Fault::Status(status) => Reply::error(status, "injected failure"),
+            Fault::Stall(time) => Reply::Stall(time),
+            Fault::Drop => Reply::Drop,
+        })
+    }
+
+    /// The model's vectors for `texts`, as the `data` of an answer.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Json>, Reply> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let model = self.model.clone();
+        let input: ArrayRef = Arc::new(StringArray::from(texts.to_vec()));
+        let computed =
+            tokio::task::spawn_blocking(move || model.compute_source_embeddings(input)).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let vectors = match computed {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(Reply::error(500, &format!("the model failed: {e}"))),
+            Err(e) => return Err(Reply::error(500, &format!("the model panicked: {e}"))),
+        };
+        let Some(list) = vectors.as_fixed_size_list_opt() else {
+            return Err(Reply::error(500, "the model returned no fixed-size lists"));
+        };
+        let Ok(values) = arrow_cast::cast(list.values(), &arrow_schema::DataType::Float32) else {
+            return Err(Reply::error(500, "the model's values are not floats"));
+        };
+        let values = values.as_primitive::<Float32Type>().values();
+        let dim = list.value_length() as usize;
+        Ok((0..list.len())
+            .map(|i| {
+                json!({
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": &values[i * dim..(i + 1) * dim],
+                })
+            })
+            .collect())
+    }
+
+    /// Counts `texts` as embedded: in all, the largest request, per text.
+    fn count(&self, texts: Vec<String>) {
+        self.texts.fetch_add(texts.len() as u64, Ordering::Relaxed);
+        self.largest
+            .fetch_max(texts.len() as u64, Ordering::Relaxed);
+        let mut counts = lock(&self.counts);
+        for text in texts {
+            *counts.entry(text).or_default() += 1;
+        }
+    }
+}
+
+/// The request's JSON and its texts, or the reply refusing it as an
+/// OpenAI-compatible service would.
+fn parse_request(body: &[u8]) -> Result<(Json, Vec<String>), Reply> {
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return Err(Reply::error(400, "the body is not JSON"));
+    };
+    let texts: Vec<String> = match &request["input"] {
+        Json::String(s) => vec![s.clone()],
+        Json::Array(items) if items.iter().all(Json::is_string) => items
+            .iter()
+            .map(|s| s.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => {
+            return Err(Reply::error(
+                400,
+                "'input' must be a string or an array of strings",
+            ));
+        }
+    };
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return Err(Reply::error(
+            400,
+            "'$.input' is invalid: empty strings are not accepted",
+        ));
+    }
+    Ok((request, texts))
 }

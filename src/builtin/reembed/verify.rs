@@ -91,6 +91,8 @@ impl ReEmbed {
     /// vector: cosine similarity at least `min_similarity` (and, when asked,
     /// element by element within `tolerance`). Returns the lowest
     /// similarity seen (1.0 when nothing was compared).
+    // Long on purpose: one pass over the sample with each check in place; every check needs the
+    // same row's text, stored vector and tolerance.
     async fn compare(
         &self,
         ctx: &MigrationContext,

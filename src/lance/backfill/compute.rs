@@ -29,6 +29,8 @@ impl Backfill<'_> {
     /// executor, each with the number of rows computed. Deleted rows and
     /// rows whose source is NULL get NULL. When `stoppable`, the stream
     /// ends early (at a batch boundary) once a stop is asked for.
+    // Long on purpose: one stream pipeline (read, drop deleted and NULL rows, compute off the
+    // executor, stop at a batch boundary) whose stages close over the same state.
     pub(super) async fn values(
         &self,
         fragment: &FileFragment,

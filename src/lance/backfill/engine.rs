@@ -1,6 +1,6 @@
 //! The fill: its settings, the passes over the table until no fragment\n//! is left, and what is left to cover.
 
-use super::checkpoint::Filled;
+use super::checkpoint::{Checkpoint, Filled};
 use crate::error::{Error, Result};
 use crate::lance::fence::Fence;
 use crate::lance::{latest_version, local_dataset};
@@ -206,6 +206,12 @@ impl<'a> Backfill<'a> {
         groups.len() as u64 + large
     }
 
+    /// Fills pass after pass, each over what is still to do (rows appended
+    /// meanwhile included), until nothing is left or, with `limit`, after
+    /// `limit` passes or once a pass stops converging on the appends.
+    /// Returns the rows filled.
+    // Long on purpose: the passes share their state (rate, convergence, stop, first-pass
+    // progress); the small and large fills are methods of their own.
     pub(super) async fn fill_passes(&self, limit: Option<usize>) -> Result<u64> {
         let mut done_new = HashSet::new();
         let mut filled_rows = 0;
@@ -223,7 +229,7 @@ impl<'a> Backfill<'a> {
                 .iter()
                 .map(|f| f.metadata().num_rows().unwrap_or(0) as u64)
                 .sum();
-            let mut checkpoint = self.load_checkpoint(&dataset)?;
+            let checkpoint = self.load_checkpoint(&dataset)?;
             let (small, large) = self.split_small(todo, checkpoint.as_ref().map(|c| c.fragment));
             let groups = self.groups(small);
             let calls = self.calls(&groups, &large);
@@ -248,7 +254,6 @@ impl<'a> Backfill<'a> {
                 self.progress.extend_total(rows);
             }
             let mut pending: Vec<Filled> = Vec::new();
-            let mut last_commit = Instant::now();
             // Small fragments first, many to a call.
             let (filled, stopped) = self.fill_small(&dataset, groups).await?;
             for id in filled.iter().map(|f| f.group.0) {
@@ -262,34 +267,63 @@ impl<'a> Backfill<'a> {
                 self.commit(pending, false).await?;
                 return Err(Error::Stopped);
             }
-            for fragment in large {
-                let id = fragment.id() as u64;
-                if self.stop.is_stopped() {
+            filled_rows += self
+                .fill_large(
+                    &dataset,
+                    large,
+                    checkpoint,
+                    &mut rate,
+                    &mut done_new,
+                    pending,
+                )
+                .await?;
+            previous = Some((pass_started.elapsed(), calls));
+        }
+        Ok(filled_rows)
+    }
+
+    /// Fills the `large` fragments one at a time (the checkpointed one
+    /// from its checkpoint), committing at least every `checkpoint_every`
+    /// and after each fragment written in parts; `pending` (files written
+    /// but not committed) goes with the first commit. Returns the rows
+    /// filled.
+    async fn fill_large(
+        &self,
+        dataset: &Arc<Dataset>,
+        large: Vec<FileFragment>,
+        mut checkpoint: Option<Checkpoint>,
+        rate: &mut Option<f64>,
+        done_new: &mut HashSet<u64>,
+        mut pending: Vec<Filled>,
+    ) -> Result<u64> {
+        let mut filled_rows = 0;
+        let mut last_commit = Instant::now();
+        for fragment in large {
+            let id = fragment.id() as u64;
+            if self.stop.is_stopped() {
+                self.commit(pending, false).await?;
+                return Err(Error::Stopped);
+            }
+            let resume = checkpoint.take_if(|c| c.fragment == id);
+            let filled = match self.fill(dataset, &fragment, resume, rate).await {
+                Err(Error::Stopped) => {
                     self.commit(pending, false).await?;
                     return Err(Error::Stopped);
                 }
-                let resume = checkpoint.take_if(|c| c.fragment == id);
-                let filled = match self.fill(&dataset, &fragment, resume, &mut rate).await {
-                    Err(Error::Stopped) => {
-                        self.commit(pending, false).await?;
-                        return Err(Error::Stopped);
-                    }
-                    filled => filled?,
-                };
-                filled_rows += filled.rows;
-                let parts = filled.target.is_some();
-                pending.push(filled);
-                if parts || last_commit.elapsed() >= self.checkpoint_every {
-                    self.commit(std::mem::take(&mut pending), parts).await?;
-                    last_commit = Instant::now();
-                }
-                if !self.original_fragments.contains(&id) {
-                    done_new.insert(id);
-                }
+                filled => filled?,
+            };
+            filled_rows += filled.rows;
+            let parts = filled.target.is_some();
+            pending.push(filled);
+            if parts || last_commit.elapsed() >= self.checkpoint_every {
+                self.commit(std::mem::take(&mut pending), parts).await?;
+                last_commit = Instant::now();
             }
-            self.commit(pending, false).await?;
-            previous = Some((pass_started.elapsed(), calls));
+            if !self.original_fragments.contains(&id) {
+                done_new.insert(id);
+            }
         }
+        self.commit(pending, false).await?;
         Ok(filled_rows)
     }
 

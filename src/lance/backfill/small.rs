@@ -90,6 +90,8 @@ impl Backfill<'_> {
 
     /// One call to `compute` for the live rows of `group`'s fragments, and
     /// a column file for each fragment.
+    // Long on purpose: read the group's fragments, one compute call, a file per fragment: the
+    // three share the group's row offsets.
     async fn fill_group(
         &self,
         dataset: &Arc<Dataset>,

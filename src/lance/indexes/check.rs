@@ -33,6 +33,8 @@ pub(crate) struct Checked {
 /// every row; and, for vector indexes, an indexed search for a sample of
 /// rows' own vectors finds them in the top 10 for at least `min_recall`
 /// of them.
+// Long on purpose: one index's checks in their order (exists, same column, parameters,
+// coverage, recall), each with its own error.
 pub(crate) async fn check(
     table: &Table,
     before: &[IndexSpec],

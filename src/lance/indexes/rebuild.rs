@@ -126,39 +126,7 @@ pub(crate) async fn restore(
             }
             continue;
         }
-        let (full, unread) = described(table, version_before, spec).await;
-        let mut rebuild = full.recreate(dims_of(&schema, &column)).map_err(|reason| {
-            Error::IndexNotRecreatable {
-                table: name.clone(),
-                index: spec.name.clone(),
-                index_type: spec.index_type.to_string(),
-                reason,
-            }
-        })?;
-        rebuild.changed.extend(unread);
-        for change in &rebuild.changed {
-            warn!(
-                index = spec.name,
-                change, "an index parameter could not carry over"
-            );
-        }
-        info!(index = %full, column, "recreating index");
-        fence.check()?;
-        table
-            .create_index(&[column.as_str()], rebuild.index)
-            .name(spec.name.clone())
-            .execute()
-            .await
-            .map_err(|e| Error::Index {
-                table: name.clone(),
-                index: spec.name.clone(),
-                reason: format!("could not recreate it on `{column}`"),
-                source: Some(e.into()),
-            })?;
-        recreated.push(Recreated {
-            name: spec.name.clone(),
-            changed: rebuild.changed,
-        });
+        recreated.push(recreate(table, version_before, spec, &column, &schema, fence).await?);
     }
     if stale {
         info!(table = name, "indexing rows the migration rewrote");
@@ -169,4 +137,51 @@ pub(crate) async fn restore(
             .map_err(Error::lance(format!("optimize the indexes of `{name}`")))?;
     }
     Ok(recreated)
+}
+
+/// Builds `spec` (an index of the table at `version_before`) again on
+/// `column` of `schema`, with the parameters it had where LanceDB can set
+/// them; each that could not carry over is logged and returned.
+async fn recreate(
+    table: &Table,
+    version_before: u64,
+    spec: &IndexSpec,
+    column: &str,
+    schema: &arrow_schema::Schema,
+    fence: &Fence,
+) -> Result<Recreated> {
+    let name = table.name();
+    let (full, unread) = described(table, version_before, spec).await;
+    let mut rebuild =
+        full.recreate(dims_of(schema, column))
+            .map_err(|reason| Error::IndexNotRecreatable {
+                table: name.to_owned(),
+                index: spec.name.clone(),
+                index_type: spec.index_type.to_string(),
+                reason,
+            })?;
+    rebuild.changed.extend(unread);
+    for change in &rebuild.changed {
+        warn!(
+            index = spec.name,
+            change, "an index parameter could not carry over"
+        );
+    }
+    info!(index = %full, column, "recreating index");
+    fence.check()?;
+    table
+        .create_index(&[column], rebuild.index)
+        .name(spec.name.clone())
+        .execute()
+        .await
+        .map_err(|e| Error::Index {
+            table: name.to_owned(),
+            index: spec.name.clone(),
+            reason: format!("could not recreate it on `{column}`"),
+            source: Some(e.into()),
+        })?;
+    Ok(Recreated {
+        name: spec.name.clone(),
+        changed: rebuild.changed,
+    })
 }

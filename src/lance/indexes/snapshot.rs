@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 
 /// The indexes of `table` at its current version, with the parameters
 /// Lance keeps in the manifest (no index file is opened).
+// Long on purpose: one pass over the manifest's index records, each turned into an IndexSpec in
+// place.
 pub(crate) async fn snapshot(table: &Table) -> Result<Vec<IndexSpec>> {
     let name = table.name();
     let read = |what: &str| Error::lance(format!("read the {what} of `{name}`"));

@@ -100,6 +100,8 @@ fn default_sub_vectors(dims: usize, num_bits: Option<u32>) -> u32 {
 
 /// The builder of a vector index with `expected`; `None` for any other
 /// type.
+// Long on purpose: one arm per LanceDB builder type, each one line thanks to the macros; the
+// macros are the length.
 fn vector_builder(index_type: &IndexType, expected: &Params) -> Option<Index> {
     let u32_of = |key: &str| expected.get(key).and_then(|v| v.parse::<u32>().ok());
     let distance = expected
