@@ -31,6 +31,29 @@ pub struct RemoteEmbeddingBuilder {
     pub(super) policy: RetryPolicy,
 }
 
+impl RemoteEmbedding {
+    /// Settings for `model` (sent as the request's `model`), with the
+    /// defaults: OpenAI's URL, the key from `$OPENAI_API_KEY` if set, and
+    /// the `DEFAULT_*` limits.
+    pub fn builder(model: impl Into<String>) -> RemoteEmbeddingBuilder {
+        RemoteEmbeddingBuilder {
+            model: model.into(),
+            name: None,
+            base_url: Self::DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            api_key_env: Some(Self::DEFAULT_API_KEY_ENV.to_owned()),
+            headers: Vec::new(),
+            dimension: None,
+            request_dimensions: None,
+            max_batch_texts: Self::DEFAULT_MAX_BATCH_TEXTS,
+            max_batch_chars: Self::DEFAULT_MAX_BATCH_CHARS,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            timeout: Self::DEFAULT_TIMEOUT,
+            policy: RetryPolicy::default(),
+        }
+    }
+}
+
 impl RemoteEmbeddingBuilder {
     /// The service's base URL, up to and including `/v1` (default
     /// OpenAI's); requests go to `<base_url>/embeddings`.

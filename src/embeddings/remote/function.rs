@@ -16,8 +16,6 @@ use tokio::sync::Semaphore;
 use crate::embeddings::usage::{self};
 use crate::embeddings::{RetryPolicy, ServiceError};
 
-use super::builder::RemoteEmbeddingBuilder;
-
 /// An [`EmbeddingFunction`] that calls an embedding service speaking the
 /// OpenAI `/v1/embeddings` protocol: OpenAI itself,
 /// text-embeddings-inference, vLLM, Infinity, Ollama, LiteLLM and others.
@@ -130,27 +128,6 @@ impl RemoteEmbedding {
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
     /// Default time one request may take.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-    /// Settings for `model` (sent as the request's `model`), with the
-    /// defaults: OpenAI's URL, the key from `$OPENAI_API_KEY` if set, and
-    /// the `DEFAULT_*` limits.
-    pub fn builder(model: impl Into<String>) -> RemoteEmbeddingBuilder {
-        RemoteEmbeddingBuilder {
-            model: model.into(),
-            name: None,
-            base_url: Self::DEFAULT_BASE_URL.to_owned(),
-            api_key: None,
-            api_key_env: Some(Self::DEFAULT_API_KEY_ENV.to_owned()),
-            headers: Vec::new(),
-            dimension: None,
-            request_dimensions: None,
-            max_batch_texts: Self::DEFAULT_MAX_BATCH_TEXTS,
-            max_batch_chars: Self::DEFAULT_MAX_BATCH_CHARS,
-            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
-            timeout: Self::DEFAULT_TIMEOUT,
-            policy: RetryPolicy::default(),
-        }
-    }
 
     /// The model name sent to the service.
     pub fn model(&self) -> &str {

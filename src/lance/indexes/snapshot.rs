@@ -205,3 +205,37 @@ pub(super) async fn unindexed_rows(table: &Table, index: &str) -> Result<usize> 
         )))?;
     Ok(stats.map_or(0, |s| s.num_unindexed_rows))
 }
+
+impl IndexSpec {
+    /// The indexes of `table` at its latest version, each with every
+    /// parameter Lance recorded (reading some opens the index files; see
+    /// [`parameters`](Self::parameters)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn example() -> lancedb_migrate::Result<()> {
+    /// use lancedb::index::Index;
+    /// use lancedb::index::vector::IvfFlatIndexBuilder;
+    /// use lancedb_migrate::{IndexSpec, testing};
+    ///
+    /// let db = testing::memory_db().await?;
+    /// let table = testing::documents_table(&db, "docs", 300, 16).await?;
+    /// let ivf = IvfFlatIndexBuilder::default().num_partitions(3).max_iterations(20);
+    /// table.create_index(&["vector"], Index::IvfFlat(ivf)).execute().await?;
+    /// let specs = IndexSpec::list(&table).await?;
+    /// assert_eq!(specs[0].parameters["num_partitions"], "3");
+    /// assert_eq!(specs[0].parameters["max_iterations"], "20");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LanceDb`](crate::Error::LanceDb) when the table's indexes
+    /// cannot be read.
+    pub async fn list(table: &Table) -> Result<Vec<Self>> {
+        crate::lance::latest_version(table).await?;
+        snapshot_described(table).await
+    }
+}

@@ -4,13 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use lancedb::DistanceType;
-use lancedb::Table;
 use lancedb::index::IndexType;
 
-use crate::error::Result;
-
 use super::params;
-use super::snapshot::snapshot_described;
 
 /// An index of a table, as recorded before a migration: its name, column,
 /// type and the parameters it was built with.
@@ -46,38 +42,6 @@ pub struct IndexSpec {
 impl Eq for IndexSpec {}
 
 impl IndexSpec {
-    /// The indexes of `table` at its latest version, each with every
-    /// parameter Lance recorded (reading some opens the index files; see
-    /// [`parameters`](Self::parameters)).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # async fn example() -> lancedb_migrate::Result<()> {
-    /// use lancedb::index::Index;
-    /// use lancedb::index::vector::IvfFlatIndexBuilder;
-    /// use lancedb_migrate::{IndexSpec, testing};
-    ///
-    /// let db = testing::memory_db().await?;
-    /// let table = testing::documents_table(&db, "docs", 300, 16).await?;
-    /// let ivf = IvfFlatIndexBuilder::default().num_partitions(3).max_iterations(20);
-    /// table.create_index(&["vector"], Index::IvfFlat(ivf)).execute().await?;
-    /// let specs = IndexSpec::list(&table).await?;
-    /// assert_eq!(specs[0].parameters["num_partitions"], "3");
-    /// assert_eq!(specs[0].parameters["max_iterations"], "20");
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LanceDb`](crate::Error::LanceDb) when the table's indexes
-    /// cannot be read.
-    pub async fn list(table: &Table) -> Result<Vec<Self>> {
-        crate::lance::latest_version(table).await?;
-        snapshot_described(table).await
-    }
-
     /// Whether this is a vector index.
     pub fn is_vector(&self) -> bool {
         params::is_vector(&self.index_type)
