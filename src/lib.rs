@@ -134,7 +134,7 @@ pub use async_trait::async_trait;
 pub use backup::{Backup, BackupCopy, BackupLocation};
 pub use builtin::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex, WithBackupCopy};
 
-pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt};
+pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, LedgerStatus};
 pub use migration::{Migration, MigrationContext};
@@ -146,6 +146,6 @@ pub use migrator::{
 pub use migrator::{Plan, PlanState, PlanStep};
 pub use progress::Progress;
 pub use report::{
-    LeaseHolder, MigrationReport, Outcome, Phase, PhaseProgress, PhaseTiming, Report, Rollback,
+    LeaseHolder, MigrationReport, Outcome, Phase, PhaseProgress, PhaseTiming, Report,
 };
 pub use stop::StopSignal;

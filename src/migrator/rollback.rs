@@ -31,11 +31,11 @@ use arrow_array::{RecordBatch, new_null_array};
 use arrow_schema::{Schema, SchemaRef};
 use tracing::{info, warn};
 
+use crate::error::Rollback;
 use crate::error::{Error, Result, chain};
 use crate::lance::commits::{self, append_commits};
 use crate::lance::latest_version;
 use crate::migration::MigrationContext;
-use crate::report::Rollback;
 
 /// Restores the backup if the migration changed the table, then re-appends
 /// rows that other writers appended meanwhile. Writes nothing once the

@@ -22,14 +22,14 @@ use crate::embeddings::{RetryPolicy, ServiceError};
 /// Feature `remote`.
 ///
 /// - **Any model and dimension.** The model name is sent as is. The
-///   dimension is [declared](RemoteEmbeddingBuilder::dimension) and checked
+///   dimension is [declared](crate::embeddings::RemoteEmbeddingBuilder::dimension) and checked
 ///   against every answer, or learnt from a one-text probe the first time
 ///   it is needed.
 /// - **Batching.** A call's texts go out in requests of at most
-///   [`max_batch_texts`](RemoteEmbeddingBuilder::max_batch_texts) texts
-///   and about [`max_batch_chars`](RemoteEmbeddingBuilder::max_batch_chars)
+///   [`max_batch_texts`](crate::embeddings::RemoteEmbeddingBuilder::max_batch_texts) texts
+///   and about [`max_batch_chars`](crate::embeddings::RemoteEmbeddingBuilder::max_batch_chars)
 ///   characters (a token budget, at about four characters a token), at most
-///   [`max_in_flight`](RemoteEmbeddingBuilder::max_in_flight) requests at
+///   [`max_in_flight`](crate::embeddings::RemoteEmbeddingBuilder::max_in_flight) requests at
 ///   once across all calls.
 /// - **Retries.** 429, 408 and 5xx answers, timeouts and dropped
 ///   connections are retried with exponential backoff and jitter, waiting

@@ -6,13 +6,13 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{error, info};
 
-use crate::error::{Error, Result, chain};
+use crate::error::{Error, Result, Rollback, chain};
 use crate::event::Event;
 use crate::lance::commits::first_reshaping_commit;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::MigrationContext;
 use crate::migrator::rollback::roll_back;
-use crate::report::{MigrationReport, Outcome, Phase, Report, Rollback};
+use crate::report::{MigrationReport, Outcome, Phase, Report};
 
 use super::Apply;
 

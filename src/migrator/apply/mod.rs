@@ -8,12 +8,12 @@ use lancedb::Connection;
 use tracing::{Instrument, info_span};
 
 use crate::backup::BackupLocation;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Rollback};
 use crate::event::{Event, Events};
 use crate::ledger::lease::Lease;
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::migration::Migration;
-use crate::report::{MigrationReport, Phase, PhaseTiming, Report, Rollback};
+use crate::report::{MigrationReport, Phase, PhaseTiming, Report};
 use crate::stop::StopSignal;
 
 mod change;

@@ -8,14 +8,14 @@ use tracing::{error, warn};
 
 use crate::backup::Backup;
 use crate::backup::BackupCopy;
-use crate::error::{Error, Result, chain, panic_message};
+use crate::error::{Error, Result, Rollback, chain, panic_message};
 use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::MigrationContext;
 use crate::migration::TableInfo;
 use crate::migrator::rollback::roll_back;
 use crate::progress::Progress;
-use crate::report::{Phase, Rollback};
+use crate::report::Phase;
 
 use super::{Apply, PhaseError, during};
 
