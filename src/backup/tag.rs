@@ -78,7 +78,7 @@ impl Backup {
     pub async fn copy_to(
         mut self,
         table: &Table,
-        location: impl Into<crate::BackupLocation>,
+        location: impl Into<crate::backup::BackupLocation>,
     ) -> Result<Self> {
         if self.copy.is_none() {
             self.copy = Some(BackupCopy::create(table, &self, location).await?);

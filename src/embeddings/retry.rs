@@ -142,7 +142,7 @@ impl Attempts {
 
     /// The error that ends the call: `last` itself when no retry was made,
     /// else [`ServiceError::RetriesExhausted`] around it.
-    pub(crate) fn give_up(&self, last: crate::BoxError) -> crate::BoxError {
+    pub(crate) fn give_up(&self, last: crate::error::BoxError) -> crate::error::BoxError {
         if self.retries == 0 {
             last
         } else {
