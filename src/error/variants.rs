@@ -197,6 +197,10 @@ pub enum Error {
         migration: String,
         /// Why, and what to do instead.
         reason: String,
+        /// The error that made the operation impossible, when one did
+        /// (e.g. the table of a baseline could not be opened).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Another writer changed the table in a way the migration cannot work

@@ -36,6 +36,7 @@ fn refusal<'a>(operation: &'a str, migration: &'a str) -> impl Fn(String) -> Err
         operation: operation.to_owned(),
         migration: migration.to_owned(),
         reason,
+        source: None,
     }
 }
 
@@ -144,10 +145,15 @@ impl Migrator {
                         e.id, e.status
                     )));
                 }
-                let table = self
-                    .open(m.table())
-                    .await
-                    .map_err(|e| refuse(e.to_string()))?;
+                let table = self.open(m.table()).await.map_err(|e| {
+                    let reason = format!("table `{}` cannot be opened", m.table());
+                    Error::Refused {
+                        operation: "baseline".to_owned(),
+                        migration: id.to_owned(),
+                        reason,
+                        source: Some(e.into()),
+                    }
+                })?;
                 let version = latest_version(&table).await?;
                 let count = table
                     .count_rows(None)

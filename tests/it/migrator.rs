@@ -216,6 +216,46 @@ async fn empty_id_is_invalid() {
     assert!(matches!(err, Error::InvalidMigration { .. }), "{err:?}");
 }
 
+/// A failure's event carries the run's own typed error (the same value as
+/// the returned error's source), not its text.
+#[tokio::test]
+async fn a_failure_event_carries_the_typed_error() {
+    let db = testing::memory_db().await.unwrap();
+    testing::documents_table(&db, "documents", 10, 4)
+        .await
+        .unwrap();
+    let log = EventLog::default();
+    let err = Migrator::new(db)
+        .add(
+            AddColumns::new("0001_bad", "documents").column(NewColumn::new("text", DataType::Utf8)),
+        )
+        .on_event(log.observer())
+        .run()
+        .await
+        .unwrap_err();
+    let Error::MigrationFailed { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let failed: Vec<_> = log
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MigrationFailed {
+                migration, error, ..
+            } => Some((migration, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "one failure event");
+    let (migration, error) = &failed[0];
+    assert_eq!(migration, "0001_bad");
+    assert!(
+        matches!(**error, Error::ColumnExists { ref column, .. } if column == "text"),
+        "{error:?}"
+    );
+    assert!(Arc::ptr_eq(error, source), "the same error, shared");
+}
+
 #[tokio::test]
 async fn events_trace_the_run() {
     let db = testing::memory_db().await.unwrap();

@@ -1306,9 +1306,14 @@ async fn a_disk_full_through_the_rollback_is_recovered_by_the_next_run() {
     let text = err.to_string();
     let (_, phase, rollback) = failure(&err);
     assert_eq!(phase, Phase::Transform, "{err:?}");
+    let Rollback::RestoreFailed { step, source, .. } = rollback else {
+        panic!("{rollback:?}")
+    };
+    // The restore's own error is kept, typed, not flattened into text.
+    assert!(!step.is_empty());
     assert!(
-        matches!(rollback, Rollback::RestoreFailed { .. }),
-        "{rollback:?}"
+        matches!(**source, lancedb_migrate::Error::LanceDb { .. }),
+        "the failed restore keeps LanceDB's error: {source:?}"
     );
     assert!(
         text.contains("the next run restores the backup first"),

@@ -363,6 +363,11 @@ async fn baseline_records_migrations_already_in_the_schema() {
         .await
         .unwrap_err();
     assert!(refused(&err).contains("missing"), "{err}");
+    let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<Error>());
+    assert!(
+        matches!(cause, Some(Error::TableNotFound { table }) if table == "missing"),
+        "the refusal keeps why the table could not be opened: {err:?}"
+    );
 }
 
 #[tokio::test]
