@@ -13,6 +13,7 @@ use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::migration::{MigrationPlan, TableInfo};
+use crate::migrator::{Migrator, by_id};
 
 /// Where a migration stands, in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,26 @@ impl fmt::Display for Plan {
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+impl Migrator {
+    /// What the next [`run`](Self::run) would do, without changing anything
+    /// (not even creating the ledger): every migration's state (applied,
+    /// drifted, failed, pending, ...) and, for those it would apply, the
+    /// work each will do ([`Migration::plan`](crate::Migration::plan)): rows
+    /// written, columns touched, data or metadata only, indexes rebuilt.
+    /// Bad input the run would refuse shows as [`PlanState::WouldFail`](crate::PlanState::WouldFail).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateId`](crate::Error::DuplicateId) or [`Error::InvalidMigration`](crate::Error::InvalidMigration) for the list
+    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger or a
+    /// table cannot be read.
+    pub async fn plan(&self) -> Result<Plan> {
+        self.validate()?;
+        let entries = by_id(self.ledger().await?);
+        plan(&self.db, &self.migrations, &entries).await
     }
 }
 

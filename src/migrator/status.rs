@@ -1,12 +1,11 @@
-//! What operators read: the plan of the next run, and the ledger as a
-//! status table.
+//! What operators read of the ledger: [`StatusTable`], every recorded
+//! migration as a text table.
 
 use std::fmt;
 
 use crate::error::Result;
 use crate::ledger::LedgerEntry;
-use crate::migrator::plan::Plan;
-use crate::migrator::{Migrator, by_id, plan};
+use crate::migrator::Migrator;
 
 /// The ledger as a table, from [`Migrator::status`]: one row per migration
 /// ever recorded, in order. Displays as a text table.
@@ -108,24 +107,6 @@ impl fmt::Display for StatusTable {
 }
 
 impl Migrator {
-    /// What the next [`run`](Self::run) would do, without changing anything
-    /// (not even creating the ledger): every migration's state (applied,
-    /// drifted, failed, pending, ...) and, for those it would apply, the
-    /// work each will do ([`Migration::plan`](crate::Migration::plan)): rows
-    /// written, columns touched, data or metadata only, indexes rebuilt.
-    /// Bad input the run would refuse shows as [`PlanState::WouldFail`](crate::PlanState::WouldFail).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DuplicateId`](crate::Error::DuplicateId) or [`Error::InvalidMigration`](crate::Error::InvalidMigration) for the list
-    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger or a
-    /// table cannot be read.
-    pub async fn plan(&self) -> Result<Plan> {
-        self.validate()?;
-        let entries = by_id(self.ledger().await?);
-        plan::plan(&self.db, &self.migrations, &entries).await
-    }
-
     /// The ledger as a table: every recorded migration with its status,
     /// versions, rows, backup and duration.
     ///
