@@ -1,4 +1,5 @@
-//! [`Ledger`]: the ledger table opened, read and written, one row per\n//! migration id.
+//! [`Ledger`]: the ledger table opened, read and written, one row per
+//! migration id.
 
 use super::codec::{decode, encode};
 use super::create::{add_late_columns, check_schema, create};

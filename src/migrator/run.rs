@@ -1,4 +1,5 @@
-//! The [`Migrator`]: its settings, and the run that applies the pending\n//! migrations under the lease.
+//! The [`Migrator`]: its settings, and the run that applies the pending
+//! migrations under the lease.
 
 use super::retention::prune_backups;
 use super::{drift, pending, retention::Retention};

@@ -1,4 +1,5 @@
-//! The fill: its settings, the passes over the table until no fragment\n//! is left, and what is left to cover.
+//! The fill: its settings, the passes over the table until no fragment
+//! is left, and what is left to cover.
 
 use super::checkpoint::{Checkpoint, Filled};
 use crate::error::{Error, Result};

@@ -1,4 +1,5 @@
-//! [`MigrationContext`]: what a hook is given — the table, the state\n//! before the migration, the lease, the stop signal and progress.
+//! [`MigrationContext`]: what a hook is given — the table, the state
+//! before the migration, the lease, the stop signal and progress.
 
 use crate::backup::Backup;
 use crate::error::{Error, Result};
