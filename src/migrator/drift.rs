@@ -38,7 +38,7 @@ fn advice(definition: &str, now: SystemTime) -> String {
     match computed_looking(definition, now) {
         Some(value) => format!(
             "its definition holds `{value}`, which looks computed when the application starts and so \
-             changes on every start; compute it in the migration instead (`Value::MigrationTime` \
+             changes on every start; compute it in the migration instead (`DefaultValue::MigrationTime` \
              stores the time of migration, in string columns too), then accept the new definition \
              once with `Migrator::repair`"
         ),
@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(computed_looking(plain, now), None);
         let date = "launch:Date32 default=Date { year: 2024, month: 1, day: 31 }";
         assert_eq!(computed_looking(date, now), None);
-        assert!(advice(iso, now).contains("Value::MigrationTime"));
+        assert!(advice(iso, now).contains("DefaultValue::MigrationTime"));
         assert!(advice(plain, now).starts_with("restore its original definition"));
     }
 }

@@ -8,7 +8,7 @@
 //! 1. checks, before touching anything, that every row appended since the
 //!    backup fits the backup's schema (a row with a 768-d vector cannot go
 //!    back into a 384-d column); if one does not, it refuses and leaves the
-//!    table as it is ([`Rollback::Refused`]);
+//!    table as it is ([`Rollback::KeptNewRows`]);
 //! 2. restores the backup (commit R);
 //! 3. reads the rows that `Append` commits added between the backup and R,
 //!    as they were written, and appends them again, projected onto the
