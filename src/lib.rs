@@ -103,6 +103,9 @@
 //!   process checks that the store enforces put-if-absent
 //!   ([`Error::UnsafeStore`], [`Migrator::allow_unsafe_store`]).
 
+// docs.rs (`--cfg docsrs`, nightly) shows the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backup;
 mod builtin;
 
@@ -137,11 +140,11 @@ pub use builtin::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex, Wi
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, LedgerStatus};
-pub use migration::{Migration, MigrationContext};
+pub use migration::{Definition, Migration, MigrationContext};
 pub use migration::{MigrationPlan, TableInfo, Writes};
 pub use migrator::{
-    DEFAULT_LEDGER_TABLE, LaterWrites, MigrationHandle, Migrator, Retention, RunState, StatusTable,
-    Stopping, WhenLocked,
+    DEFAULT_LEDGER_TABLE, Divergence, LaterWrites, MigrationHandle, Migrator, Retention, RunState,
+    StatusTable, Stopping, WhenLocked,
 };
 pub use migrator::{Plan, PlanState, PlanStep};
 pub use progress::Progress;

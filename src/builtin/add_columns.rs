@@ -2,7 +2,6 @@
 //! columns.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
@@ -13,11 +12,12 @@ use tracing::info;
 use arrow_array::ArrayRef;
 
 use crate::builtin::default_value::DefaultValue;
+use crate::builtin::legacy;
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
 use crate::lance::retry::is_lancedb_conflict;
-use crate::migration::Migration;
 use crate::migration::MigrationContext;
+use crate::migration::{Definition, Migration, hex_sha256};
 use crate::migration::{MigrationPlan, TableInfo, Writes};
 
 /// One column for [`AddColumns`] to add.
@@ -84,20 +84,13 @@ impl NewColumn {
         Field::new(&self.name, self.data_type.clone(), self.nullable)
     }
 
-    fn describe(&self, out: &mut String) {
-        let _ = write!(out, "{}:{}", self.name, self.data_type);
-        match &self.default {
-            None => out.push_str(" default=null"),
-            Some(DefaultValue::MigrationTime) => out.push_str(" default=migration_time"),
-            Some(v) => {
-                let _ = write!(out, " default={v:?}");
-            }
-        }
-        out.push_str(if self.nullable {
-            " nullable;"
-        } else {
-            " not_null;"
-        });
+    /// The column in the crate's stable encoding (see [`Definition`]).
+    fn definition(&self) -> Definition {
+        Definition::new("column")
+            .text("name", &self.name)
+            .data_type("type", &self.data_type)
+            .raw("default", &DefaultValue::canonical(self.default.as_ref()))
+            .bool("nullable", self.nullable)
     }
 
     fn check(&self) -> Result<()> {
@@ -376,14 +369,28 @@ impl Migration for AddColumns {
         &self.table
     }
 
-    /// `add_columns` followed by each column's name, type, default and
-    /// nullability.
+    /// `add_columns@1`: the table, then each column's name, type, default
+    /// and nullability, in the crate's stable encoding ([`Definition`]).
     fn definition(&self) -> String {
-        let mut out = format!("add_columns table={};", self.table);
-        for column in &self.columns {
-            column.describe(&mut out);
-        }
-        out
+        Definition::new("add_columns@1")
+            .text("table", &self.table)
+            .list("columns", self.columns.iter().map(NewColumn::definition))
+            .finish()
+    }
+
+    /// The checksum lancedb-migrate 0.1 recorded for the same columns.
+    fn previous_checksums(&self) -> Vec<String> {
+        let columns = self.columns.iter().map(|c| {
+            (
+                c.name.as_str(),
+                &c.data_type,
+                c.default.as_ref(),
+                c.nullable,
+            )
+        });
+        vec![hex_sha256(
+            legacy::add_columns(&self.table, columns).as_bytes(),
+        )]
     }
 
     /// `before` with the new columns appended.

@@ -75,6 +75,31 @@ impl DefaultValue {
         Self::TimestampMicros(micros_since_epoch(time))
     }
 
+    /// `value` in the crate's stable definition encoding
+    /// ([`Definition`](crate::Definition)): `null`, `utf8:"…"`, `bool:true`,
+    /// `int:3`, `uint:3`, `float:f64:<bits>`, `timestamp_us:<n>`,
+    /// `migration_time`, `date:2024-01-31`.
+    pub(crate) fn canonical(value: Option<&Self>) -> String {
+        let mut out = String::new();
+        match value {
+            None => out.push_str("null"),
+            Some(Self::Utf8(s)) => {
+                out.push_str("utf8:");
+                crate::migration::push_quoted(&mut out, s);
+            }
+            Some(Self::Bool(b)) => out.push_str(if *b { "bool:true" } else { "bool:false" }),
+            Some(Self::Int(i)) => out.push_str(&format!("int:{i}")),
+            Some(Self::UInt(u)) => out.push_str(&format!("uint:{u}")),
+            Some(Self::Float(f)) => out.push_str(&format!("float:f64:{:016x}", f.to_bits())),
+            Some(Self::TimestampMicros(us)) => out.push_str(&format!("timestamp_us:{us}")),
+            Some(Self::MigrationTime) => out.push_str("migration_time"),
+            Some(Self::Date { year, month, day }) => {
+                out.push_str(&format!("date:{year:04}-{month:02}-{day:02}"));
+            }
+        }
+        out
+    }
+
     /// The SQL expression that yields this value as `data_type`, with the
     /// time of migration `now`; `Err` says why it does not fit.
     pub(crate) fn to_sql(&self, data_type: &DataType, now: SystemTime) -> Result<String, String> {

@@ -3,6 +3,9 @@
 
 mod add_columns;
 mod default_value;
+#[cfg(all(test, feature = "testing"))]
+mod golden;
+mod legacy;
 mod rebuild_index;
 mod reembed;
 mod with_backup_copy;

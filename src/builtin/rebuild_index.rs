@@ -6,8 +6,8 @@ use lancedb::index::Index;
 
 use crate::error::{Error, Result};
 use crate::lance::indexes::{self, IndexSpec};
-use crate::migration::Migration;
 use crate::migration::MigrationContext;
+use crate::migration::{Definition, Migration, hex_sha256};
 use crate::migration::{MigrationPlan, TableInfo, Writes};
 
 /// Creates, or replaces, an index on one column — e.g. the vector index a
@@ -135,10 +135,83 @@ impl RebuildIndex {
     }
 }
 
+/// The index's kind in the crate's own names, and the parameters that
+/// differ from the builder's defaults, as LanceDB serializes them (the form
+/// it sends to LanceDB Cloud). Parameters left at their defaults are not
+/// named, so a parameter that a later LanceDB adds with a default does not
+/// change the definition.
+fn index_definition(index: &Index) -> (&'static str, serde_json::Value) {
+    use lancedb::index::scalar as s;
+    use lancedb::index::vector as v;
+    fn changed<T: serde::Serialize + Default>(builder: &T) -> serde_json::Value {
+        let (Ok(actual), Ok(default)) = (
+            serde_json::to_value(builder),
+            serde_json::to_value(T::default()),
+        ) else {
+            return serde_json::Value::String("unserializable".to_owned());
+        };
+        match (actual, default) {
+            (serde_json::Value::Object(actual), serde_json::Value::Object(default)) => actual
+                .into_iter()
+                .filter(|(k, v)| default.get(k) != Some(v))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            (actual, _) => actual,
+        }
+    }
+    match index {
+        Index::Auto => ("auto", serde_json::Value::Null),
+        Index::BTree(b) => ("btree", changed::<s::BTreeIndexBuilder>(b)),
+        Index::Bitmap(b) => ("bitmap", changed::<s::BitmapIndexBuilder>(b)),
+        Index::LabelList(b) => ("label_list", changed::<s::LabelListIndexBuilder>(b)),
+        Index::Fm(b) => ("fm", changed::<s::FmIndexBuilder>(b)),
+        Index::ZoneMap(b) => ("zone_map", changed::<s::ZoneMapIndexBuilder>(b)),
+        Index::NGram(b) => ("ngram", changed::<s::NGramIndexBuilder>(b)),
+        Index::BloomFilter(b) => ("bloom_filter", changed::<s::BloomFilterIndexBuilder>(b)),
+        Index::RTree(b) => ("rtree", changed::<s::RTreeIndexBuilder>(b)),
+        Index::FTS(b) => ("fts", changed::<s::FtsIndexBuilder>(b)),
+        Index::IvfFlat(b) => ("ivf_flat", changed::<v::IvfFlatIndexBuilder>(b)),
+        Index::IvfPq(b) => ("ivf_pq", changed::<v::IvfPqIndexBuilder>(b)),
+        Index::IvfSq(b) => ("ivf_sq", changed::<v::IvfSqIndexBuilder>(b)),
+        Index::IvfRq(b) => ("ivf_rq", changed::<v::IvfRqIndexBuilder>(b)),
+        Index::IvfHnswPq(b) => ("ivf_hnsw_pq", changed::<v::IvfHnswPqIndexBuilder>(b)),
+        Index::IvfHnswSq(b) => ("ivf_hnsw_sq", changed::<v::IvfHnswSqIndexBuilder>(b)),
+        Index::IvfHnswFlat(b) => ("ivf_hnsw_flat", changed::<v::IvfHnswFlatIndexBuilder>(b)),
+    }
+}
+
 #[async_trait]
 impl Migration for RebuildIndex {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// `rebuild_index@1`: the table, column, index name, index kind and
+    /// the parameters set away from their defaults, in the crate's stable
+    /// encoding ([`Definition`]); the recall check's settings can change
+    /// without drift.
+    fn definition(&self) -> String {
+        let (kind, params) = index_definition(&self.index);
+        Definition::new("rebuild_index@1")
+            .text("table", &self.table)
+            .text("column", &self.column)
+            .text("name", &self.index_name())
+            .text("index", kind)
+            .json("params", &params)
+            .finish()
+    }
+
+    /// The checksum lancedb-migrate 0.1 recorded: that of the migration's
+    /// `Debug`, which shows LanceDB's index builder. It matches while
+    /// LanceDB's `Debug` of the builder is unchanged (golden tests pin
+    /// it); ledgers are upgraded on the first run of this release.
+    fn previous_checksums(&self) -> Vec<String> {
+        // 0.1's derived `Debug`, written out so that new fields change nothing.
+        let legacy = format!(
+            "RebuildIndex {{ id: {:?}, table: {:?}, column: {:?}, index: {:?}, name: {:?}, min_recall: {:?}, sample: {:?} }}",
+            self.id, self.table, self.column, self.index, self.name, self.min_recall, self.sample
+        );
+        vec![hex_sha256(legacy.as_bytes())]
     }
 
     /// `false`: searches keep working while the index is rebuilt (on the

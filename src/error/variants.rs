@@ -172,6 +172,62 @@ pub enum Error {
         advice: String,
     },
 
+    /// Migrations the ledger shows applied are no longer in the list (they
+    /// were deleted from the code), and
+    /// [`Migrator::on_missing`](crate::Migrator::on_missing) refuses that
+    /// (the default). Nothing was run.
+    #[error(
+        "applied migrations {ids:?} are not in the list any more; a migration stays listed once applied: put them back (or allow this with `Migrator::on_missing(Divergence::Allow)`)"
+    )]
+    MissingMigrations {
+        /// Their ids, in the order they were applied.
+        ids: Vec<String>,
+    },
+
+    /// Migrations were inserted in the list before one that was applied
+    /// when they were not listed yet, and
+    /// [`Migrator::on_out_of_order`](crate::Migrator::on_out_of_order)
+    /// refuses that (the default). Nothing was run.
+    #[error(
+        "migrations {ids:?} are listed before `{applied}`, which was applied before they were added; move them after the last applied migration (or apply them out of order with `Migrator::on_out_of_order(Divergence::Allow)`)"
+    )]
+    OutOfOrder {
+        /// The inserted migrations, in list order.
+        ids: Vec<String>,
+        /// The applied migration now listed after them.
+        applied: String,
+    },
+
+    /// The ledger shows migrations applied that come after every migration
+    /// in the list (a newer release applied them), and
+    /// [`Migrator::on_newer`](crate::Migrator::on_newer) refuses that (it
+    /// allows it by default, so that an older build can run beside a newer
+    /// one during a rolling deploy or a rollback). Nothing was run.
+    #[error(
+        "the ledger has migrations {ids:?} applied by a newer release of this application; deploy that release (or allow this with `Migrator::on_newer(Divergence::Allow)`)"
+    )]
+    NewerMigrations {
+        /// Their ids, in the order they were applied.
+        ids: Vec<String>,
+    },
+
+    /// The ledger (or the migration lease on it) was written by a newer
+    /// lancedb-migrate, in a format this one does not know. Nothing was
+    /// read further or written.
+    #[error(
+        "the migration ledger `{ledger}` has {what} format {found}, written by a newer lancedb-migrate (this one knows up to {known}); upgrade lancedb-migrate to the version the rest of the fleet runs"
+    )]
+    NewerFormat {
+        /// The ledger table's name.
+        ledger: String,
+        /// What has the format: `"ledger"` or `"lease"`.
+        what: &'static str,
+        /// The format found.
+        found: u32,
+        /// The newest format this build knows.
+        known: u32,
+    },
+
     /// An independent backup copy could not be made or restored
     /// ([`BackupCopy`](crate::BackupCopy)). When making it fails, the
     /// migration does not start.

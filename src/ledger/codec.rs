@@ -18,7 +18,19 @@ use crate::ledger::{LedgerEntry, LedgerStatus};
 
 /// The ledger format this crate writes. A ledger with a larger number was
 /// written by a newer version of the crate and is not touched.
-pub(crate) const FORMAT: u32 = 1;
+///
+/// - 1: lancedb-migrate 0.1. Checksums of the built-in migrations hashed
+///   a text holding arrow's `Display` of types and LanceDB's `Debug` of
+///   index builders.
+/// - 2: the built-ins' checksums hash their stable encoding
+///   ([`Definition`](crate::Definition)); a row of format 1 is upgraded
+///   in place ([`Migration::previous_checksums`](crate::Migration::previous_checksums)).
+///   The lease's holder tag names the lease format
+///   (`lease::state::FORMAT`).
+///
+/// A release writes its number the first time it writes the ledger (under
+/// the lease); releases that know only older formats then refuse it.
+pub(crate) const FORMAT: u32 = 2;
 /// The schema metadata key holding the format number.
 pub(super) const FORMAT_KEY: &str = "lancedb_migrate.ledger_format";
 /// The column holding a migration's recorded details, as a JSON object.

@@ -102,9 +102,12 @@ pub(super) async fn check_schema(name: &str, table: &Table) -> Result<()> {
             )));
         }
         Some(Ok(f)) if f > FORMAT => {
-            return Err(damaged(format!(
-                "it has format {f}, written by a newer lancedb-migrate (this one reads up to {FORMAT}); upgrade the crate"
-            )));
+            return Err(Error::NewerFormat {
+                ledger: name.to_owned(),
+                what: "ledger",
+                found: f,
+                known: FORMAT,
+            });
         }
         Some(Err(_)) => {
             return Err(damaged(format!(
@@ -127,6 +130,48 @@ pub(super) async fn check_schema(name: &str, table: &Table) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The format number `table`'s schema metadata records (1 when absent from
+/// a ledger [`check_schema`] accepted).
+pub(super) async fn format_of(name: &str, table: &Table) -> Result<u32> {
+    let schema = table
+        .schema()
+        .await
+        .map_err(Error::lance(format!("read the schema of ledger `{name}`")))?;
+    Ok(schema
+        .metadata()
+        .get(FORMAT_KEY)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1))
+}
+
+/// Records [`FORMAT`] in the ledger's schema metadata when it holds an
+/// older number, so that older releases refuse the ledger from then on
+/// ([`Error::NewerFormat`]) instead of misreading it. One metadata-only
+/// commit, once per ledger; the caller holds the lease.
+pub(super) async fn claim_format(name: &str, table: &Table) -> Result<()> {
+    if format_of(name, table).await? >= FORMAT {
+        return Ok(());
+    }
+    let schema = table
+        .schema()
+        .await
+        .map_err(Error::lance(format!("read the schema of ledger `{name}`")))?;
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(FORMAT_KEY.to_owned(), FORMAT.to_string());
+    let Some(native) = table.as_native() else {
+        // A remote table's ledger: its format is LanceDB Cloud's business.
+        return Ok(());
+    };
+    native
+        .replace_schema_metadata(metadata)
+        .await
+        .map_err(Error::lance(format!(
+            "record format {FORMAT} in ledger `{name}`"
+        )))?;
+    tracing::info!(ledger = name, format = FORMAT, "ledger format upgraded");
     Ok(())
 }
 

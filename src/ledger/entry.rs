@@ -87,6 +87,14 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// [`details`](Self::details) key: the checksum the row held before a
+    /// later release upgraded it to its own encoding of the same
+    /// definition ([`Migration::previous_checksums`](crate::Migration::previous_checksums)).
+    pub const CHECKSUM_PREVIOUS: &'static str = "checksum.previous";
+    /// [`details`](Self::details) key: the lancedb-migrate version that
+    /// upgraded the row's checksum.
+    pub const CHECKSUM_UPGRADED_BY: &'static str = "checksum.upgraded_by";
+
     /// The row of a migration starting now: `running`, with the table's
     /// version and row count before it.
     pub(crate) fn running(

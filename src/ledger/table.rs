@@ -2,7 +2,7 @@
 //! migration id.
 
 use super::codec::{decode, encode};
-use super::create::{add_late_columns, check_schema, create};
+use super::create::{add_late_columns, check_schema, claim_format, create};
 use super::entry::LedgerEntry;
 use crate::error::{Error, Result};
 use crate::lance::fragments;
@@ -97,6 +97,20 @@ impl Ledger {
             Err(lancedb::Error::TableNotFound { .. }) => Ok(None),
             Err(e) => Err(Error::lance(format!("open ledger `{name}`"))(e)),
         }
+    }
+
+    /// Checks again that the ledger's format is one this build knows: under
+    /// the lease, before the first write, in case a newer release wrote it
+    /// since it was opened. The handle is at the latest version after
+    /// [`entries`](Self::entries), so this reads nothing more.
+    pub(crate) async fn check_format(&self) -> Result<()> {
+        check_schema(self.table.name(), &self.table).await
+    }
+
+    /// Records this build's format in the ledger, if it holds an older one;
+    /// the caller holds the lease and is about to write.
+    pub(crate) async fn claim_format(&self) -> Result<()> {
+        claim_format(self.table.name(), &self.table).await
     }
 
     /// The ledger's table handle (the lease's tags live on it).

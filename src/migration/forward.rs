@@ -20,7 +20,7 @@ use crate::migration::{Migration, MigrationContext, MigrationPlan, TableInfo};
 /// ```ignore
 /// forward_migration! {
 ///     impl[M: Migration] Wrapper<M> => inner;
-///     forward [id, table, definition, checksum, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
+///     forward [id, table, definition, checksum, previous_checksums, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
 ///     { async fn verify(&self, ctx: &MigrationContext) -> Result<()> { ... } }
 /// }
 /// ```
@@ -50,6 +50,11 @@ macro_rules! forward_migration {
     (@acc $g:tt $t:tt $i:ident [checksum $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
         $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
             fn checksum(&self) -> String { self.$i.checksum() }
+        ] $own);
+    };
+    (@acc $g:tt $t:tt $i:ident [previous_checksums $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
+        $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
+            fn previous_checksums(&self) -> Vec<String> { self.$i.previous_checksums() }
         ] $own);
     };
     (@acc $g:tt $t:tt $i:ident [expected_schema $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
@@ -134,6 +139,9 @@ macro_rules! forward_pointer {
             }
             fn checksum(&self) -> String {
                 (**self).checksum()
+            }
+            fn previous_checksums(&self) -> Vec<String> {
+                (**self).previous_checksums()
             }
             fn expected_schema(&self, before: &Schema) -> Result<Schema> {
                 (**self).expected_schema(before)

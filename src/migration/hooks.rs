@@ -94,11 +94,30 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// A canonical text of what the migration does; its checksum detects
     /// edits to an applied migration.
     ///
+    /// It must be the same on every start of every build of the
+    /// application for as long as the migration means the same thing: put
+    /// in it what changes the data (table, columns, types, defaults,
+    /// expressions, model), and leave out what only tunes how the work is
+    /// done (batch sizes, concurrency, timeouts), which can then change
+    /// after the migration was applied. Never let a dependency's `Display`
+    /// or `Debug` (an Arrow `DataType`, a client's options) into it: a
+    /// routine `cargo update` that changes their formatting would make the
+    /// migration look edited everywhere it was applied. Write it with
+    /// [`Definition`](crate::Definition), whose encoding this crate keeps
+    /// stable, as the built-in migrations do.
+    ///
     /// # Default implementation
     ///
-    /// The migration's `Debug` output. Override it when `Debug` shows
-    /// something that is not part of the definition (a cache, a client
-    /// handle) or may change between versions of your dependencies.
+    /// The migration's `Debug` output: stable as long as the type's fields
+    /// are your own types and plain values (strings, numbers), as in a
+    /// unit struct or a struct of column names. Override it when `Debug`
+    /// shows a dependency's type, or something that is not part of the
+    /// definition (a cache, a client handle).
+    ///
+    /// When you must change a definition that was already applied, without
+    /// changing what the migration does (to drop a dependency's type from
+    /// it, say), return the old checksum from
+    /// [`previous_checksums`](Self::previous_checksums).
     fn definition(&self) -> String {
         format!("{self:?}")
     }
@@ -111,6 +130,23 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// Hashes the definition; there is rarely a reason to override it.
     fn checksum(&self) -> String {
         hex_sha256(self.definition().as_bytes())
+    }
+
+    /// Checksums that earlier releases recorded for this same migration,
+    /// from an earlier encoding of the same definition.
+    ///
+    /// A ledger row applied with one of them is not drift: the next run that
+    /// takes the lease rewrites the row's checksum to the current one, in
+    /// place, and records the old one in its details
+    /// (`checksum.previous`, with `checksum.upgraded_by`, the crate version
+    /// that did it). Nothing is run again.
+    ///
+    /// # Default implementation
+    ///
+    /// None. The built-in migrations return the checksum of the definition
+    /// lancedb-migrate 0.1 recorded for them.
+    fn previous_checksums(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// The schema the table must have after the migration, given the one it
@@ -267,7 +303,7 @@ pub trait Migration: fmt::Debug + Send + Sync {
 }
 
 /// Hex-encoded SHA-256 of `bytes`.
-fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

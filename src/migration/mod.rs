@@ -3,11 +3,15 @@
 //! describes its work with for dry runs.
 
 mod context;
+mod definition;
 mod forward;
 mod hooks;
 mod plan;
 
 pub use context::MigrationContext;
+pub use definition::Definition;
+pub(crate) use definition::push_quoted;
 pub(crate) use forward::forward_migration;
 pub use hooks::Migration;
+pub(crate) use hooks::hex_sha256;
 pub use plan::{MigrationPlan, TableInfo, Writes};

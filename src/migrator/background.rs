@@ -18,7 +18,7 @@ use crate::migration::Migration;
 use crate::report::{LeaseHolder, Phase, PhaseProgress, Report};
 use crate::stop::StopSignal;
 
-use super::{Migrator, by_id, drift, pending};
+use super::{Migrator, by_id, pending};
 
 /// Consecutive failed reads of a standing-by run: retried up to
 /// [`Failures::MOST`] in a row.
@@ -458,9 +458,9 @@ impl Migrator {
         let mut entries = by_id(ledger.entries_as_opened().await?);
         let mut failures = Failures::default();
         loop {
-            drift::check(&self.migrations, &entries)?;
+            let upgrades = self.check_ledger(&entries)?;
             state.send_modify(|s| s.read_ledger(&entries));
-            if self.all_applied(&entries) {
+            if self.all_applied(&entries) && upgrades.is_empty() {
                 return Ok(self.skip_all(&entries));
             }
             if self.stop.is_stopped() {

@@ -8,27 +8,55 @@ use crate::error::{Error, Result};
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 
+/// An applied migration whose ledger row holds a checksum of an earlier
+/// encoding of its definition ([`Migration::previous_checksums`]): not
+/// drift; the row is rewritten with the current checksum under the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChecksumUpgrade {
+    /// The migration's id.
+    pub(crate) id: String,
+    /// The checksum in its ledger row.
+    pub(crate) from: String,
+    /// Its current checksum.
+    pub(crate) to: String,
+}
+
 /// Fails with [`Error::Drift`] for the first applied migration whose
-/// checksum differs from its ledger row's.
+/// checksum differs from its ledger row's and is not one of its
+/// [previous checksums](Migration::previous_checksums); returns those that
+/// are, to be upgraded.
 pub(super) fn check(
     migrations: &[Box<dyn Migration>],
     entries: &HashMap<String, LedgerEntry>,
-) -> Result<()> {
+) -> Result<Vec<ChecksumUpgrade>> {
+    let mut upgrades = Vec::new();
     for m in migrations {
         let Some(entry) = entries.get(m.id()) else {
             continue;
         };
-        let current = m.checksum();
-        if entry.status == LedgerStatus::Applied && entry.checksum != current {
-            return Err(Error::Drift {
-                migration: m.id().to_owned(),
-                applied: entry.checksum.clone(),
-                current,
-                advice: advice(&m.definition(), SystemTime::now()),
-            });
+        if entry.status != LedgerStatus::Applied {
+            continue;
         }
+        let current = m.checksum();
+        if entry.checksum == current {
+            continue;
+        }
+        if m.previous_checksums().contains(&entry.checksum) {
+            upgrades.push(ChecksumUpgrade {
+                id: m.id().to_owned(),
+                from: entry.checksum.clone(),
+                to: current,
+            });
+            continue;
+        }
+        return Err(Error::Drift {
+            migration: m.id().to_owned(),
+            applied: entry.checksum.clone(),
+            current,
+            advice: advice(&m.definition(), SystemTime::now()),
+        });
     }
-    Ok(())
+    Ok(upgrades)
 }
 
 /// What to do about a drifted definition: the usual advice, or, when the

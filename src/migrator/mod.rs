@@ -2,6 +2,7 @@
 
 mod apply;
 mod background;
+mod divergence;
 mod drift;
 mod ops;
 mod pending;
@@ -12,6 +13,7 @@ mod run;
 mod status;
 
 pub use background::{MigrationHandle, RunState, Stopping};
+pub use divergence::Divergence;
 pub use ops::LaterWrites;
 pub use plan::{Plan, PlanState, PlanStep};
 pub use retention::Retention;

@@ -13,6 +13,7 @@ use crate::lance::indexes;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::migration::{MigrationPlan, TableInfo};
+use crate::migrator::divergence;
 use crate::migrator::{Migrator, by_id};
 
 /// Where a migration stands, in a [`Plan`].
@@ -95,11 +96,24 @@ pub struct PlanStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     steps: Vec<PlanStep>,
+    unlisted: Vec<String>,
 }
 
 impl Plan {
     pub(crate) fn new(steps: Vec<PlanStep>) -> Self {
-        Self { steps }
+        Self {
+            steps,
+            unlisted: Vec::new(),
+        }
+    }
+
+    /// Migrations the ledger shows applied that the list does not have
+    /// (deleted from it, or applied by a newer release), which the
+    /// migrator's policies allow ([`Migrator::on_missing`](crate::Migrator::on_missing),
+    /// [`on_newer`](crate::Migrator::on_newer)); refused ones fail the plan
+    /// instead.
+    pub fn unlisted(&self) -> &[String] {
+        &self.unlisted
     }
 
     /// Every migration, in order.
@@ -151,6 +165,9 @@ impl fmt::Display for Plan {
             }
             writeln!(f)?;
         }
+        for id in &self.unlisted {
+            writeln!(f, "{id}: applied, not in this list (ignored)")?;
+        }
         Ok(())
     }
 }
@@ -166,12 +183,21 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::DuplicateId`](crate::Error::DuplicateId) or [`Error::InvalidMigration`](crate::Error::InvalidMigration) for the list
-    /// itself, [`Error::Ledger`](crate::Error::Ledger) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger or a
+    /// itself; [`Error::MissingMigrations`](crate::Error::MissingMigrations),
+    /// [`Error::OutOfOrder`](crate::Error::OutOfOrder) or
+    /// [`Error::NewerMigrations`](crate::Error::NewerMigrations) when the
+    /// ledger and the list disagree in a way the migrator's policies
+    /// refuse (as the run would); [`Error::Ledger`](crate::Error::Ledger),
+    /// [`Error::NewerFormat`](crate::Error::NewerFormat) or [`Error::LanceDb`](crate::Error::LanceDb) when the ledger or a
     /// table cannot be read.
     pub async fn plan(&self) -> Result<Plan> {
         self.validate()?;
         let entries = by_id(self.ledger().await?);
-        plan(&self.db, &self.migrations, &entries).await
+        let found = divergence::find(&self.migrations, &entries);
+        divergence::enforce(&found, self.policies)?;
+        let mut plan = plan(&self.db, &self.migrations, &entries).await?;
+        plan.unlisted = found.missing.into_iter().chain(found.newer).collect();
+        Ok(plan)
     }
 }
 
@@ -216,7 +242,7 @@ fn ledger_state(m: &dyn Migration, entry: Option<&LedgerEntry>) -> PlanState {
     match entry.status {
         LedgerStatus::Applied => {
             let (applied, current) = (entry.checksum.clone(), m.checksum());
-            if applied == current {
+            if applied == current || m.previous_checksums().contains(&applied) {
                 PlanState::Applied
             } else {
                 PlanState::Drifted { applied, current }

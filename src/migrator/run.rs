@@ -1,6 +1,8 @@
 //! The [`Migrator`]: its settings, and the run that applies the pending
 //! migrations under the lease.
 
+use super::divergence::{self, Divergence, Policies};
+use super::drift::ChecksumUpgrade;
 use super::retention::prune_backups;
 use super::{drift, pending, retention::Retention};
 use crate::backup::BackupLocation;
@@ -89,6 +91,7 @@ pub struct Migrator {
     pub(super) retention: Retention,
     pub(super) when_locked: WhenLocked,
     pub(crate) stop: StopSignal,
+    pub(crate) policies: Policies,
 }
 
 impl Migrator {
@@ -105,7 +108,40 @@ impl Migrator {
             retention: Retention::All,
             when_locked: WhenLocked::default(),
             stop: StopSignal::new(),
+            policies: Policies::default(),
         }
+    }
+
+    /// What to do when the ledger shows migrations applied that are no
+    /// longer in the list, at positions the list still has (they were
+    /// deleted from the code). Default: [`Divergence::Refuse`], with
+    /// [`Error::MissingMigrations`] before anything runs.
+    pub fn on_missing(mut self, policy: Divergence) -> Self {
+        self.policies.missing = policy;
+        self
+    }
+
+    /// What to do when migrations that never ran are listed before one
+    /// that was applied when they were not listed yet (a branch merged
+    /// late). Default: [`Divergence::Refuse`], with [`Error::OutOfOrder`]
+    /// before anything runs; [`Divergence::Allow`] applies them.
+    ///
+    /// A migration that was listed but deferred (a re-embed that runs after
+    /// the migrations that block serving) is not out of order.
+    pub fn on_out_of_order(mut self, policy: Divergence) -> Self {
+        self.policies.out_of_order = policy;
+        self
+    }
+
+    /// What to do when the ledger shows migrations applied after every
+    /// migration in the list: a newer release of the application applied
+    /// them, and this build is older (a rolling deploy, a rollback).
+    /// Default: [`Divergence::Allow`] — this build applies its own pending
+    /// migrations and serves; [`Divergence::Refuse`] fails with
+    /// [`Error::NewerMigrations`].
+    pub fn on_newer(mut self, policy: Divergence) -> Self {
+        self.policies.newer = policy;
+        self
     }
 
     /// What [`run`](Self::run) does when another process holds the
@@ -269,8 +305,8 @@ impl Migrator {
         async {
             let ledger = self.open_ledger().await?;
             let entries = by_id(ledger.entries_as_opened().await?);
-            drift::check(&self.migrations, &entries)?;
-            let report = if self.all_applied(&entries) {
+            let upgrades = self.check_ledger(&entries)?;
+            let report = if self.all_applied(&entries) && upgrades.is_empty() {
                 self.skip_all(&entries)
             } else {
                 match self.take_lease(&ledger, entries).await? {
@@ -329,6 +365,54 @@ impl Migrator {
         .await
     }
 
+    /// Checks the ledger's rows against the list before anything runs:
+    /// drift ([`Error::Drift`]), then migrations missing, out of order or
+    /// newer, as the [policies](Divergence) say. Returns the applied rows
+    /// whose checksum is to be upgraded.
+    pub(crate) fn check_ledger(
+        &self,
+        entries: &HashMap<String, LedgerEntry>,
+    ) -> Result<Vec<ChecksumUpgrade>> {
+        let upgrades = drift::check(&self.migrations, entries)?;
+        divergence::enforce(&divergence::find(&self.migrations, entries), self.policies)?;
+        Ok(upgrades)
+    }
+
+    /// Rewrites the checksum of each row in `upgrades` to the current one,
+    /// noting the old one and this crate's version in its details; returns
+    /// `entries` with them rewritten. Under the lease; nothing is run again.
+    pub(super) async fn upgrade_checksums(
+        &self,
+        ledger: &Ledger,
+        lease: &Lease,
+        mut entries: HashMap<String, LedgerEntry>,
+        upgrades: &[ChecksumUpgrade],
+    ) -> Result<HashMap<String, LedgerEntry>> {
+        for upgrade in upgrades {
+            let Some(entry) = entries.get_mut(&upgrade.id) else {
+                continue;
+            };
+            lease.check()?;
+            entry.checksum = upgrade.to.clone();
+            entry.details.insert(
+                LedgerEntry::CHECKSUM_PREVIOUS.to_owned(),
+                upgrade.from.clone(),
+            );
+            entry.details.insert(
+                LedgerEntry::CHECKSUM_UPGRADED_BY.to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            );
+            ledger.record(entry).await?;
+            info!(
+                migration = upgrade.id,
+                from = upgrade.from,
+                to = upgrade.to,
+                "checksum upgraded to this release's encoding; nothing run again"
+            );
+        }
+        Ok(entries)
+    }
+
     pub(super) fn all_applied(&self, entries: &HashMap<String, LedgerEntry>) -> bool {
         self.migrations.iter().all(|m| {
             entries
@@ -349,7 +433,16 @@ impl Migrator {
     /// another process may have applied migrations while this one waited.
     pub(super) async fn run_pending(&self, ledger: &Ledger, lease: &Lease) -> Result<Report> {
         let entries = by_id(ledger.entries().await?);
-        drift::check(&self.migrations, &entries)?;
+        ledger.check_format().await?;
+        let upgrades = self.check_ledger(&entries)?;
+        let pending = !self.all_applied(&entries);
+        if pending || !upgrades.is_empty() {
+            lease.check()?;
+            ledger.claim_format().await?;
+        }
+        let entries = self
+            .upgrade_checksums(ledger, lease, entries, &upgrades)
+            .await?;
         let mut report = Report::default();
         let mut stopped = false;
         for seq in self.order(&entries) {
@@ -423,7 +516,7 @@ impl Migrator {
             };
             if waiting {
                 entries = by_id(ledger.entries().await?);
-                drift::check(&self.migrations, &entries)?;
+                self.check_ledger(&entries)?;
                 if !pending::ready(&self.migrations, &entries) {
                     if started.elapsed() >= self.lease.wait {
                         return Err(Error::LeaseTimeout {

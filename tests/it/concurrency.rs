@@ -467,9 +467,20 @@ async fn append_counting(
         let started = Instant::now();
         loop {
             table.checkout_latest().await.unwrap();
-            let batch = pad_to(&table, testing::documents_batch(ids.clone(), 8)).await;
-            match table.add(batch).execute().await {
-                Ok(_) => break,
+            // A column added with a default is NOT NULL for a moment (until
+            // the migration makes it nullable): the application cannot
+            // leave it out then, and tries again, as with a conflict.
+            let appended = match pad_to(&table, testing::documents_batch(ids.clone(), 8)).await {
+                Ok(batch) => table
+                    .add(batch)
+                    .execute()
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok(()) => break,
                 Err(_) if started.elapsed() < Duration::from_secs(60) => {}
                 Err(e) => panic!("an append kept failing for a minute: {e}"),
             }
@@ -612,9 +623,10 @@ fn signal_on(
 }
 
 /// Fills the columns the table has gained since `batch`'s schema with
-/// NULLs, as an application built against the new schema would.
-async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> RecordBatch {
-    let schema = table.schema().await.unwrap();
+/// NULLs, as an application built against the new schema would; `Err` when
+/// a column it lacks cannot be NULL (or the schema cannot be read).
+async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> Result<RecordBatch, String> {
+    let schema = table.schema().await.map_err(|e| e.to_string())?;
     let columns = schema
         .fields()
         .iter()
@@ -623,5 +635,5 @@ async fn pad_to(table: &lancedb::Table, batch: RecordBatch) -> RecordBatch {
             None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
         })
         .collect();
-    RecordBatch::try_new(schema, columns).unwrap()
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }

@@ -19,3 +19,4 @@ mod rolling;
 mod s3;
 mod s3_store;
 mod support;
+mod upgrade;

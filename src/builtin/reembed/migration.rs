@@ -1,9 +1,10 @@
 //! [`ReEmbed`]: its settings, its plan, and its hooks.
 
+use crate::builtin::legacy;
 use crate::error::{Error, Result};
 use crate::lance::backfill::Backfill;
-use crate::migration::Migration;
 use crate::migration::MigrationContext;
+use crate::migration::{Definition, Migration, hex_sha256};
 use crate::migration::{MigrationPlan, TableInfo, Writes};
 use arrow_schema::Schema;
 use async_trait::async_trait;
@@ -312,22 +313,42 @@ impl Migration for ReEmbed {
         &self.table
     }
 
-    /// The table, columns, model name and output type; tuning (batch size,
-    /// concurrency, checkpoints, verification) can change without drift.
+    /// `reembed@1`: the table, columns, model name, output type and client
+    /// configuration, in the crate's stable encoding ([`Definition`]);
+    /// tuning (batch size, concurrency, checkpoints, verification) can
+    /// change without drift.
     fn definition(&self) -> String {
-        let dest = self
-            .embedder
-            .dest_type()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let mut definition = format!(
-            "ReEmbed {{ table: {:?}, source: {:?}, target: {:?}, model: {:?}, dest: {dest} }}",
-            self.table, self.source, self.target, self.model
-        );
-        if let Some(config) = &self.client_config {
-            definition.push_str(&format!(" client_config: {config}"));
+        let dest = self.embedder.dest_type().ok();
+        let mut definition = Definition::new("reembed@1")
+            .text("table", &self.table)
+            .text("source", &self.source)
+            .text("target", &self.target)
+            .text("model", &self.model);
+        definition = match &dest {
+            Some(dest) => definition.data_type("dest", dest),
+            None => definition.raw("dest", "null"),
+        };
+        match self.client_config.as_deref().map(serde_json::from_str) {
+            Some(Ok(json)) => definition.json("client_config", &json),
+            // Refused before anything runs; kept apart from valid JSON.
+            Some(Err(_)) => definition.opt_text("client_config", self.client_config.as_deref()),
+            None => definition.raw("client_config", "null"),
         }
-        definition
+        .finish()
+    }
+
+    /// The checksum lancedb-migrate 0.1 recorded for the same re-embed.
+    fn previous_checksums(&self) -> Vec<String> {
+        let dest = self.embedder.dest_type().ok();
+        let legacy = legacy::reembed(
+            &self.table,
+            &self.source,
+            &self.target,
+            &self.model,
+            dest.as_deref(),
+            self.client_config.as_deref(),
+        );
+        vec![hex_sha256(legacy.as_bytes())]
     }
 
     fn resumable(&self) -> bool {

@@ -1,7 +1,7 @@
 //! [`Lease`]: taking, holding, renewing and releasing the migration lease.
 
 use super::heartbeat::Heartbeat;
-use super::state::{State, clean_up, tag};
+use super::state::{FORMAT, State, clean_up, holder_tag, tag};
 use crate::error::{Error, Result};
 use crate::lance::fence::Fence;
 use crate::lance::store::require_put_if_absent;
@@ -103,6 +103,14 @@ impl Lease {
         let started = Instant::now();
         loop {
             let state = State::read(ledger).await?;
+            if state.format > FORMAT {
+                return Err(Error::NewerFormat {
+                    ledger: ledger.name().to_owned(),
+                    what: "lease",
+                    found: state.format,
+                    known: FORMAT,
+                });
+            }
             if state.is_free(config.ttl) {
                 if let Some(lease) = Self::try_take(ledger, config, &state).await? {
                     return Ok(Acquired::Held(lease));
@@ -158,7 +166,7 @@ impl Lease {
         config: &LeaseConfig,
         seen: &State,
     ) -> Self {
-        let holder_tag = format!("{}-by-{}", tag(generation), sanitize(&config.holder));
+        let holder_tag = holder_tag(generation, &sanitize(&config.holder));
         let _ = try_create(ledger, &holder_tag).await;
         if seen.generation > 0 && !seen.released {
             warn!(generation = seen.generation, holder = ?seen.holder, "took over an expired lease");

@@ -9,7 +9,12 @@
 //! - Generation `g` of the lease is the tag `lease-<g>`; acquiring means
 //!   creating `lease-<g+1>` when generation `g` is free. Names are never
 //!   reused, so a stale holder can never mistake a newer lease for its own.
-//! - `lease-<g>-by-<holder>` says who holds it (informational).
+//! - `lease-<g>-v<format>-by-<holder>` says who holds it, and in which
+//!   lease format ([`FORMAT`]; 0.1 wrote `lease-<g>-by-<holder>`, format
+//!   1). A build that finds a newer format refuses
+//!   ([`Error::NewerFormat`](crate::Error::NewerFormat)) and writes
+//!   nothing; every format creates `lease-<g>` to take the lease, so an
+//!   older and a newer release can never both hold it.
 //! - The holder refreshes `lease-<g>`'s `updated_at` every `ttl / 3`
 //!   (heartbeat). A lease not refreshed for `ttl` is expired.
 //! - Release creates `lease-<g>-released`.

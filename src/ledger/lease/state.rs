@@ -13,6 +13,14 @@ use crate::lance::tags;
 
 const PREFIX: &str = "lease-";
 
+/// The lease format this build writes, named in the holder's tag
+/// (`lease-<g>-v<format>-by-<holder>`; lancedb-migrate 0.1 wrote
+/// `lease-<g>-by-<holder>`, format 1). Every format takes the lease by
+/// creating the tag `lease-<g>`, so releases of different formats exclude
+/// each other; one that meets a newer format refuses it
+/// ([`Error::NewerFormat`](crate::Error::NewerFormat)).
+pub(crate) const FORMAT: u32 = 2;
+
 /// The newest lease generation, as the tags show it.
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -20,6 +28,9 @@ pub(super) struct State {
     pub(super) updated: Option<SystemTime>,
     pub(super) released: bool,
     pub(super) holder: Option<String>,
+    /// The lease format of the newest generation's holder, as its tag
+    /// names it (1 for 0.1's tag, or when there is no holder tag yet).
+    pub(super) format: u32,
     pub(super) old: Vec<String>,
 }
 
@@ -56,14 +67,13 @@ impl State {
     pub(super) fn from_names(names: &[String]) -> Self {
         let generation = names.iter().filter_map(|t| parse(t)).max().unwrap_or(0);
         let current = tag(generation);
-        let by = format!("{current}-by-");
+        let holder = names.iter().find_map(|t| holder_of(t, &current));
         Self {
             generation,
             updated: None,
             released: names.iter().any(|t| *t == format!("{current}-released")),
-            holder: names
-                .iter()
-                .find_map(|t| t.strip_prefix(&by).map(str::to_owned)),
+            format: holder.as_ref().map_or(1, |(format, _)| *format),
+            holder: holder.map(|(_, name)| name),
             old: names
                 .iter()
                 .filter(|t| {
@@ -108,6 +118,23 @@ impl State {
 
 pub(super) fn tag(generation: u64) -> String {
     format!("{PREFIX}{generation:020}")
+}
+
+/// The holder's tag of generation `generation`, in this build's format.
+pub(super) fn holder_tag(generation: u64, holder: &str) -> String {
+    format!("{}-v{FORMAT}-by-{holder}", tag(generation))
+}
+
+/// The format and holder named by `name` if it is the holder's tag of the
+/// generation tagged `current`: `<current>-v<format>-by-<holder>`, or 0.1's
+/// `<current>-by-<holder>` (format 1).
+fn holder_of(name: &str, current: &str) -> Option<(u32, String)> {
+    let rest = name.strip_prefix(current)?.strip_prefix('-')?;
+    if let Some(holder) = rest.strip_prefix("by-") {
+        return Some((1, holder.to_owned()));
+    }
+    let (format, holder) = rest.strip_prefix('v')?.split_once("-by-")?;
+    Some((format.parse().ok()?, holder.to_owned()))
 }
 
 /// The generation of a lease tag proper (`lease-<g>`).
