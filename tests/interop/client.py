@@ -9,6 +9,7 @@ would. Run with the Python client under test (scripts/python-client.sh).
     client.py check DB config    # after AddColumns + ReEmbed(768) given the
                                  # client configuration + RebuildIndex
     client.py check DB none      # the same, ReEmbed given none
+    client.py read DB TABLE      # reads every row of TABLE ("read N rows")
 
 Every check is an assert: a failure exits non-zero with its message.
 """
@@ -155,5 +156,8 @@ if __name__ == "__main__":
         create(path)
     elif command == "check":
         check(path, sys.argv[3])
+    elif command == "read":
+        rows = lancedb.connect(path).open_table(sys.argv[3]).to_arrow().num_rows
+        print(f"read {rows} rows")
     else:
         raise SystemExit(f"unknown command {command}")

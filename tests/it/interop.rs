@@ -125,6 +125,180 @@ async fn the_python_client_reads_appends_and_searches_after_every_builtin() {
     }
 }
 
+/// The TypeScript client (`@lancedb/lancedb`, from
+/// `scripts/typescript-client.sh`): its directory from
+/// `LANCEDB_MIGRATE_TS` (as `.ci/run` sets it), else the script's default
+/// when it exists.
+fn typescript() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("LANCEDB_MIGRATE_TS") {
+        return Some(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME")?;
+    let default = Path::new(&home).join(".cache/lancedb-migrate/ts/lancedb-0.39.0");
+    default.join("node_modules").exists().then_some(default)
+}
+
+/// The node that runs the client: the one `scripts/typescript-client.sh`
+/// installed beside it when the machine had none, else the machine's.
+fn node(dir: &Path) -> PathBuf {
+    let installed = dir.join("bin/node");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("node")
+    }
+}
+
+/// Runs `tests/interop/client.mjs` with node and `args`; its output, or a
+/// failure with everything it printed.
+fn ts_client(dir: &Path, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.mjs");
+    let out = Command::new(node(dir))
+        .arg(&script)
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "client.mjs {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
+/// The same as the Python test, with the TypeScript client: it creates the
+/// table (its `embedding_functions` entry in its own camelCase form), the
+/// crate migrates it with every built-in, and the client reads every value,
+/// appends in both schemas, searches by vector through the rebuilt index
+/// and by text through the entry the re-embed rewrote (or refuses text
+/// queries when the re-embed was given no configuration).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_client_reads_appends_and_searches_after_every_builtin() {
+    let Some(ts) = typescript() else {
+        eprintln!(
+            "SKIPPED: no TypeScript LanceDB client (run scripts/typescript-client.sh); the interop test did not run"
+        );
+        return;
+    };
+    for config in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let created = ts_client(&ts, &["create", path]);
+        assert!(created.contains("created 600 rows"), "{created}");
+        let db = lancedb::connect(path).execute().await.unwrap();
+        let table = db.open_table("documents").execute().await.unwrap();
+        let before = table.schema().await.unwrap().metadata().clone();
+        assert!(
+            before["embedding_functions"].contains("sourceColumn"),
+            "{before:?}"
+        );
+        let report = migrator(db.clone(), config).run().await.unwrap();
+        assert_eq!(report.applied().count(), 3);
+        let mode = if config { "config" } else { "none" };
+        let out = ts_client(&ts, &["check", path, mode]);
+        assert!(out.contains(&format!("checked ({mode})")), "{out}");
+        if !config {
+            assert!(out.contains("text query refused"), "{out}");
+        }
+    }
+}
+
+/// Which Lance file formats each client reads, in tables this crate created
+/// and migrated (LanceDB 0.41, Lance 14): a table per format, with a
+/// defaulted column added (new data files in that format). Python 0.40
+/// (Lance 13) and TypeScript 0.39 read the legacy 0.1 format and 2.0 to
+/// 2.2 (2.2 is what LanceDB 0.41 creates by default); neither reads 2.3,
+/// Lance 14's unstable "next" format (README, "Other clients").
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clients_read_the_lance_formats_they_support() {
+    let (Some(python), Some(ts)) = (python(), typescript()) else {
+        eprintln!("SKIPPED: the Python or TypeScript client is missing");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let mut seen = Vec::new();
+    for format in ["0.1", "2.0", "2.1", "2.2", "2.3"] {
+        let db = lancedb::connect(path)
+            .storage_option("new_table_data_storage_version", format)
+            .execute()
+            .await
+            .unwrap();
+        let name = format!("documents_{}", format.replace('.', "_"));
+        lancedb_migrate::testing::documents_table(&db, &name, 50, 8)
+            .await
+            .unwrap();
+        let table = db.open_table(&name).execute().await.unwrap();
+        let manifest = table.as_native().unwrap().manifest().await.unwrap();
+        let stored = manifest.data_storage_format.version.clone();
+        Migrator::new(db)
+            .ledger_table(format!("ledger_{name}"))
+            .add(
+                AddColumns::new("0001", &name)
+                    .column(NewColumn::new("category", DataType::Utf8).default_value("general")),
+            )
+            .run()
+            .await
+            .unwrap();
+        let reads = |out: Result<String, String>| match out {
+            Ok(out) if out.contains("read 50 rows") => "reads",
+            _ => "does not read",
+        };
+        let py = reads(try_run(
+            Command::new(&python).args([
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/interop/client.py")
+                    .as_os_str(),
+                "read".as_ref(),
+                path.as_ref(),
+                name.as_ref(),
+            ]),
+        ));
+        let node = reads(try_run(
+            Command::new(node(&ts)).args([
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/interop/client.mjs")
+                    .as_os_str(),
+                ts.as_os_str(),
+                "read".as_ref(),
+                path.as_ref(),
+                name.as_ref(),
+            ]),
+        ));
+        eprintln!("Lance format {format} (stored as {stored}): Python {py}, TypeScript {node}");
+        seen.push((format, py, node));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("0.1", "reads", "reads"),
+            ("2.0", "reads", "reads"),
+            ("2.1", "reads", "reads"),
+            ("2.2", "reads", "reads"),
+            ("2.3", "does not read", "does not read"),
+        ]
+    );
+}
+
+/// The output of a command that succeeded; its output as an error otherwise.
+fn try_run(command: &mut Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| e.to_string())?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
 /// A re-embed that fails is rolled back with the client configuration: the
 /// table's `embedding_functions` names the old model again.
 #[tokio::test(flavor = "multi_thread")]

@@ -14,8 +14,18 @@ use crate::error::{Error, Result};
 const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 /// The schema metadata key under which the Python and TypeScript clients
 /// keep their embedding configuration: a JSON list of `{name, model,
-/// source_column, vector_column}`.
+/// source_column, vector_column}` (Python's keys; the TypeScript client
+/// writes `sourceColumn`, `vectorColumn`, and reads both).
 pub(super) const EMBEDDING_FUNCTIONS_KEY: &str = "embedding_functions";
+
+/// The vector column an `embedding_functions` entry is for, under either
+/// client's key.
+fn vector_column(entry: &Json) -> Option<&str> {
+    entry
+        .get("vector_column")
+        .or_else(|| entry.get("vectorColumn"))
+        .and_then(Json::as_str)
+}
 
 impl ReEmbed {
     /// The schema after the re-embed, checking the input on the way.
@@ -167,7 +177,7 @@ impl ReEmbed {
             None => return None,
         };
         let before = list.len();
-        list.retain(|e| e.get("vector_column").and_then(Json::as_str) != Some(&self.target));
+        list.retain(|e| vector_column(e) != Some(&self.target));
         if entry.is_none() && list.len() == before {
             return None;
         }
@@ -180,7 +190,7 @@ impl ReEmbed {
     pub(super) fn client_model_before(&self, metadata: &HashMap<String, String>) -> Option<String> {
         let list: Vec<Json> = serde_json::from_str(metadata.get(EMBEDDING_FUNCTIONS_KEY)?).ok()?;
         list.iter()
-            .find(|e| e.get("vector_column").and_then(Json::as_str) == Some(&self.target))
+            .find(|e| vector_column(e) == Some(&self.target))
             .map(|e| {
                 let name = e.get("name").and_then(Json::as_str).unwrap_or("?");
                 format!("{name} {}", e.get("model").cloned().unwrap_or_default())
