@@ -234,7 +234,7 @@ async fn the_clients_read_the_lance_formats_they_support() {
             .unwrap();
         let table = db.open_table(&name).execute().await.unwrap();
         let manifest = table.as_native().unwrap().manifest().await.unwrap();
-        let stored = manifest.data_storage_format.version.clone();
+        let stored = manifest.data_storage_format.version;
         Migrator::new(db)
             .ledger_table(format!("ledger_{name}"))
             .add(
