@@ -360,11 +360,17 @@ async fn ledger_from_a_newer_version_is_refused() {
         .run()
         .await
         .unwrap_err();
-    let Error::Ledger { ledger, reason, .. } = &err else {
+    let Error::NewerFormat {
+        ledger,
+        what: "ledger",
+        found: 99,
+        known: 2,
+    } = &err
+    else {
         panic!("{err:?}")
     };
     assert_eq!(ledger, DEFAULT_LEDGER_TABLE);
-    assert!(reason.contains("newer"), "{reason}");
+    assert!(err.to_string().contains("newer lancedb-migrate"), "{err}");
 }
 
 #[tokio::test]
