@@ -21,8 +21,38 @@ use lancedb::index::vector::{
 };
 
 use super::legacy;
-use crate::testing::TestEmbedding;
-use crate::{AddColumns, DefaultValue, Migration, NewColumn, ReEmbed, RebuildIndex};
+use super::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex};
+use crate::migration::{Definition, Migration};
+
+/// An embedder as definitions see it: a name and an output type (it is
+/// never called).
+#[derive(Debug)]
+struct Model(&'static str, i32);
+
+impl lancedb::embeddings::EmbeddingFunction for Model {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn source_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        Ok(std::borrow::Cow::Owned(DataType::Utf8))
+    }
+    fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        Ok(std::borrow::Cow::Owned(DataType::FixedSizeList(item, self.1)))
+    }
+    fn compute_source_embeddings(
+        &self,
+        _: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        unreachable!("definitions never embed")
+    }
+    fn compute_query_embeddings(
+        &self,
+        _: arrow_array::ArrayRef,
+    ) -> lancedb::Result<arrow_array::ArrayRef> {
+        unreachable!("definitions never embed")
+    }
+}
 
 const GOLDEN: &str = "src/builtin/golden.txt";
 
@@ -177,7 +207,7 @@ fn golden() -> String {
     );
     out.push_str("\n## Data types (golden.rs, `types()`): the crate's encoding | 0.1's (arrow 58's Display)\n");
     for (i, t) in types().into_iter().enumerate() {
-        let canonical = crate::Definition::new("t").data_type("t", &t).finish();
+        let canonical = Definition::new("t").data_type("t", &t).finish();
         let _ = writeln!(
             out,
             "type {i}\n  {canonical}\n  {}",
@@ -215,7 +245,7 @@ fn golden() -> String {
         every.previous_checksums().join(",")
     );
     out.push_str("\n## ReEmbed: definition, checksum, 0.1 checksum\n");
-    let embedder = Arc::new(TestEmbedding::new("test-v2", 16));
+    let embedder = Arc::new(Model("test-v2", 16));
     let reembeds = [
         ReEmbed::new("0003", "documents", embedder.clone()),
         ReEmbed::new("0003", "documents", embedder.clone())
@@ -293,16 +323,16 @@ fn the_frozen_type_text_is_arrow_58s_display() {
 /// The encoding keeps values apart that text alone would mix up.
 #[test]
 fn the_encoding_is_unambiguous() {
-    let a = crate::Definition::new("k").text("a", "x;b=y").finish();
-    let b = crate::Definition::new("k")
+    let a = Definition::new("k").text("a", "x;b=y").finish();
+    let b = Definition::new("k")
         .text("a", "x")
         .text("b", "y")
         .finish();
     assert_ne!(a, b);
     assert_eq!(a, r#"k{a="x;b=y"}"#);
-    let float = crate::Definition::new("k").float("f", 0.1).finish();
+    let float = Definition::new("k").float("f", 0.1).finish();
     assert_eq!(float, "k{f=f64:3fb999999999999a}");
-    let quoted = crate::Definition::new("my kind")
+    let quoted = Definition::new("my kind")
         .text("key with space", "\"\\\n")
         .finish();
     assert_eq!(quoted, r#""my kind"{"key with space"="\"\\\u{a}"}"#);

@@ -3,7 +3,7 @@
 
 mod add_columns;
 mod default_value;
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod golden;
 mod legacy;
 mod rebuild_index;
