@@ -38,7 +38,9 @@ impl lancedb::embeddings::EmbeddingFunction for Model {
     }
     fn dest_type(&self) -> lancedb::Result<std::borrow::Cow<'_, DataType>> {
         let item = Arc::new(Field::new("item", DataType::Float32, true));
-        Ok(std::borrow::Cow::Owned(DataType::FixedSizeList(item, self.1)))
+        Ok(std::borrow::Cow::Owned(DataType::FixedSizeList(
+            item, self.1,
+        )))
     }
     fn compute_source_embeddings(
         &self,
@@ -324,10 +326,7 @@ fn the_frozen_type_text_is_arrow_58s_display() {
 #[test]
 fn the_encoding_is_unambiguous() {
     let a = Definition::new("k").text("a", "x;b=y").finish();
-    let b = Definition::new("k")
-        .text("a", "x")
-        .text("b", "y")
-        .finish();
+    let b = Definition::new("k").text("a", "x").text("b", "y").finish();
     assert_ne!(a, b);
     assert_eq!(a, r#"k{a="x;b=y"}"#);
     let float = Definition::new("k").float("f", 0.1).finish();

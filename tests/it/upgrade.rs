@@ -602,3 +602,66 @@ async fn the_list_and_the_ledger_disagreeing_is_reported() {
     let again = migrator(db.clone(), list(&["a", "x", "b", "c", "d"]));
     assert!(again.run().await.unwrap().is_noop());
 }
+
+/// Two replicas of this release start at once on 0.1's ledger: the rows
+/// are upgraded once, the new migration applied once, and neither start
+/// fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_at_once_upgrade_the_ledger_once() {
+    let tmp = copy_of_0_1();
+    let before = by_id(
+        migrator(tmp.connect().await, vec![])
+            .ledger()
+            .await
+            .unwrap(),
+    );
+    let start = |name: &'static str| {
+        let uri = tmp.uri().to_owned();
+        tokio::spawn(async move {
+            let db = crate::s3::connect(&uri).await;
+            let mut list = migrations_of_0_1();
+            list.push(new_migration());
+            migrator(db, list)
+                .lease_holder(name)
+                .when_locked(WhenLocked::Wait)
+                .run()
+                .await
+        })
+    };
+    let (a, b) = (start("replica-a"), start("replica-b"));
+    let reports = [a.await.unwrap().unwrap(), b.await.unwrap().unwrap()];
+    let applied: usize = reports.iter().map(|r| r.applied().count()).sum();
+    assert_eq!(applied, 1, "the new migration applied once: {reports:?}");
+    let after = by_id(
+        migrator(tmp.connect().await, vec![])
+            .ledger()
+            .await
+            .unwrap(),
+    );
+    for m in migrations_of_0_1() {
+        let (was, is) = (&before[m.id()], &after[m.id()]);
+        assert_eq!(is.checksum, m.checksum());
+        if was.checksum != is.checksum {
+            assert_eq!(
+                is.details[LedgerEntry::CHECKSUM_PREVIOUS],
+                was.checksum,
+                "{}",
+                m.id()
+            );
+        }
+        assert_eq!(
+            is.version_after,
+            was.version_after,
+            "{}: not run again",
+            m.id()
+        );
+    }
+    let documents = tmp
+        .connect()
+        .await
+        .open_table("documents")
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(documents.count_rows(None).await.unwrap(), ROWS);
+}
