@@ -150,6 +150,24 @@ impl Definition {
         self
     }
 
+    /// The checksum the ledger records for a migration whose
+    /// [`definition`](crate::Migration::definition) is `definition`: its
+    /// SHA-256, hex-encoded. For
+    /// [`previous_checksums`](crate::Migration::previous_checksums): the
+    /// checksum of the text an earlier version of the migration had.
+    ///
+    /// ```
+    /// use lancedb_migrate::Definition;
+    ///
+    /// // What `#[derive(Debug)] struct TextLength { column: String }` had
+    /// // as its definition before it wrote one with `Definition`.
+    /// let old = Definition::checksum_of(r#"TextLength { column: "text" }"#);
+    /// assert_eq!(old.len(), 64);
+    /// ```
+    pub fn checksum_of(definition: &str) -> String {
+        super::hex_sha256(definition.as_bytes())
+    }
+
     /// The definition's text.
     pub fn finish(mut self) -> String {
         self.text.push('}');

@@ -277,7 +277,16 @@ impl Migrator {
         work: impl AsyncFnOnce(&Lease) -> Result<T>,
     ) -> Result<T> {
         let lease = Lease::acquire(ledger.table(), &self.lease).await?;
-        let result = work(&lease).await;
+        // An operator's command writes the ledger like a run: the ledger
+        // must be of a format this build knows, and is recorded in its own.
+        let result = async {
+            latest_version(ledger.table()).await?;
+            ledger.check_format().await?;
+            lease.check()?;
+            ledger.claim_format().await?;
+            work(&lease).await
+        }
+        .await;
         lease.release().await;
         result
     }

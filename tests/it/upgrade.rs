@@ -188,7 +188,35 @@ fn new_migration() -> Box<dyn Migration> {
 #[tokio::test]
 async fn a_ledger_of_0_1_is_read_without_drift_and_upgraded_in_place() {
     let tmp = copy_of_0_1();
-    let db = tmp.connect().await;
+    read_and_upgrade_0_1(tmp.connect().await).await;
+}
+
+/// The same on the S3 server: 0.1's files uploaded as they are.
+#[tokio::test]
+async fn a_ledger_of_0_1_is_read_without_drift_and_upgraded_in_place_on_s3() {
+    let Some(s3) = crate::s3::S3::from_env(
+        "a_ledger_of_0_1_is_read_without_drift_and_upgraded_in_place_on_s3",
+    ) else {
+        return;
+    };
+    let bucket = s3.fresh_bucket("fixture");
+    upload_dir(&s3, &bucket, "db", &fixture_dir("0.1.0"));
+    read_and_upgrade_0_1(s3.connect(&format!("s3://{bucket}/db")).await).await;
+}
+
+fn upload_dir(s3: &crate::s3::S3, bucket: &str, prefix: &str, dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let key = format!("{prefix}/{}", entry.file_name().to_string_lossy());
+        if entry.file_type().unwrap().is_dir() {
+            upload_dir(s3, bucket, &key, &entry.path());
+        } else {
+            s3.put(bucket, &key, &std::fs::read(entry.path()).unwrap());
+        }
+    }
+}
+
+async fn read_and_upgrade_0_1(db: lancedb::Connection) {
     let documents = db.open_table("documents").execute().await.unwrap();
     let documents_before = version(&documents).await;
     let before = by_id(migrator(db.clone(), vec![]).ledger().await.unwrap());

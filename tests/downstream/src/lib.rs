@@ -7,8 +7,8 @@
 
 use arrow_schema::DataType;
 use lancedb_migrate::{
-    AddColumns, DefaultValue, Migration, MigrationContext, NewColumn, Result, ResultExt,
-    async_trait,
+    AddColumns, DefaultValue, Definition, Migration, MigrationContext, NewColumn, Result,
+    ResultExt, async_trait,
 };
 
 /// Lower-cases `category` in place: a migration that changes existing data.
@@ -45,6 +45,12 @@ pub struct TextLength {
     pub column: String,
 }
 
+impl TextLength {
+    fn length_sql(&self) -> String {
+        format!("CAST(character_length({}) AS BIGINT)", self.column)
+    }
+}
+
 #[async_trait]
 impl Migration for TextLength {
     fn id(&self) -> &str {
@@ -53,6 +59,25 @@ impl Migration for TextLength {
 
     fn table(&self) -> &str {
         "documents"
+    }
+
+    /// What it writes, in the crate's stable encoding: the SQL and the
+    /// column's type.
+    fn definition(&self) -> String {
+        Definition::new("text_length")
+            .text("table", self.table())
+            .text("expression", &self.length_sql())
+            .data_type("type", &DataType::Int64)
+            .finish()
+    }
+
+    /// Its first releases had the default definition, its `Debug`: the
+    /// ledgers they wrote are upgraded, not reported as drift.
+    fn previous_checksums(&self) -> Vec<String> {
+        vec![Definition::checksum_of(&format!(
+            "TextLength {{ column: {:?} }}",
+            self.column
+        ))]
     }
 
     fn expected_schema(&self, before: &arrow_schema::Schema) -> Result<arrow_schema::Schema> {
@@ -70,7 +95,7 @@ impl Migration for TextLength {
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
-        let length = format!("CAST(character_length({}) AS BIGINT)", self.column);
+        let length = self.length_sql();
         ctx.table()
             .add_columns()
             .transform(lancedb::table::NewColumnTransform::SqlExpressions(vec![(
@@ -129,6 +154,81 @@ mod tests {
         (0..column.len())
             .map(|i| column.value(i).to_owned())
             .collect()
+    }
+
+    /// `TextLength` as its first release wrote it: the default definition.
+    mod first_release {
+        use super::super::*;
+
+        #[derive(Debug)]
+        pub struct TextLength {
+            pub column: String,
+        }
+
+        #[async_trait]
+        impl Migration for TextLength {
+            fn id(&self) -> &str {
+                "0003_text_length"
+            }
+            fn table(&self) -> &str {
+                "documents"
+            }
+            fn expected_schema(
+                &self,
+                before: &arrow_schema::Schema,
+            ) -> Result<arrow_schema::Schema> {
+                super::super::TextLength {
+                    column: self.column.clone(),
+                }
+                .expected_schema(before)
+            }
+            async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
+                super::super::TextLength {
+                    column: self.column.clone(),
+                }
+                .transform(ctx)
+                .await
+            }
+        }
+    }
+
+    /// A ledger written when the migration had its `Debug` as definition is
+    /// read by the release that writes it with `Definition`: no drift,
+    /// nothing run again, the row's checksum upgraded in place.
+    #[tokio::test]
+    async fn a_definition_rewritten_with_its_old_checksum_is_not_drift() {
+        use lancedb_migrate::LedgerEntry;
+
+        let db = testing::memory_db().await.unwrap();
+        documents(&db).await;
+        let old = first_release::TextLength {
+            column: "text".to_owned(),
+        };
+        let old_checksum = old.checksum();
+        Migrator::new(db.clone()).add(old).run().await.unwrap();
+        let new = || TextLength {
+            column: "text".to_owned(),
+        };
+        assert_ne!(new().checksum(), old_checksum, "a new encoding");
+        let report = Migrator::new(db.clone()).add(new()).run().await.unwrap();
+        assert_eq!(report.skipped().count(), 1);
+        let row = &Migrator::new(db.clone()).ledger().await.unwrap()[0];
+        assert_eq!(row.checksum, new().checksum());
+        assert_eq!(row.details[LedgerEntry::CHECKSUM_PREVIOUS], old_checksum);
+
+        // Without the old checksum among its previous ones, the same edit
+        // is drift.
+        let db = testing::memory_db().await.unwrap();
+        documents(&db).await;
+        let old = first_release::TextLength {
+            column: "text".to_owned(),
+        };
+        Migrator::new(db.clone()).add(old).run().await.unwrap();
+        let edited = TextLength {
+            column: "title".to_owned(),
+        };
+        let err = Migrator::new(db).add(edited).run().await.unwrap_err();
+        assert!(matches!(err, Error::Drift { .. }), "{err:?}");
     }
 
     #[tokio::test]
