@@ -32,9 +32,15 @@ impl Backup {
             .await
             .map_err(Error::lance("open the table's tags"))?;
         // Create first: the usual case, and one request fewer on an object
-        // store than looking first.
-        if let Err(e) = tags.create(&tag, version).await {
-            if !is_ref_conflict(&e) {
+        // store than looking first. Written directly from what the handle
+        // holds when it can (one conditional `PUT`), through Lance otherwise.
+        let created = match crate::lance::tags::create_at_handle(table, &tag).await {
+            Ok(Some(at)) if at == version => Ok(()),
+            Ok(None) => Err(None),
+            _ => tags.create(&tag, version).await.map_err(Some),
+        };
+        if let Err(e) = created {
+            if let Some(e) = e.filter(|e| !is_ref_conflict(e)) {
                 return Err(Error::lance(format!("create backup tag `{tag}`"))(e));
             }
             let existing = tags

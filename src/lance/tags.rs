@@ -23,6 +23,10 @@ use crate::lance::{latest_version, local_dataset};
 /// lease; that saves finding the latest), or at the latest version when
 /// the handle's is gone.
 pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<Option<u64>> {
+    match create_at_handle(ledger, name).await {
+        Ok(created) => return Ok(created),
+        Err(e) => debug!(error = %e, tag = name, "tag not written directly; through Lance"),
+    }
     let mut tags = ledger.tags().await.map_err(Error::lance(format!(
         "open the tags of `{}`",
         ledger.name()
@@ -39,6 +43,54 @@ pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<Option<u64>
     match tags.create(name, version).await {
         Err(e) if !is_ref_conflict(&e) => Err(Error::lance(format!("create tag `{name}`"))(e)),
         created => Ok(created.ok().map(|()| version)),
+    }
+}
+
+/// Creates tag `name` put-if-absent at the version the handle is at, with
+/// the contents Lance writes, from what the handle already holds: the
+/// version and its manifest's size. One conditional `PUT`, where Lance's
+/// own create first reads the version's manifest (two `HEAD`s on an object
+/// store). `Ok(None)` when the tag exists; `Err` when the handle does not
+/// know its manifest's size or the store refused the write (the caller
+/// then goes through Lance).
+pub(crate) async fn create_at_handle(ledger: &Table, name: &str) -> Result<Option<u64>> {
+    let files = TagFiles::of(ledger).await?;
+    let location = files.dataset.manifest_location();
+    let (version, Some(manifest_size)) = (location.version, location.size) else {
+        return Err(Error::Ledger {
+            ledger: ledger.name().to_owned(),
+            reason: "the handle does not know its manifest's size".to_owned(),
+            source: None,
+        });
+    };
+    let now = chrono::Utc::now();
+    let contents = TagContents {
+        branch: None,
+        version,
+        created_at: Some(now),
+        updated_at: Some(now),
+        manifest_size: usize::try_from(manifest_size).unwrap_or(usize::MAX),
+        metadata: Default::default(),
+    };
+    let bytes = serde_json::to_vec_pretty(&contents).map_err(|e| Error::Ledger {
+        ledger: ledger.name().to_owned(),
+        reason: format!("tag `{name}` could not be encoded"),
+        source: Some(e.into()),
+    })?;
+    match files
+        .store
+        .put_if_absent(&files.path(name), bytes.into())
+        .await
+    {
+        Ok(()) => Ok(Some(version)),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(None),
+        Err(e) => Err(Error::Ledger {
+            ledger: ledger.name().to_owned(),
+            reason: format!("tag `{name}` could not be written"),
+            source: Some(e.into()),
+        }),
     }
 }
 
