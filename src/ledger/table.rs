@@ -19,8 +19,8 @@ use tracing::{debug, warn};
 
 /// Fragments the ledger may have before a run compacts it.
 pub(crate) const MAX_FRAGMENTS: usize = 16;
-/// On an object store, the ledger's old versions are pruned once every
-/// this many of its versions.
+/// The ledger's old versions are pruned once every this many of its
+/// versions.
 pub(crate) const PRUNE_EVERY: u64 = 32;
 /// How long the ledger keeps a version it no longer needs: long enough for
 /// any read that started on it to end.
@@ -39,11 +39,9 @@ pub(crate) struct Ledger {
 /// holds.
 #[derive(Debug, Default)]
 pub(super) struct Seen {
-    /// The entries of one version, as [`Ledger::entries`] read them.
+    /// The entries of one version, as [`Ledger::entries`] read them (or
+    /// this handle wrote them).
     pub(super) entries: Option<(u64, Vec<LedgerEntry>)>,
-    /// The one-row fragment [`Ledger::insert`] appended, with its id and
-    /// the version its append made.
-    pub(super) inserted: Option<(String, u64, u64)>,
     /// The first version this handle read: where this run started.
     pub(super) first: Option<u64>,
 }
@@ -165,11 +163,13 @@ impl Ledger {
     }
 
     /// Merges the ledger's fragments once there are more than
-    /// [`MAX_FRAGMENTS`] (more than one on an object store), and deletes
-    /// its versions older than [`HISTORY_KEPT`] after a compaction (on an
-    /// object store, once every [`PRUNE_EVERY`] versions): every ledger write adds a small fragment and a
-    /// version, and reading the ledger and committing to it slow down with
-    /// their number. Called under the lease, so no other process writes the
+    /// [`MAX_FRAGMENTS`] (more than one on an object store), and deletes its
+    /// versions older than [`HISTORY_KEPT`] once this run's commits crossed
+    /// a multiple of [`PRUNE_EVERY`]: reading the ledger and committing to
+    /// it slow down with their number. Every [`record`](Self::record)
+    /// leaves the ledger one fragment, so compacting is left for a ledger
+    /// that a crash left with an appended row (or that an older release
+    /// wrote). Called under the lease, so no other process writes the
     /// ledger; a failure is logged and ignored (the ledger stays correct,
     /// only slower).
     pub(crate) async fn tidy(&self) {
@@ -181,9 +181,9 @@ impl Ledger {
             }
         };
         // On an object store every start reads each ledger fragment (one
-        // request each): keep it to one there, after any run that wrote.
-        // Pruning lists and reads every version (tens of requests): there,
-        // only when this run's commits crossed a multiple of PRUNE_EVERY.
+        // request each): keep it to one there. Pruning lists and reads
+        // every version (tens of requests on an object store): only when
+        // this run's commits crossed a multiple of PRUNE_EVERY.
         let on_object_store = crate::lance::on_object_store(&self.table).await;
         let most = if on_object_store { 1 } else { MAX_FRAGMENTS };
         if fragments > most {
@@ -196,14 +196,9 @@ impl Ledger {
                 Err(e) => warn!(error = %e, "could not compact the ledger"),
             }
         }
-        let prune = if on_object_store {
-            let first = self.seen().first.unwrap_or_default();
-            let now = self.table.version().await.unwrap_or_default();
-            first / PRUNE_EVERY != now / PRUNE_EVERY
-        } else {
-            fragments > most
-        };
-        if prune {
+        let first = self.seen().first.unwrap_or_default();
+        let now = self.table.version().await.unwrap_or_default();
+        if first / PRUNE_EVERY != now / PRUNE_EVERY {
             self.prune(HISTORY_KEPT).await;
         }
     }
@@ -256,18 +251,18 @@ impl Ledger {
             },
         )
         .await?;
-        self.remember_insert(&entry.id, added.version).await;
+        self.remember_insert(entry, added.version);
         Ok(())
     }
 
     /// Writes `entry`, replacing any row with the same id, in one commit.
     pub(crate) async fn record(&self, entry: &LedgerEntry) -> Result<()> {
-        let batch = encode(std::slice::from_ref(entry))?;
-        match self.replace_own_fragment(&entry.id, batch.clone()).await {
+        match self.rewrite_with(entry).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => debug!(error = %e, "fast ledger update not possible; merging"),
+            Err(e) => debug!(error = %e, "ledger rewrite not possible; merging"),
         }
+        let batch = encode(std::slice::from_ref(entry))?;
         let schema = batch.schema();
         let reader = RecordBatchIterator::new([Ok(batch)], schema);
         let mut merge = self.table.merge_insert(&["id"]);
@@ -284,40 +279,44 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// Notes the fragment an append of `id`'s row made (the newest one at
-    /// `version`), so that [`record`](Self::record) need not search for it.
-    pub(super) async fn remember_insert(&self, id: &str, version: u64) {
-        if let Some(fragment) = fragments::newest_if_single_row(&self.table, version).await {
-            self.seen().inserted = Some((id.to_owned(), fragment, version));
+    /// After this handle appended `entry` at `version`: when the entries it
+    /// holds are those of the version just before, they are `version`'s
+    /// with `entry` added (under the lease no one else commits), so the
+    /// next [`record`](Self::record) need not read the ledger.
+    pub(super) fn remember_insert(&self, entry: &LedgerEntry, version: u64) {
+        let mut seen = self.seen();
+        if let Some((at, entries)) = &mut seen.entries
+            && *at + 1 == version
+            && !entries.iter().any(|e| e.id == entry.id)
+        {
+            entries.push(entry.clone());
+            entries.sort_by_key(|e| e.seq);
+            *at = version;
         }
     }
 
-    /// The fragment holding `id`'s row alone, when [`insert`](Self::insert)
-    /// appended it and nothing was committed to the ledger since (under the
-    /// lease nothing else writes it): fragment ids are never reused within
-    /// one history, so it is still that row.
-    pub(super) fn remembered_fragment(&self, id: &str, latest: u64) -> Option<u64> {
-        match &self.seen().inserted {
-            Some((seen, fragment, version)) if seen == id && *version == latest => Some(*fragment),
-            _ => None,
-        }
-    }
-
-    /// The cheap path of [`record`](Self::record): when the row for `id` is
-    /// alone in its fragment (as [`insert`](Self::insert) leaves it), one
-    /// Lance `Update` commit swaps that fragment for a new one holding
-    /// `batch`, with none of `merge_insert`'s query planning. Returns
-    /// `false` when the row shares its fragment (e.g. after compaction).
-    pub(super) async fn replace_own_fragment(&self, id: &str, batch: RecordBatch) -> Result<bool> {
+    /// The cheap path of [`record`](Self::record): the ledger (one row per
+    /// migration, so small) rewritten whole with `entry`'s row replaced, as
+    /// one new fragment in place of all there were, in one Lance `Update`
+    /// commit. The ledger stays one fragment, so a start reads one data
+    /// file and nothing needs compacting. `false` when Lance wrote it as
+    /// something other than new fragments (nothing committed).
+    pub(super) async fn rewrite_with(&self, entry: &LedgerEntry) -> Result<bool> {
         let latest = crate::lance::latest_version(&self.table).await?;
-        let fragment = match self.remembered_fragment(id, latest) {
-            Some(fragment) => Some(fragment),
-            None => fragments::alone_with(&self.table, "id", id).await?,
-        };
-        match fragment {
-            Some(fragment) => fragments::replace(&self.table, fragment, batch).await,
-            None => Ok(false),
+        let mut entries = self.entries_at(latest).await?;
+        match entries.iter_mut().find(|e| e.id == entry.id) {
+            Some(row) => *row = entry.clone(),
+            None => {
+                entries.push(entry.clone());
+                entries.sort_by_key(|e| e.seq);
+            }
         }
+        let batch = encode(&entries)?;
+        let Some(version) = fragments::replace_all(&self.table, batch).await? else {
+            return Ok(false);
+        };
+        self.seen().entries = Some((version, entries));
+        Ok(true)
     }
 }
 

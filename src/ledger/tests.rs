@@ -72,9 +72,12 @@ async fn record_replaces_the_row_insert_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ledger) = ledger_in(&dir).await;
     insert(&ledger, "m1", 0, LedgerStatus::Running).await;
-    let version = ledger.table().version().await.unwrap();
-    assert!(ledger.remembered_fragment("m1", version).is_some());
     finish(&ledger, "m1", 0, LedgerStatus::Applied).await;
+    assert_eq!(
+        fragment_count(&ledger).await,
+        1,
+        "a record leaves one fragment"
+    );
 
     insert(&ledger, "m2", 1, LedgerStatus::Running).await;
     insert(&ledger, "m3", 2, LedgerStatus::Running).await;
@@ -92,6 +95,18 @@ async fn record_replaces_the_row_insert_wrote() {
     ];
     assert_eq!(states(&ledger).await, expected);
     assert_eq!(ledger.table().count_rows(None).await.unwrap(), 4);
+    assert_eq!(fragment_count(&ledger).await, 1);
+}
+
+async fn fragment_count(ledger: &Ledger) -> usize {
+    ledger.table().checkout_latest().await.unwrap();
+    ledger
+        .table()
+        .stats()
+        .await
+        .unwrap()
+        .fragment_stats
+        .num_fragments
 }
 
 /// A read while the ledger has no new version answers from the last

@@ -283,5 +283,5 @@ async fn requests_of_a_noop_start_and_of_one_migration() {
 }
 
 /// The requests one migration adds to the raw LanceDB call's, at most
-/// (measured: 34 on 2026-12-07, see BENCHMARKS.md).
-const FIXED_COST_BOUND: usize = 34;
+/// (measured: 26 on 2026-12-07, see BENCHMARKS.md).
+const FIXED_COST_BOUND: usize = 26;
