@@ -35,14 +35,15 @@ impl Backup {
         // store than looking first. Written directly from what the handle
         // holds when it can (one conditional `PUT`), through Lance otherwise.
         let created = match crate::lance::tags::create_at_handle(table, &tag).await {
-            Ok(Some(at)) if at == version => Ok(()),
-            Ok(None) => Err(None),
-            _ => tags.create(&tag, version).await.map_err(Some),
+            Ok(Some(at)) if at == version => true,
+            Ok(None) => false,
+            _ => match tags.create(&tag, version).await {
+                Ok(()) => true,
+                Err(e) if is_ref_conflict(&e) => false,
+                Err(e) => return Err(Error::lance(format!("create backup tag `{tag}`"))(e)),
+            },
         };
-        if let Err(e) = created {
-            if let Some(e) = e.filter(|e| !is_ref_conflict(e)) {
-                return Err(Error::lance(format!("create backup tag `{tag}`"))(e));
-            }
+        if !created {
             let existing = tags
                 .get_version(&tag)
                 .await

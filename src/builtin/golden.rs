@@ -201,6 +201,16 @@ fn indexes() -> Vec<Index> {
     ]
 }
 
+/// `m`'s definition and checksum, then (indented) the old text given, then
+/// its previous checksums.
+fn pin(out: &mut String, m: &dyn Migration, old_text: Option<&str>) {
+    let _ = writeln!(out, "{}\n  {}", m.definition(), m.checksum());
+    if let Some(old) = old_text {
+        let _ = writeln!(out, "  {old}");
+    }
+    let _ = writeln!(out, "  {}", m.previous_checksums().join(","));
+}
+
 /// The golden file's text, from this build.
 fn golden() -> String {
     let mut out = String::from(
@@ -225,13 +235,10 @@ fn golden() -> String {
         if !nullable {
             column = column.not_null();
         }
-        let m = AddColumns::new("0001", "documents").column(column);
-        let _ = writeln!(
-            out,
-            "{}\n  {}\n  {}",
-            m.definition(),
-            m.checksum(),
-            m.previous_checksums().join(",")
+        pin(
+            &mut out,
+            &AddColumns::new("0001", "documents").column(column),
+            None,
         );
     }
     let every = types()
@@ -261,25 +268,13 @@ fn golden() -> String {
         ),
     ];
     for m in reembeds {
-        let _ = writeln!(
-            out,
-            "{}\n  {}\n  {}",
-            m.definition(),
-            m.checksum(),
-            m.previous_checksums().join(",")
-        );
+        pin(&mut out, &m, None);
     }
     out.push_str("\n## RebuildIndex: definition, checksum, 0.1 definition (LanceDB 0.41's Debug), 0.1 checksum\n");
     for index in indexes() {
         let legacy = format!("{index:?}");
         let m = RebuildIndex::new("0004", "documents", "vector", index).min_recall(0.5);
-        let _ = writeln!(
-            out,
-            "{}\n  {}\n  {legacy}\n  {}",
-            m.definition(),
-            m.checksum(),
-            m.previous_checksums().join(",")
-        );
+        pin(&mut out, &m, Some(&legacy));
     }
     out
 }

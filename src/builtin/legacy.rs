@@ -118,54 +118,27 @@ fn push_type(out: &mut String, t: &DataType) -> std::fmt::Result {
         DataType::RunEndEncoded(r, v) => {
             write!(out, "RunEndEncoded({}, {})", field(r), field(v))
         }
-        // The rest are written as their variant's name.
-        DataType::Null
-        | DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View => write!(out, "{}", simple_name(t)),
-    }
-}
-
-fn simple_name(t: &DataType) -> &'static str {
-    match t {
-        DataType::Null => "Null",
-        DataType::Boolean => "Boolean",
-        DataType::Int8 => "Int8",
-        DataType::Int16 => "Int16",
-        DataType::Int32 => "Int32",
-        DataType::Int64 => "Int64",
-        DataType::UInt8 => "UInt8",
-        DataType::UInt16 => "UInt16",
-        DataType::UInt32 => "UInt32",
-        DataType::UInt64 => "UInt64",
-        DataType::Float16 => "Float16",
-        DataType::Float32 => "Float32",
-        DataType::Float64 => "Float64",
-        DataType::Date32 => "Date32",
-        DataType::Date64 => "Date64",
-        DataType::Binary => "Binary",
-        DataType::LargeBinary => "LargeBinary",
-        DataType::BinaryView => "BinaryView",
-        DataType::Utf8 => "Utf8",
-        DataType::LargeUtf8 => "LargeUtf8",
-        _ => "Utf8View",
+        DataType::Null => out.write_str("Null"),
+        DataType::Boolean => out.write_str("Boolean"),
+        DataType::Int8 => out.write_str("Int8"),
+        DataType::Int16 => out.write_str("Int16"),
+        DataType::Int32 => out.write_str("Int32"),
+        DataType::Int64 => out.write_str("Int64"),
+        DataType::UInt8 => out.write_str("UInt8"),
+        DataType::UInt16 => out.write_str("UInt16"),
+        DataType::UInt32 => out.write_str("UInt32"),
+        DataType::UInt64 => out.write_str("UInt64"),
+        DataType::Float16 => out.write_str("Float16"),
+        DataType::Float32 => out.write_str("Float32"),
+        DataType::Float64 => out.write_str("Float64"),
+        DataType::Date32 => out.write_str("Date32"),
+        DataType::Date64 => out.write_str("Date64"),
+        DataType::Binary => out.write_str("Binary"),
+        DataType::LargeBinary => out.write_str("LargeBinary"),
+        DataType::BinaryView => out.write_str("BinaryView"),
+        DataType::Utf8 => out.write_str("Utf8"),
+        DataType::LargeUtf8 => out.write_str("LargeUtf8"),
+        DataType::Utf8View => out.write_str("Utf8View"),
     }
 }
 

@@ -22,21 +22,6 @@ pub(crate) async fn replace_all(table: &Table, batch: RecordBatch) -> Result<Opt
         .iter()
         .map(|f| f.id() as u64)
         .collect();
-    if !commit_replacing(table, dataset, removed, batch).await? {
-        return Ok(None);
-    }
-    latest_version(table).await.map(Some)
-}
-
-/// Writes `batch` as new fragments and commits them in place of `removed`,
-/// in one `Update` commit. `false` when Lance wrote the batch as something
-/// other than new fragments (nothing committed).
-async fn commit_replacing(
-    table: &Table,
-    dataset: std::sync::Arc<lance::Dataset>,
-    removed: Vec<u64>,
-    batch: RecordBatch,
-) -> Result<bool> {
     let replace = || Error::lance(format!("replace rows of `{}`", table.name()));
     let params = WriteParams {
         mode: WriteMode::Append,
@@ -48,7 +33,7 @@ async fn commit_replacing(
         .await
         .map_err(replace())?;
     let Operation::Append { fragments } = written.operation else {
-        return Ok(false);
+        return Ok(None);
     };
     let update = Operation::Update {
         removed_fragment_ids: removed,
@@ -66,5 +51,5 @@ async fn commit_replacing(
         .execute(transaction)
         .await
         .map_err(replace())?;
-    Ok(true)
+    latest_version(table).await.map(Some)
 }

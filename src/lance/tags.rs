@@ -13,7 +13,7 @@ use lancedb::table::TagContents;
 use object_store::path::Path;
 use tracing::debug;
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::lance::retry::is_ref_conflict;
 use crate::lance::{latest_version, local_dataset};
 
@@ -53,15 +53,14 @@ pub(crate) async fn try_create(ledger: &Table, name: &str) -> Result<Option<u64>
 /// store). `Ok(None)` when the tag exists; `Err` when the handle does not
 /// know its manifest's size or the store refused the write (the caller
 /// then goes through Lance).
-pub(crate) async fn create_at_handle(ledger: &Table, name: &str) -> Result<Option<u64>> {
-    let files = TagFiles::of(ledger).await?;
+pub(crate) async fn create_at_handle(
+    table: &Table,
+    name: &str,
+) -> std::result::Result<Option<u64>, BoxError> {
+    let files = TagFiles::of(table).await?;
     let location = files.dataset.manifest_location();
     let (version, Some(manifest_size)) = (location.version, location.size) else {
-        return Err(Error::Ledger {
-            ledger: ledger.name().to_owned(),
-            reason: "the handle does not know its manifest's size".to_owned(),
-            source: None,
-        });
+        return Err("the handle does not know its manifest's size".into());
     };
     let now = chrono::Utc::now();
     let contents = TagContents {
@@ -69,14 +68,10 @@ pub(crate) async fn create_at_handle(ledger: &Table, name: &str) -> Result<Optio
         version,
         created_at: Some(now),
         updated_at: Some(now),
-        manifest_size: usize::try_from(manifest_size).unwrap_or(usize::MAX),
+        manifest_size: usize::try_from(manifest_size)?,
         metadata: Default::default(),
     };
-    let bytes = serde_json::to_vec_pretty(&contents).map_err(|e| Error::Ledger {
-        ledger: ledger.name().to_owned(),
-        reason: format!("tag `{name}` could not be encoded"),
-        source: Some(e.into()),
-    })?;
+    let bytes = serde_json::to_vec_pretty(&contents)?;
     match files
         .store
         .put_if_absent(&files.path(name), bytes.into())
@@ -86,11 +81,7 @@ pub(crate) async fn create_at_handle(ledger: &Table, name: &str) -> Result<Optio
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Ok(None),
-        Err(e) => Err(Error::Ledger {
-            ledger: ledger.name().to_owned(),
-            reason: format!("tag `{name}` could not be written"),
-            source: Some(e.into()),
-        }),
+        Err(e) => Err(e.into()),
     }
 }
 

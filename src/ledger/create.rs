@@ -133,38 +133,30 @@ pub(super) async fn check_schema(name: &str, table: &Table) -> Result<()> {
     Ok(())
 }
 
-/// The format number `table`'s schema metadata records (1 when absent from
-/// a ledger [`check_schema`] accepted).
-pub(super) async fn format_of(name: &str, table: &Table) -> Result<u32> {
+/// Records [`FORMAT`] in the ledger's schema metadata when it holds an
+/// older number (a ledger [`check_schema`] accepted), so that older
+/// releases refuse the ledger from then on ([`Error::NewerFormat`])
+/// instead of misreading it. One metadata-only commit, once per ledger;
+/// the caller holds the lease.
+pub(super) async fn claim_format(name: &str, table: &Table) -> Result<()> {
     let schema = table
         .schema()
         .await
         .map_err(Error::lance(format!("read the schema of ledger `{name}`")))?;
-    Ok(schema
+    let format: u32 = schema
         .metadata()
         .get(FORMAT_KEY)
         .and_then(|f| f.parse().ok())
-        .unwrap_or(1))
-}
-
-/// Records [`FORMAT`] in the ledger's schema metadata when it holds an
-/// older number, so that older releases refuse the ledger from then on
-/// ([`Error::NewerFormat`]) instead of misreading it. One metadata-only
-/// commit, once per ledger; the caller holds the lease.
-pub(super) async fn claim_format(name: &str, table: &Table) -> Result<()> {
-    if format_of(name, table).await? >= FORMAT {
+        .unwrap_or(1);
+    if format >= FORMAT {
         return Ok(());
     }
-    let schema = table
-        .schema()
-        .await
-        .map_err(Error::lance(format!("read the schema of ledger `{name}`")))?;
-    let mut metadata = schema.metadata().clone();
-    metadata.insert(FORMAT_KEY.to_owned(), FORMAT.to_string());
     let Some(native) = table.as_native() else {
         // A remote table's ledger: its format is LanceDB Cloud's business.
         return Ok(());
     };
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(FORMAT_KEY.to_owned(), FORMAT.to_string());
     native
         .replace_schema_metadata(metadata)
         .await

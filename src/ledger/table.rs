@@ -302,7 +302,7 @@ impl Ledger {
     /// file and nothing needs compacting. `false` when Lance wrote it as
     /// something other than new fragments (nothing committed).
     pub(super) async fn rewrite_with(&self, entry: &LedgerEntry) -> Result<bool> {
-        let latest = crate::lance::latest_version(&self.table).await?;
+        let latest = latest_version(&self.table).await?;
         let mut entries = self.entries_at(latest).await?;
         match entries.iter_mut().find(|e| e.id == entry.id) {
             Some(row) => *row = entry.clone(),

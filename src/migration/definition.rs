@@ -250,35 +250,28 @@ fn push_field(out: &mut String, field: &Field) {
 /// Arrow type must be given a name here (and a golden test) before it can
 /// be used.
 fn push_type(out: &mut String, data_type: &DataType) {
-    let simple = match data_type {
-        DataType::Null => "null",
-        DataType::Boolean => "bool",
-        DataType::Int8 => "int8",
-        DataType::Int16 => "int16",
-        DataType::Int32 => "int32",
-        DataType::Int64 => "int64",
-        DataType::UInt8 => "uint8",
-        DataType::UInt16 => "uint16",
-        DataType::UInt32 => "uint32",
-        DataType::UInt64 => "uint64",
-        DataType::Float16 => "float16",
-        DataType::Float32 => "float32",
-        DataType::Float64 => "float64",
-        DataType::Date32 => "date32",
-        DataType::Date64 => "date64",
-        DataType::Binary => "binary",
-        DataType::LargeBinary => "large_binary",
-        DataType::BinaryView => "binary_view",
-        DataType::Utf8 => "utf8",
-        DataType::LargeUtf8 => "large_utf8",
-        DataType::Utf8View => "utf8_view",
-        _ => "",
-    };
-    if !simple.is_empty() {
-        out.push_str(simple);
-        return;
-    }
     match data_type {
+        DataType::Null => out.push_str("null"),
+        DataType::Boolean => out.push_str("bool"),
+        DataType::Int8 => out.push_str("int8"),
+        DataType::Int16 => out.push_str("int16"),
+        DataType::Int32 => out.push_str("int32"),
+        DataType::Int64 => out.push_str("int64"),
+        DataType::UInt8 => out.push_str("uint8"),
+        DataType::UInt16 => out.push_str("uint16"),
+        DataType::UInt32 => out.push_str("uint32"),
+        DataType::UInt64 => out.push_str("uint64"),
+        DataType::Float16 => out.push_str("float16"),
+        DataType::Float32 => out.push_str("float32"),
+        DataType::Float64 => out.push_str("float64"),
+        DataType::Date32 => out.push_str("date32"),
+        DataType::Date64 => out.push_str("date64"),
+        DataType::Binary => out.push_str("binary"),
+        DataType::LargeBinary => out.push_str("large_binary"),
+        DataType::BinaryView => out.push_str("binary_view"),
+        DataType::Utf8 => out.push_str("utf8"),
+        DataType::LargeUtf8 => out.push_str("large_utf8"),
+        DataType::Utf8View => out.push_str("utf8_view"),
         DataType::Timestamp(u, tz) => {
             let _ = write!(out, "timestamp({}", unit(*u));
             if let Some(tz) = tz {
@@ -364,28 +357,6 @@ fn push_type(out: &mut String, data_type: &DataType) {
             push_field(out, values);
             out.push(')');
         }
-        // The simple types, written above.
-        DataType::Null
-        | DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View => {}
     }
 }
 

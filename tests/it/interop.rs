@@ -40,20 +40,8 @@ fn python() -> Option<PathBuf> {
 /// everything it printed.
 fn client(python: &Path, args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "client.py {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
+    try_run(Command::new(python).arg(&script).args(args))
+        .unwrap_or_else(|out| panic!("client.py {args:?} failed:\n{out}"))
 }
 
 fn reembed(config: bool) -> ReEmbed {
@@ -153,21 +141,8 @@ fn node(dir: &Path) -> PathBuf {
 /// failure with everything it printed.
 fn ts_client(dir: &Path, args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client.mjs");
-    let out = Command::new(node(dir))
-        .arg(&script)
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "client.mjs {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    stdout.into_owned()
+    try_run(Command::new(node(dir)).arg(&script).arg(dir).args(args))
+        .unwrap_or_else(|out| panic!("client.mjs {args:?} failed:\n{out}"))
 }
 
 /// The same as the Python test, with the TypeScript client: it creates the
@@ -284,7 +259,8 @@ async fn the_clients_read_the_lance_formats_they_support() {
     );
 }
 
-/// The output of a command that succeeded; its output as an error otherwise.
+/// The output (stdout, then stderr) of a command that succeeded; its
+/// output as an error otherwise.
 fn try_run(command: &mut Command) -> Result<String, String> {
     let out = command.output().map_err(|e| e.to_string())?;
     let text = format!(

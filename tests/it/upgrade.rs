@@ -472,7 +472,12 @@ async fn a_replica_of_0_1_and_this_release_exclude_each_other() {
 
     let mut list = migrations_of_0_1();
     list.push(new_migration());
-    let returning = migrator(db.clone(), list).when_locked(WhenLocked::Return);
+    // A TTL far longer than the test, so that 0.1's hand-made lease does
+    // not expire under a slow machine.
+    let ttl = Duration::from_secs(3600);
+    let returning = migrator(db.clone(), list)
+        .when_locked(WhenLocked::Return)
+        .lease_ttl(ttl);
     let report = returning.run().await.unwrap();
     assert_eq!(report.pending().count(), 1, "{report:?}");
     assert_eq!(
@@ -483,6 +488,7 @@ async fn a_replica_of_0_1_and_this_release_exclude_each_other() {
     list.push(new_migration());
     let waiting = migrator(db.clone(), list)
         .when_locked(WhenLocked::Wait)
+        .lease_ttl(ttl)
         .lease_wait(Duration::from_millis(300));
     let err = waiting.run().await.unwrap_err();
     assert!(
