@@ -255,9 +255,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// Writes `entries`, each replacing any row with the same id, in one
+    /// commit when the ledger can be rewritten (else one each).
+    pub(crate) async fn record_all(&self, entries: &[LedgerEntry]) -> Result<()> {
+        match self.rewrite_with(entries).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "ledger rewrite not possible; recording one by one"),
+        }
+        for entry in entries {
+            self.record(entry).await?;
+        }
+        Ok(())
+    }
+
     /// Writes `entry`, replacing any row with the same id, in one commit.
     pub(crate) async fn record(&self, entry: &LedgerEntry) -> Result<()> {
-        match self.rewrite_with(entry).await {
+        match self.rewrite_with(std::slice::from_ref(entry)).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => debug!(error = %e, "ledger rewrite not possible; merging"),
@@ -296,21 +310,21 @@ impl Ledger {
     }
 
     /// The cheap path of [`record`](Self::record): the ledger (one row per
-    /// migration, so small) rewritten whole with `entry`'s row replaced, as
+    /// migration, so small) rewritten whole with `changed`'s rows replaced, as
     /// one new fragment in place of all there were, in one Lance `Update`
     /// commit. The ledger stays one fragment, so a start reads one data
     /// file and nothing needs compacting. `false` when Lance wrote it as
     /// something other than new fragments (nothing committed).
-    pub(super) async fn rewrite_with(&self, entry: &LedgerEntry) -> Result<bool> {
+    pub(super) async fn rewrite_with(&self, changed: &[LedgerEntry]) -> Result<bool> {
         let latest = latest_version(&self.table).await?;
         let mut entries = self.entries_at(latest).await?;
-        match entries.iter_mut().find(|e| e.id == entry.id) {
-            Some(row) => *row = entry.clone(),
-            None => {
-                entries.push(entry.clone());
-                entries.sort_by_key(|e| e.seq);
+        for entry in changed {
+            match entries.iter_mut().find(|e| e.id == entry.id) {
+                Some(row) => *row = entry.clone(),
+                None => entries.push(entry.clone()),
             }
         }
+        entries.sort_by_key(|e| e.seq);
         let batch = encode(&entries)?;
         let Some(version) = fragments::replace_all(&self.table, batch).await? else {
             return Ok(false);

@@ -379,8 +379,9 @@ impl Migrator {
     }
 
     /// Rewrites the checksum of each row in `upgrades` to the current one,
-    /// noting the old one and this crate's version in its details; returns
-    /// `entries` with them rewritten. Under the lease; nothing is run again.
+    /// noting the old one and this crate's version in its details, in one
+    /// ledger commit; returns `entries` with them rewritten. Under the
+    /// lease; nothing is run again.
     pub(super) async fn upgrade_checksums(
         &self,
         ledger: &Ledger,
@@ -388,11 +389,11 @@ impl Migrator {
         mut entries: HashMap<String, LedgerEntry>,
         upgrades: &[ChecksumUpgrade],
     ) -> Result<HashMap<String, LedgerEntry>> {
+        let mut upgraded = Vec::new();
         for upgrade in upgrades {
             let Some(entry) = entries.get_mut(&upgrade.id) else {
                 continue;
             };
-            lease.check()?;
             entry.checksum = upgrade.to.clone();
             entry.details.insert(
                 LedgerEntry::CHECKSUM_PREVIOUS.to_owned(),
@@ -402,7 +403,14 @@ impl Migrator {
                 LedgerEntry::CHECKSUM_UPGRADED_BY.to_owned(),
                 env!("CARGO_PKG_VERSION").to_owned(),
             );
-            ledger.record(entry).await?;
+            upgraded.push(entry.clone());
+        }
+        if upgraded.is_empty() {
+            return Ok(entries);
+        }
+        lease.check()?;
+        ledger.record_all(&upgraded).await?;
+        for upgrade in upgrades {
             info!(
                 migration = upgrade.id,
                 from = upgrade.from,
