@@ -236,13 +236,42 @@ impl AddColumns {
         if expressions.is_empty() {
             return Ok(());
         }
-        // One `add_columns` commit writes every defaulted column at once;
-        // it conflicts with appends committed while it runs. On a busy
-        // table (it lost such a race) nullable columns are added another
-        // way that appends cannot starve.
+        // One `add_columns` commit writes every defaulted column at once,
+        // NULL or NOT NULL as declared (a table written elsewhere, a remote
+        // one, takes them as SQL literals, NOT NULL, and a second commit
+        // relaxes the nullable ones); it conflicts with appends committed
+        // while it runs. On a busy table (it lost such a race) nullable
+        // columns are added another way that appends cannot starve.
+        let here = crate::lance::columns::writes_here(ctx.table());
+        let mut values = Vec::with_capacity(valued.len());
+        if here {
+            for column in &valued {
+                let value = column.default.as_ref().expect("filtered on default");
+                let one = value
+                    .to_array(&column.data_type, ctx.started_at(), 1)
+                    .map_err(|found| column.mismatch(found))?;
+                values.push(one);
+            }
+        }
+        let fields: Vec<Field> = valued.iter().map(|c| c.field()).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let transform = || {
+            if here {
+                crate::lance::columns::constant_columns(schema.clone(), values.clone())
+            } else {
+                NewColumnTransform::SqlExpressions(expressions.clone())
+            }
+        };
+        let add = || {
+            let add = ctx.table().add_columns().transform(transform());
+            match here {
+                true => add.read_columns(Vec::<String>::new()),
+                false => add,
+            }
+            .execute()
+        };
         ctx.check_lease()?;
-        let sql = NewColumnTransform::SqlExpressions(expressions.clone());
-        match ctx.table().add_columns().transform(sql).execute().await {
+        match add().await {
             Ok(result) => info!(
                 table = self.table,
                 version = result.version,
@@ -256,10 +285,13 @@ impl AddColumns {
                 return self.fill_while_busy(ctx, &valued).await;
             }
             Err(e) if is_lancedb_conflict(&e) => {
-                self.add(ctx, "defaulted", || {
-                    NewColumnTransform::SqlExpressions(expressions.clone())
-                })
-                .await?;
+                let operation = format!("add defaulted columns to `{}`", self.table);
+                let result = ctx.retry_on_conflict(&operation, add).await?;
+                info!(
+                    table = self.table,
+                    version = result.version,
+                    "columns added"
+                );
             }
             Err(e) => {
                 return Err(Error::lance(format!(
@@ -270,7 +302,7 @@ impl AddColumns {
         }
         let relax: Vec<ColumnAlteration> = valued
             .iter()
-            .filter(|c| c.nullable)
+            .filter(|c| c.nullable && !here)
             .map(|c| ColumnAlteration::new(c.name.clone()).set_nullable(true))
             .collect();
         if relax.is_empty() {
@@ -333,27 +365,6 @@ impl AddColumns {
             table = self.table,
             version = added,
             "columns added and filled"
-        );
-        Ok(())
-    }
-
-    async fn add(
-        &self,
-        ctx: &MigrationContext,
-        kind: &str,
-        transform: impl Fn() -> NewColumnTransform + Send + Sync,
-    ) -> Result<()> {
-        let operation = format!("add {kind} columns to `{}`", self.table);
-        let result = ctx
-            .retry_on_conflict(&operation, || {
-                ctx.table().add_columns().transform(transform()).execute()
-            })
-            .await?;
-        info!(
-            table = self.table,
-            version = result.version,
-            kind,
-            "columns added"
         );
         Ok(())
     }

@@ -11,8 +11,10 @@
 //! read them as NULL, exactly as after the `Merge`. Only another schema
 //! change conflicts with it.
 
-use arrow_schema::Schema as ArrowSchema;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema as ArrowSchema, SchemaRef};
 use lance::Dataset;
+use lance::dataset::BatchUDF;
 use lance::dataset::transaction::{Operation, Transaction};
 use lancedb::Table;
 use lancedb::table::NewColumnTransform;
@@ -52,11 +54,13 @@ pub(crate) async fn add_null_columns(
                     .execute(transaction)
                     .await
                     .map_err(&lance)?;
-                Ok(committed.version().version)
+                // The handle moves on, so that the caller's next LanceDB
+                // write reads the new schema.
+                Ok(crate::lance::fragments::moved_to(table, committed))
             }
             // A remote table, or one in Lance's legacy file format (which
             // cannot read a column it has no data for: LanceDB refuses the
-            // add too).
+            // add too). LanceDB moves the handle on.
             _ => {
                 let added = table
                     .add_columns()
@@ -69,10 +73,37 @@ pub(crate) async fn add_null_columns(
         }
     })
     .await?;
-    // Move the handle on, so that the caller's next LanceDB write reads the
-    // new schema.
-    latest_version(table).await?;
     Ok(version)
+}
+
+/// Whether LanceDB writes `table`'s data in this process (a local or
+/// object-store table), so that [`constant_columns`] can add to it; `false`
+/// for a remote (LanceDB Cloud) table.
+pub(crate) fn writes_here(table: &Table) -> bool {
+    table.dataset().is_some()
+}
+
+/// A transform for LanceDB's `add_columns` (with `read_columns` empty: it
+/// reads none of the table's columns) that writes `columns`, each row's
+/// values a copy of `values` (one value per column, in order): one commit,
+/// with the nullability `columns` declares. An SQL literal comes out NOT
+/// NULL, and a nullable column added from one needs a second commit to
+/// say so. Not for remote tables ([`writes_here`]).
+pub(crate) fn constant_columns(columns: SchemaRef, values: Vec<ArrayRef>) -> NewColumnTransform {
+    let schema = columns.clone();
+    let mapper = move |batch: &RecordBatch| {
+        let repeat = arrow_array::UInt32Array::from(vec![0; batch.num_rows()]);
+        let arrays = values
+            .iter()
+            .map(|one| arrow_select::take::take(one.as_ref(), &repeat, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+    };
+    NewColumnTransform::BatchUDF(BatchUDF {
+        mapper: Box::new(mapper),
+        output_schema: columns,
+        result_checkpoint: None,
+    })
 }
 
 /// The transaction that adds `columns` (nullable, without data) to

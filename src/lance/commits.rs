@@ -166,34 +166,6 @@ pub(crate) async fn reappend(
     Ok(())
 }
 
-/// The first commit among `versions` of `table` that replaced the table's
-/// contents or schema (a restore, an overwrite, a schema change), with the
-/// name of its operation; `None` when every commit only added, removed or
-/// reorganised rows, or built indexes.
-pub(crate) async fn first_reshaping_commit(
-    table: &Table,
-    versions: Range<u64>,
-) -> Result<Option<(u64, String)>> {
-    let Some(latest) = dataset(table).await? else {
-        return Ok(None);
-    };
-    for version in versions {
-        let Some(transaction) = transaction(&latest, table.name(), version).await? else {
-            continue;
-        };
-        match &transaction.operation {
-            Operation::Append { .. }
-            | Operation::Delete { .. }
-            | Operation::Update { .. }
-            | Operation::Rewrite { .. }
-            | Operation::CreateIndex { .. }
-            | Operation::UpdateConfig { .. } => {}
-            other => return Ok(Some((version, other.name().to_owned()))),
-        }
-    }
-    Ok(None)
-}
-
 async fn checkout(dataset: &Dataset, name: &str, version: u64) -> Result<Dataset> {
     dataset
         .checkout_version(version)

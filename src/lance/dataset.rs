@@ -26,6 +26,11 @@ pub(crate) async fn latest_version(table: &Table) -> Result<u64> {
 /// newer one): returns the version and the count.
 pub(crate) async fn latest_row_count(table: &Table) -> Result<(u64, u64)> {
     let version = latest_version(table).await?;
+    Ok((version, row_count(table).await?))
+}
+
+/// The number of rows of `table` at the handle's version.
+pub(crate) async fn row_count(table: &Table) -> Result<u64> {
     let count = format!("count the rows of `{}`", table.name());
     let rows = match dataset(table).await? {
         Some(dataset) => dataset
@@ -34,7 +39,7 @@ pub(crate) async fn latest_row_count(table: &Table) -> Result<(u64, u64)> {
             .map_err(Error::lance(count))?,
         None => table.count_rows(None).await.map_err(Error::lance(count))?,
     };
-    Ok((version, rows as u64))
+    Ok(rows as u64)
 }
 
 /// The Lance dataset behind `table` at the handle's version; `None` for

@@ -5,10 +5,11 @@
 use arrow_array::RecordBatch;
 use lance::dataset::transaction::{Operation, Transaction};
 use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
+use lance::Dataset;
 use lancedb::Table;
 
 use crate::error::{Error, Result};
-use crate::lance::{latest_version, local_dataset};
+use crate::lance::local_dataset;
 
 /// Replaces every fragment of `table` (as the handle sees it) by one new
 /// fragment holding `batch`, in one `Update` commit, and moves the handle
@@ -47,9 +48,21 @@ pub(crate) async fn replace_all(table: &Table, batch: RecordBatch) -> Result<Opt
         updated_fragment_offsets: None,
     };
     let transaction = Transaction::new(dataset.version().version, update, None);
-    CommitBuilder::new(dataset)
+    let committed = CommitBuilder::new(dataset)
         .execute(transaction)
         .await
         .map_err(replace())?;
-    latest_version(table).await.map(Some)
+    Ok(Some(moved_to(table, committed)))
+}
+
+/// Moves `table`'s handle to `committed`, a version this process just
+/// committed to it past the handle (as LanceDB does after its own writes;
+/// finding the latest version instead is a listing on an object store), and
+/// returns that version.
+pub(crate) fn moved_to(table: &Table, committed: Dataset) -> u64 {
+    let version = committed.version().version;
+    if let Some(handle) = table.dataset() {
+        handle.update(committed);
+    }
+    version
 }

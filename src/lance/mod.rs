@@ -29,5 +29,5 @@ pub(crate) mod store;
 pub(crate) mod tags;
 
 pub(crate) use dataset::{
-    dataset, latest_row_count, latest_version, local_dataset, on_object_store,
+    dataset, latest_row_count, latest_version, local_dataset, on_object_store, row_count,
 };

@@ -32,6 +32,8 @@ pub(crate) struct Ledger {
     pub(super) table: Table,
     /// What this handle knows of the ledger, for skipping reads.
     pub(super) seen: Arc<Mutex<Seen>>,
+    /// Whether this handle is used under the lease ([`held`](Self::held)).
+    exclusive: bool,
 }
 
 /// What a [`Ledger`] handle read and wrote last. Lance versions are
@@ -77,7 +79,31 @@ impl Ledger {
         Self {
             table,
             seen: Arc::default(),
+            exclusive: false,
         }
+    }
+
+    /// This handle, for use while the caller holds the lease: no other
+    /// process commits to the ledger then, so a version this handle read
+    /// or committed that its table handle is still at is the latest, and
+    /// a record need not look for a newer one (a listing on an object
+    /// store).
+    pub(crate) fn held(&self) -> Self {
+        Self {
+            exclusive: true,
+            ..self.clone()
+        }
+    }
+
+    /// Under the lease, the version this handle last read or wrote, when
+    /// its table handle is still at that version.
+    async fn own_head(&self) -> Option<u64> {
+        if !self.exclusive {
+            return None;
+        }
+        let at = self.seen().entries.as_ref().map(|(version, _)| *version)?;
+        let handle = self.table.version().await.ok()?;
+        (handle == at).then_some(at)
     }
 
     pub(super) fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -316,8 +342,22 @@ impl Ledger {
     /// file and nothing needs compacting. `false` when Lance wrote it as
     /// something other than new fragments (nothing committed).
     pub(super) async fn rewrite_with(&self, changed: &[LedgerEntry]) -> Result<bool> {
+        if let Some(head) = self.own_head().await {
+            match self.rewrite_at(head, changed).await {
+                Ok(done) => return Ok(done),
+                // Someone committed to the ledger after all (a racing
+                // create turned into an overwrite): from the latest.
+                Err(e) => debug!(error = %e, "the ledger moved; rewriting it from its latest version"),
+            }
+        }
         let latest = latest_version(&self.table).await?;
-        let mut entries = self.entries_at(latest).await?;
+        self.rewrite_at(latest, changed).await
+    }
+
+    /// [`rewrite_with`](Self::rewrite_with) from the entries of `version`,
+    /// where the table handle is.
+    async fn rewrite_at(&self, version: u64, changed: &[LedgerEntry]) -> Result<bool> {
+        let mut entries = self.entries_at(version).await?;
         for entry in changed {
             match entries.iter_mut().find(|e| e.id == entry.id) {
                 Some(row) => *row = entry.clone(),

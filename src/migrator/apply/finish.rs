@@ -8,7 +8,6 @@ use tracing::{error, info};
 
 use crate::error::{Error, Result, Rollback, chain};
 use crate::event::Event;
-use crate::lance::commits::first_reshaping_commit;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::MigrationContext;
 use crate::migrator::rollback::roll_back;
@@ -58,30 +57,20 @@ impl Apply<'_> {
         })
     }
 
-    /// The table's version and row count now, after checking that no commit
-    /// since the version verify saw replaced its contents or schema (a
-    /// restore by a process that took the lease over, say). Appends,
-    /// deletes and compaction by the application are expected.
+    /// The version verify saw, and the table's row count at that very
+    /// version: what the `applied` row records. The handle is still there
+    /// (verify ended by moving it to the latest version), so this reads no
+    /// version list. A commit after it is the application's (appends,
+    /// deletes, compaction): another migrating process would have taken
+    /// the lease, which the ledger write checks, and this one's own commits
+    /// to the table are fenced.
     pub(super) async fn confirm(
         &self,
         ctx: &MigrationContext,
         verified: u64,
     ) -> Result<(u64, u64)> {
-        let table = ctx.table_name();
-        // The row count of the very version recorded as the one after.
-        let (version, rows) = crate::lance::latest_row_count(ctx.table()).await?;
-        if version > verified
-            && let Some((at, op)) =
-                first_reshaping_commit(ctx.table(), verified + 1..version + 1).await?
-        {
-            return Err(Error::verification(
-                table,
-                format!(
-                    "another writer's {op} commit (version {at}) changed the table after it was verified"
-                ),
-            ));
-        }
-        Ok((version, rows))
+        let rows = crate::lance::row_count(ctx.table()).await?;
+        Ok((verified, rows))
     }
 
     /// Restores the backup, records the failure, and builds the error.
