@@ -123,9 +123,10 @@ impl NewColumn {
 /// fragment holding just that column. Existing columns, including ones this
 /// migration does not mention, are never read or rewritten.
 ///
-/// It commits up to three table versions: the all-null columns, the
-/// defaulted columns, and the nullability change (LanceDB creates columns
-/// from constants as NOT NULL; see [`NewColumn`]). A failure in between is
+/// It commits one table version for the all-null columns and one for the
+/// defaulted columns, each with the nullability [`NewColumn`] declares (a
+/// remote table, written through SQL constants which LanceDB makes NOT
+/// NULL, takes a third commit to relax them). A failure in between is
 /// rolled back with the rest.
 ///
 /// # Examples

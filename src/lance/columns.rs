@@ -208,6 +208,63 @@ mod tests {
         );
     }
 
+    /// Constants added in one commit keep the nullability their schema
+    /// declares (SQL literals come out NOT NULL), and every row, in every
+    /// fragment, holds them.
+    #[tokio::test]
+    async fn constants_are_added_in_one_commit_with_their_nullability() {
+        let db = lancedb::connect("memory://").execute().await.unwrap();
+        let table = db.create_table("t", ids(0..10)).execute().await.unwrap();
+        table.add(ids(10..25)).execute().await.unwrap();
+        let columns = Arc::new(ArrowSchema::new(vec![
+            Field::new("note", DataType::Utf8, true),
+            Field::new("flag", DataType::Int32, false),
+        ]));
+        let values: Vec<ArrayRef> = vec![
+            Arc::new(arrow_array::StringArray::from(vec!["x"])),
+            Arc::new(Int32Array::from(vec![7])),
+        ];
+        let before = table.version().await.unwrap();
+        table
+            .add_columns()
+            .transform(constant_columns(columns, values))
+            .read_columns(Vec::<String>::new())
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(table.version().await.unwrap(), before + 1);
+        let schema = table.schema().await.unwrap();
+        assert!(schema.field_with_name("note").unwrap().is_nullable());
+        assert!(!schema.field_with_name("flag").unwrap().is_nullable());
+        let dataset = local_dataset(&table).await.unwrap();
+        assert_eq!(dataset.get_fragments().len(), 2);
+        let matching = dataset
+            .count_rows(Some("note = 'x' AND flag = 7".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(matching, 25);
+        // An append without the nullable column is accepted.
+        let append = RecordBatch::try_new(
+            Arc::new(ArrowSchema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("flag", DataType::Int32, false),
+            ])),
+            vec![
+                Arc::new(Int32Array::from(vec![99])),
+                Arc::new(Int32Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        table.add(append).execute().await.unwrap();
+        assert_eq!(
+            table
+                .count_rows(Some("note IS NULL".to_owned()))
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
     /// A column must be nullable to be added without data.
     #[tokio::test]
     async fn a_not_null_column_is_refused() {

@@ -3,9 +3,9 @@
 //! planning (about half its cost, measured), leaving it one fragment.
 
 use arrow_array::RecordBatch;
+use lance::Dataset;
 use lance::dataset::transaction::{Operation, Transaction};
 use lance::dataset::{CommitBuilder, InsertBuilder, WriteMode, WriteParams};
-use lance::Dataset;
 use lancedb::Table;
 
 use crate::error::{Error, Result};

@@ -347,7 +347,9 @@ impl Ledger {
                 Ok(done) => return Ok(done),
                 // Someone committed to the ledger after all (a racing
                 // create turned into an overwrite): from the latest.
-                Err(e) => debug!(error = %e, "the ledger moved; rewriting it from its latest version"),
+                Err(e) => {
+                    debug!(error = %e, "the ledger moved; rewriting it from its latest version")
+                }
             }
         }
         let latest = latest_version(&self.table).await?;
