@@ -135,7 +135,10 @@ pub use crate::lance::indexes::IndexSpec;
 /// `async-trait` themselves: `#[lancedb_migrate::async_trait]`.
 pub use async_trait::async_trait;
 pub use backup::{Backup, BackupCopy, BackupLocation};
-pub use builtin::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex, WithBackupCopy};
+pub use builtin::{
+    AddColumns, DefaultValue, DropColumns, NewColumn, ReEmbed, RebuildIndex, RenameColumn,
+    WithBackupCopy,
+};
 
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};
 pub use event::{EmbeddingProgress, Event};

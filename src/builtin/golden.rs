@@ -21,7 +21,9 @@ use lancedb::index::vector::{
 };
 
 use super::legacy;
-use super::{AddColumns, DefaultValue, NewColumn, ReEmbed, RebuildIndex};
+use super::{
+    AddColumns, DefaultValue, DropColumns, NewColumn, ReEmbed, RebuildIndex, RenameColumn,
+};
 use crate::migration::{Definition, Migration};
 
 /// An embedder as definitions see it: a name and an output type (it is
@@ -276,6 +278,19 @@ fn golden() -> String {
         let m = RebuildIndex::new("0004", "documents", "vector", index).min_recall(0.5);
         pin(&mut out, &m, Some(&legacy));
     }
+    out.push_str("\n## DropColumns, RenameColumn: definition, checksum, (no 0.1 checksum)\n");
+    pin(
+        &mut out,
+        &DropColumns::new("0005", "documents")
+            .column("a")
+            .column("b \"c\""),
+        None,
+    );
+    pin(
+        &mut out,
+        &RenameColumn::new("0006", "documents", "vector", "embedding"),
+        None,
+    );
     out
 }
 

@@ -3,15 +3,19 @@
 
 mod add_columns;
 mod default_value;
+mod drop_columns;
 #[cfg(test)]
 mod golden;
 mod legacy;
 mod rebuild_index;
 mod reembed;
+mod rename_column;
 mod with_backup_copy;
 
 pub use add_columns::{AddColumns, NewColumn};
 pub use default_value::DefaultValue;
+pub use drop_columns::DropColumns;
 pub use rebuild_index::RebuildIndex;
 pub use reembed::ReEmbed;
+pub use rename_column::RenameColumn;
 pub use with_backup_copy::WithBackupCopy;

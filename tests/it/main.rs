@@ -20,3 +20,4 @@ mod s3;
 mod s3_store;
 mod support;
 mod upgrade;
+mod verbs;
