@@ -150,12 +150,41 @@ def check(path: str, mode: str) -> None:
     print(f"checked ({mode}): ledger {sorted(statuses)}, re-embed details {details}")
 
 
+def check_verbs(path: str) -> None:
+    """After RenameColumn vector -> embedding, text -> body and DropColumns tag."""
+    db = lancedb.connect(path)
+    table = db.open_table("documents")
+    data = table.to_arrow().sort_by("id").to_pylist()
+    assert len(data) == ROWS, f"{len(data)} rows"
+    assert list(data[0].keys()) == ["id", "body", "embedding", "score"], list(data[0].keys())
+    for i, r in enumerate(data):
+        assert r["id"] == i and r["body"] == document_text(i), r["id"]
+        assert math.isclose(r["score"], i / 10), r
+        worst = max(abs(a - b) for a, b in zip(r["embedding"], hash_vector(document_text(i), 384)))
+        assert worst < 1e-5, f"vector of row {i} differs by {worst}"
+    indexes = {tuple(i.columns): i.index_type for i in table.list_indices()}
+    assert indexes.get(("embedding",)) == "IvfPq", indexes
+    # The embedding configuration follows the renames: text queries and
+    # appends without a vector are embedded from `body` into `embedding`.
+    configs = table.embedding_functions
+    assert "embedding" in configs and configs["embedding"].source_column == "body", configs
+    hits = table.search(document_text(7), vector_column_name="embedding").limit(5).to_list()
+    assert 7 in [h["id"] for h in hits], [h["id"] for h in hits]
+    table.add([{"id": ROWS, "body": document_text(ROWS), "score": 1.0}])
+    added = table.search().where(f"id = {ROWS}").to_list()[0]
+    worst = max(abs(a - b) for a, b in zip(added["embedding"], hash_vector(document_text(ROWS), 384)))
+    assert worst < 1e-5, f"the appended row's vector differs by {worst}"
+    print(f"checked (verbs): {table.count_rows()} rows, indexes {indexes}")
+
+
 if __name__ == "__main__":
     command, path = sys.argv[1], sys.argv[2]
     if command == "create":
         create(path)
     elif command == "check":
         check(path, sys.argv[3])
+    elif command == "check-verbs":
+        check_verbs(path)
     elif command == "read":
         rows = lancedb.connect(path).open_table(sys.argv[3]).to_arrow().num_rows
         print(f"read {rows} rows")

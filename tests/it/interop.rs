@@ -20,7 +20,9 @@ use arrow_schema::DataType;
 use lancedb::index::Index;
 use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb_migrate::testing::TestEmbedding;
-use lancedb_migrate::{AddColumns, DefaultValue, Migrator, NewColumn, ReEmbed, RebuildIndex};
+use lancedb_migrate::{
+    AddColumns, DefaultValue, DropColumns, Migrator, NewColumn, ReEmbed, RebuildIndex, RenameColumn,
+};
 
 /// The client configuration the re-embed gives: the Python registry's
 /// `hash-embed` function (the Rust `TestEmbedding`, ported) at 768
@@ -111,6 +113,39 @@ async fn the_python_client_reads_appends_and_searches_after_every_builtin() {
             assert!(out.contains("text query refused"), "{out}");
         }
     }
+}
+
+/// After `RenameColumn` (the vector and the text column) and
+/// `DropColumns`, the Python client reads every value, finds the index on
+/// the renamed column, and embeds text queries and appends from and into
+/// the renamed columns (its embedding configuration followed them).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_reads_and_embeds_after_renames_and_drops() {
+    let Some(python) = python() else {
+        eprintln!(
+            "SKIPPED: no Python LanceDB client (run scripts/python-client.sh); the interop test did not run"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    client(&python, &["create", path]);
+    let db = lancedb::connect(path).execute().await.unwrap();
+    let report = Migrator::new(db)
+        .add(RenameColumn::new(
+            "0001_vector",
+            "documents",
+            "vector",
+            "embedding",
+        ))
+        .add(RenameColumn::new("0002_text", "documents", "text", "body"))
+        .add(DropColumns::new("0003_tag", "documents").column("tag"))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.applied().count(), 3);
+    let out = client(&python, &["check-verbs", path]);
+    assert!(out.contains("checked (verbs)"), "{out}");
 }
 
 /// The TypeScript client (`@lancedb/lancedb`, from

@@ -26,8 +26,8 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, EmbeddingProblem, Error, LedgerStatus, Migration, MigrationContext, Migrator,
-    NewColumn, Phase, ReEmbed, Result, Rollback, WhenLocked,
+    AddColumns, DropColumns, EmbeddingProblem, Error, LedgerStatus, Migration, MigrationContext,
+    Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result, Rollback, WhenLocked,
 };
 
 use crate::support::{
@@ -907,6 +907,89 @@ async fn migrations_finish_on_a_busy_table() {
     let acked = busy.stop_app();
     assert_nothing_lost(&db, &acked, BIG, "busy table").await;
     assert_like_a_clean_run(&db, "reembed", "busy table").await;
+}
+
+/// A migration that changes nothing and ends once the application has
+/// acknowledged two more appends: the commits before it and after it each
+/// have appends landing beside them, on any machine.
+#[derive(Debug)]
+struct AppendsLand {
+    id: &'static str,
+    ack: PathBuf,
+}
+
+#[async_trait]
+impl Migration for AppendsLand {
+    fn id(&self) -> &str {
+        self.id
+    }
+
+    fn table(&self) -> &str {
+        "documents"
+    }
+
+    fn definition(&self) -> String {
+        self.id.to_owned()
+    }
+
+    async fn transform(&self, _: &MigrationContext) -> Result<()> {
+        let ack = self.ack.clone();
+        tokio::task::spawn_blocking(move || wait_for_more_lines(&ack, 2))
+            .await
+            .unwrap();
+        Ok(())
+    }
+
+    async fn verify(&self, ctx: &MigrationContext) -> Result<()> {
+        ctx.check_row_count().await
+    }
+}
+
+/// `RenameColumn` and `DropColumns` between appends of an application
+/// that appends every 10 ms in whatever schema the table has: both land,
+/// no acknowledged row is lost, the original rows keep the renamed
+/// column's values, and the dropped column is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_and_drops_finish_on_a_busy_table() {
+    let _turn = crate::support::heavy().await;
+    const BIG: usize = 2_000;
+    let mut busy = Busy::with_fragments(BIG, 20, 10).await;
+    busy.wait_for_acks(3);
+    let db = busy.db().await;
+    let ack = busy.ack.clone();
+    let land = |id| AppendsLand {
+        id,
+        ack: ack.clone(),
+    };
+    let migrator = Migrator::new(db.clone())
+        .add(add_columns())
+        .add(land("0002_appends"))
+        .add(RenameColumn::new(
+            "0003_rename",
+            "documents",
+            "category",
+            "kind",
+        ))
+        .add(land("0004_appends"))
+        .add(DropColumns::new("0005_drop", "documents").column("is_active"))
+        .add(land("0006_appends"));
+    let report = migrator.run().await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(report.applied().count(), 6);
+    busy.wait_for_acks(busy.acked().len() + 3);
+    let acked = busy.stop_app();
+    assert_nothing_lost(&db, &acked, BIG, "renames and drops on a busy table").await;
+    let table = db.open_table("documents").execute().await.unwrap();
+    let schema = table.schema().await.unwrap();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["id", "text", "vector", "kind"]);
+    let general = table
+        .count_rows(Some(format!("kind = 'general' AND id < {BIG}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        general, BIG,
+        "the original rows keep the renamed column's values"
+    );
 }
 
 /// A re-embed that fails late on a table the application appends to every
