@@ -38,7 +38,7 @@ use std::time::Instant;
 use arrow_schema::{DataType, TimeUnit};
 use lancedb::table::NewColumnTransform;
 use lancedb_migrate::testing::{TestEmbedding, vector_type};
-use lancedb_migrate::{AddColumns, DefaultValue, Migrator, NewColumn, ReEmbed};
+use lancedb_migrate::{AddColumns, DefaultValue, Divergence, Migrator, NewColumn, ReEmbed};
 
 const TABLE: &str = "documents";
 const DIMS: usize = 384;
@@ -50,11 +50,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         [command, path, ..] => (command.as_str(), path.as_str()),
         _ => return Err(usage()),
     };
-    if std::env::var("LOG").is_ok() {
-        // Timestamped logs of every step, to see where a run's time goes.
+    if let Ok(level) = std::env::var("LOG") {
+        // Timestamped logs of every step, to see where a run's time goes
+        // (`LOG=debug` for the finer steps).
+        let level = match level.as_str() {
+            "debug" => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        };
         tracing_subscriber::fmt()
             .with_timer(tracing_subscriber::fmt::time::Uptime::default())
-            .with_max_level(tracing::Level::INFO)
+            .with_max_level(level)
             .init();
     }
     let db = lancedb::connect(path).execute().await?;
@@ -77,7 +82,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     NewColumn::new(name("created_at"), utc)
                         .default_value(DefaultValue::MigrationTime),
                 );
-            let report = Migrator::new(db).add(migration).run().await?;
+            // A later migration's run lists only itself: the earlier ones
+            // are applied and not listed.
+            let report = Migrator::new(db)
+                .on_missing(Divergence::Allow)
+                .add(migration)
+                .run()
+                .await?;
             print!("{report}");
         }
         "raw-add-columns" => {

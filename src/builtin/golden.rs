@@ -22,7 +22,8 @@ use lancedb::index::vector::{
 
 use super::legacy;
 use super::{
-    AddColumns, DefaultValue, DropColumns, NewColumn, ReEmbed, RebuildIndex, RenameColumn,
+    AddColumns, CastColumn, DefaultValue, DropColumns, NewColumn, ReEmbed, RebuildIndex,
+    RenameColumn,
 };
 use crate::migration::{Definition, Migration};
 
@@ -291,6 +292,14 @@ fn golden() -> String {
         &RenameColumn::new("0006", "documents", "vector", "embedding"),
         None,
     );
+    out.push_str("\n## CastColumn: definition, checksum, (no 0.1 checksum)\n");
+    for to in [DataType::Int32, DataType::Float16, DataType::LargeUtf8] {
+        pin(
+            &mut out,
+            &CastColumn::new("0007", "documents", "score", to),
+            None,
+        );
+    }
     out
 }
 

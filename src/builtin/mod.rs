@@ -2,6 +2,7 @@
 //! wrapper that adds a backup copy to any migration.
 
 mod add_columns;
+mod cast_column;
 mod default_value;
 mod drop_columns;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod rename_column;
 mod with_backup_copy;
 
 pub use add_columns::{AddColumns, NewColumn};
+pub use cast_column::CastColumn;
 pub use default_value::DefaultValue;
 pub use drop_columns::DropColumns;
 pub use rebuild_index::RebuildIndex;

@@ -58,6 +58,28 @@ pub enum Error {
         found: DataType,
     },
 
+    /// A column's values do not all convert to the type a
+    /// [`CastColumn`](crate::CastColumn) asks for: a value fails to cast,
+    /// or would change (an integer out of range, a finite float that would
+    /// overflow). Found before anything is written.
+    #[error(
+        "column `{column}` of table `{table}` cannot be cast to {to}: the value {value} (row id {row}) {reason}; fix or delete such rows first, or cast to a wider type"
+    )]
+    LossyCast {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The type asked for.
+        to: Box<DataType>,
+        /// The first value that does not convert, as Arrow displays it.
+        value: String,
+        /// Its Lance row id (`_rowid`).
+        row: u64,
+        /// What goes wrong with it.
+        reason: String,
+    },
+
     /// An index could not be kept or rebuilt, or does not pass its checks
     /// after the migration (missing, rows not indexed, a search through it
     /// does not find rows).

@@ -26,8 +26,9 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, DropColumns, EmbeddingProblem, Error, LedgerStatus, Migration, MigrationContext,
-    Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result, Rollback, WhenLocked,
+    AddColumns, CastColumn, DropColumns, EmbeddingProblem, Error, LedgerStatus, Migration,
+    MigrationContext, Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result, Rollback,
+    WhenLocked,
 };
 
 use crate::support::{
@@ -945,10 +946,10 @@ impl Migration for AppendsLand {
     }
 }
 
-/// `RenameColumn` and `DropColumns` between appends of an application
-/// that appends every 10 ms in whatever schema the table has: both land,
-/// no acknowledged row is lost, the original rows keep the renamed
-/// column's values, and the dropped column is gone.
+/// `RenameColumn`, `DropColumns` and `CastColumn` between appends of an
+/// application that appends every 10 ms in whatever schema the table has:
+/// all land, no acknowledged row is lost, the original rows keep the
+/// renamed (and cast) column's values, and the dropped column is gone.
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_and_drops_finish_on_a_busy_table() {
     let _turn = crate::support::heavy().await;
@@ -972,9 +973,16 @@ async fn renames_and_drops_finish_on_a_busy_table() {
         ))
         .add(land("0004_appends"))
         .add(DropColumns::new("0005_drop", "documents").column("is_active"))
-        .add(land("0006_appends"));
+        .add(land("0006_appends"))
+        .add(CastColumn::new(
+            "0007_cast",
+            "documents",
+            "kind",
+            DataType::LargeUtf8,
+        ))
+        .add(land("0008_appends"));
     let report = migrator.run().await.unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(report.applied().count(), 6);
+    assert_eq!(report.applied().count(), 8);
     busy.wait_for_acks(busy.acked().len() + 3);
     let acked = busy.stop_app();
     assert_nothing_lost(&db, &acked, BIG, "renames and drops on a busy table").await;
@@ -982,6 +990,10 @@ async fn renames_and_drops_finish_on_a_busy_table() {
     let schema = table.schema().await.unwrap();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["id", "text", "vector", "kind"]);
+    assert_eq!(
+        schema.field_with_name("kind").unwrap().data_type(),
+        &DataType::LargeUtf8
+    );
     let general = table
         .count_rows(Some(format!("kind = 'general' AND id < {BIG}")))
         .await

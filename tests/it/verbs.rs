@@ -8,12 +8,13 @@ use std::sync::Arc;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use arrow_schema::{DataType, Field};
 use futures::TryStreamExt;
 use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb::table::NewColumnTransform;
 use lancedb::{Connection, Table};
 use lancedb_migrate::testing;
-use lancedb_migrate::{DropColumns, Error, LaterWrites, Migrator, RenameColumn};
+use lancedb_migrate::{CastColumn, DropColumns, Error, LaterWrites, Migrator, RenameColumn};
 
 use crate::support::{field_names, version};
 
@@ -293,6 +294,174 @@ async fn drop_columns_conforms() {
 async fn rename_column_conforms() {
     testing::conformance(
         || RenameColumn::new("0001", "documents", "category", "kind"),
+        "id",
+        async |db| {
+            documents(db, 40).await;
+        },
+    )
+    .await;
+}
+
+/// A narrowing cast keeps every value, changes the type, keeps the
+/// column's place and leaves no staging column; a rerun is a no-op.
+#[tokio::test]
+async fn a_cast_keeps_every_value() {
+    let db = testing::memory_db().await.unwrap();
+    let table = documents(&db, 40).await;
+    let scores = values(&table, "score").await;
+    let before = version(&table).await;
+    let migrator = Migrator::new(db.clone()).add(CastColumn::new(
+        "0001_cast",
+        "documents",
+        "score",
+        DataType::Int32,
+    ));
+    migrator.run().await.unwrap();
+    table.checkout_latest().await.unwrap();
+    let schema = table.schema().await.unwrap();
+    assert_eq!(
+        schema.field_with_name("score").unwrap().data_type(),
+        &DataType::Int32
+    );
+    assert_eq!(values(&table, "score").await, scores);
+    assert_eq!(
+        names(&table).await,
+        ["id", "text", "vector", "category", "score"]
+    );
+    let after = version(&table).await;
+    assert!(after > before);
+    assert!(migrator.run().await.unwrap().is_noop());
+    assert_eq!(version(&table).await, after);
+}
+
+/// A value that does not fit the new type refuses the cast before
+/// anything is written, naming the value; a cast across families is
+/// refused too.
+#[tokio::test]
+async fn a_lossy_or_unsupported_cast_is_refused_naming_a_value() {
+    let db = testing::memory_db().await.unwrap();
+    let table = documents(&db, 40).await;
+    table
+        .update()
+        .only_if("id = 17")
+        .column("score", "5000000000")
+        .execute()
+        .await
+        .unwrap();
+    let before = version(&table).await;
+    let scores = values(&table, "score").await;
+    let migrator = Migrator::new(db.clone()).add(CastColumn::new(
+        "0001_cast",
+        "documents",
+        "score",
+        DataType::Int32,
+    ));
+    let err = migrator.run().await.unwrap_err();
+    match err.cause() {
+        Error::LossyCast { column, value, .. } => {
+            assert_eq!(column, "score");
+            assert_eq!(value, "5000000000");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("score") || err.cause().to_string().contains("5000000000"));
+    assert_eq!(version(&table).await, before, "nothing was written");
+    assert_eq!(values(&table, "score").await, scores);
+
+    let err = Migrator::new(db.clone())
+        .add(CastColumn::new(
+            "0002_cast",
+            "documents",
+            "text",
+            DataType::Int64,
+        ))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::ColumnType { column, .. } if column == "text"),
+        "{err:?}"
+    );
+    let err = Migrator::new(db.clone())
+        .add(CastColumn::new(
+            "0003_cast",
+            "documents",
+            "score",
+            DataType::Int64,
+        ))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::InvalidMigration { .. }),
+        "{err:?}"
+    );
+    assert_eq!(version(&table).await, before, "nothing was written");
+}
+
+/// Vectors cast from `Float32` to `Float16`: the vector index is dropped
+/// for the cast and built again on the new type, and a search through it
+/// finds a row by its own vector.
+#[tokio::test]
+async fn an_indexed_vector_column_is_cast_and_its_index_rebuilt() {
+    let db = testing::memory_db().await.unwrap();
+    let table = documents(&db, 300).await;
+    table
+        .create_index(
+            &["vector"],
+            lancedb::index::Index::IvfFlat(
+                lancedb::index::vector::IvfFlatIndexBuilder::default().num_partitions(2),
+            ),
+        )
+        .execute()
+        .await
+        .unwrap();
+    let half = DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float16, true)),
+        DIMS as i32,
+    );
+    let report = Migrator::new(db.clone())
+        .add(CastColumn::new(
+            "0001_half",
+            "documents",
+            "vector",
+            half.clone(),
+        ))
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(report.applied().count(), 1);
+    table.checkout_latest().await.unwrap();
+    let schema = table.schema().await.unwrap();
+    assert_eq!(schema.field_with_name("vector").unwrap().data_type(), &half);
+    let indexes = table.list_indices().await.unwrap();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    assert_eq!(indexes[0].columns, ["vector"]);
+    let stats = table.index_stats(&indexes[0].name).await.unwrap().unwrap();
+    assert_eq!(stats.num_unindexed_rows, 0);
+    let probe = testing::document_vector(42, DIMS);
+    let hits: Vec<_> = table
+        .vector_search(probe)
+        .unwrap()
+        .limit(1)
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let id = hits[0]
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(0);
+    assert_eq!(id, 42);
+}
+
+#[tokio::test]
+async fn cast_column_conforms() {
+    testing::conformance(
+        || CastColumn::new("0001", "documents", "score", DataType::Int32),
         "id",
         async |db| {
             documents(db, 40).await;

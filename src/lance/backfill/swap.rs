@@ -34,11 +34,26 @@ impl Backfill<'_> {
         field_metadata: &HashMap<String, String>,
         rewrite: RewriteMetadata<'_>,
     ) -> Result<()> {
+        self.swap_keeping(target, None, field_metadata, rewrite)
+            .await
+    }
+
+    /// [`swap_into`](Self::swap_into), keeping the column it replaces under
+    /// the name `kept` (in the staging column's place) when given: rows
+    /// appended with a value in it after the last pass can then still be
+    /// filled from it.
+    pub(crate) async fn swap_keeping(
+        &self,
+        target: &str,
+        kept: Option<&str>,
+        field_metadata: &HashMap<String, String>,
+        rewrite: RewriteMetadata<'_>,
+    ) -> Result<()> {
         let operation = format!("swap the filled column in as `{target}`");
         retry_commit(&operation, |_| async {
             let dataset = self.latest().await?;
-            let Some(schema) = self.swapped(dataset.schema(), target, field_metadata, rewrite)?
-            else {
+            let swapped = self.swapped(dataset.schema(), target, kept, field_metadata, rewrite)?;
+            let Some(schema) = swapped else {
                 // Already swapped: swapping again would drop the column.
                 return Ok(());
             };
@@ -72,6 +87,7 @@ impl Backfill<'_> {
         &self,
         old: &Schema,
         target: &str,
+        kept: Option<&str>,
         field_metadata: &HashMap<String, String>,
         rewrite: RewriteMetadata<'_>,
     ) -> Result<Option<Schema>> {
@@ -89,18 +105,22 @@ impl Backfill<'_> {
         staged
             .metadata
             .extend(field_metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let replaces = old.fields.iter().any(|f| f.name == target);
         let mut schema = old.clone();
+        let replaced = old.fields.iter().find(|f| f.name == target);
         schema.fields = old
             .fields
             .iter()
-            .filter(|f| !(f.id == self.field_id && replaces))
-            .map(|f| {
-                if f.id == self.field_id || f.name == target {
-                    staged.clone()
-                } else {
-                    f.clone()
+            .filter_map(|f| match (f.id == self.field_id, replaced, kept) {
+                // The staging column's place: the replaced column, kept.
+                (true, Some(replaced), Some(kept)) => {
+                    let mut kept_field = replaced.clone();
+                    kept_field.name = kept.to_owned();
+                    Some(kept_field)
                 }
+                (true, Some(_), None) => None,
+                (true, None, _) => Some(staged.clone()),
+                (false, ..) if f.name == target => Some(staged.clone()),
+                (false, ..) => Some(f.clone()),
             })
             .collect();
         let names =

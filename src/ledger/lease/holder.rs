@@ -103,6 +103,11 @@ impl Lease {
         let started = Instant::now();
         loop {
             let state = State::read(ledger).await?;
+            debug!(
+                generation = state.generation,
+                released = state.released,
+                "lease state read"
+            );
             if state.format > FORMAT {
                 return Err(Error::NewerFormat {
                     ledger: ledger.name().to_owned(),
@@ -144,6 +149,7 @@ impl Lease {
             debug!(generation = next, "another process took the lease first");
             return Ok(None);
         };
+        debug!(generation = next, "lease generation created");
         let newest = State::newest(ledger).await?;
         if newest != next {
             warn!(
@@ -168,6 +174,7 @@ impl Lease {
     ) -> Self {
         let holder_tag = holder_tag(generation, &sanitize(&config.holder));
         let _ = try_create(ledger, &holder_tag).await;
+        debug!(generation, "lease holder named");
         if seen.generation > 0 && !seen.released {
             warn!(generation = seen.generation, holder = ?seen.holder, "took over an expired lease");
         }
@@ -177,6 +184,7 @@ impl Lease {
             "migration lease acquired"
         );
         clean_up(ledger, generation, seen).await;
+        debug!(generation, "older lease generations cleaned up");
         let fence = Fence::held(generation, issued, config.proof());
         let heartbeat = Heartbeat::start(
             ledger.clone(),

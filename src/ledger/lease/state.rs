@@ -148,8 +148,18 @@ fn parse_prefix(tag: &str) -> Option<u64> {
     tag.strip_prefix(PREFIX)?.get(..20)?.parse().ok()
 }
 
-/// Deletes the tags of generations older than the previous one.
+/// Old generations' tags left before [`clean_up`] deletes them: each take
+/// of the lease leaves three (taken, holder, released), which cost nothing
+/// but a longer listing, and deleting them is a millisecond or more of a
+/// migrating run's fixed cost; so they go once every eight generations.
+pub(super) const OLD_TAGS_KEPT: usize = 24;
+
+/// Deletes the tags of generations older than the previous one, once there
+/// are more than [`OLD_TAGS_KEPT`] of them.
 pub(super) async fn clean_up(ledger: &Table, generation: u64, seen: &State) {
+    if seen.old.len() <= OLD_TAGS_KEPT {
+        return;
+    }
     let Ok(mut tags) = ledger.tags().await else {
         return;
     };

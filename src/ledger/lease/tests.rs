@@ -99,11 +99,14 @@ async fn stalled_racer(ledger: Table) {
     let cfg = config(Duration::from_secs(30), "racer");
     let stale = State::read(&ledger).await.unwrap();
     assert_eq!(stale.generation, 0);
-    for _ in 0..2 {
+    // Enough generations for the cleanup to have deleted the first ones
+    // (it deletes in batches).
+    let before = (super::state::OLD_TAGS_KEPT / 3 + 2) as u64;
+    for _ in 0..before {
         Lease::acquire(&ledger, &cfg).await.unwrap().release().await;
     }
     let holder = Lease::acquire(&ledger, &cfg).await.unwrap();
-    assert_eq!(holder.generation, 3);
+    assert_eq!(holder.generation, before + 1);
     let names = tags::names(&ledger).await.unwrap();
     assert!(
         !names.contains(&tag(1)),
@@ -118,7 +121,11 @@ async fn stalled_racer(ledger: Table) {
     holder.check().unwrap();
     holder.release().await;
     let next = Lease::acquire(&ledger, &cfg).await.unwrap();
-    assert_eq!(next.generation, 4, "generation names keep increasing");
+    assert_eq!(
+        next.generation,
+        before + 2,
+        "generation names keep increasing"
+    );
     next.release().await;
 }
 
@@ -309,4 +316,32 @@ async fn a_heartbeat_is_seven_requests_on_s3() {
         .collect();
     assert_eq!(first_beat.len(), 7, "{first_beat:#?}");
     assert!(first_beat[0].contains(&tag(2)), "{first_beat:#?}");
+}
+
+/// Old generations' tags are deleted in batches: after many takes the
+/// lease has at most `OLD_TAGS_KEPT` of them beside the newest two
+/// generations' (and more takes keep working).
+#[tokio::test]
+async fn old_generations_are_cleaned_up_in_batches() {
+    use super::state::OLD_TAGS_KEPT;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_table(&dir).await;
+    let cfg = config(Duration::from_secs(30), "one");
+    let lease_tags = async || {
+        tags::names(&ledger)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.starts_with("lease-"))
+            .count()
+    };
+    let mut most = 0;
+    for _ in 0..20 {
+        Lease::acquire(&ledger, &cfg).await.unwrap().release().await;
+        most = most.max(lease_tags().await);
+    }
+    // Three tags a generation; the two newest generations are never deleted.
+    assert!(most <= OLD_TAGS_KEPT + 6, "{most} lease tags");
+    assert!(lease_tags().await < 20 * 3, "old generations were deleted");
+    assert_eq!(State::read(&ledger).await.unwrap().generation, 20);
 }
