@@ -22,8 +22,8 @@ use lancedb::index::vector::{
 
 use super::legacy;
 use super::{
-    AddColumns, CastColumn, DefaultValue, DropColumns, NewColumn, ReEmbed, RebuildIndex,
-    RenameColumn,
+    AddColumns, CastColumn, DefaultValue, DropColumns, FillColumn, NewColumn, ReEmbed,
+    RebuildIndex, RenameColumn,
 };
 use crate::migration::{Definition, Migration};
 
@@ -290,6 +290,23 @@ fn golden() -> String {
     pin(
         &mut out,
         &RenameColumn::new("0006", "documents", "vector", "embedding"),
+        None,
+    );
+    out.push_str("\n## FillColumn: definition, checksum, (no 0.1 checksum)\n");
+    pin(
+        &mut out,
+        &FillColumn::new("0008", "documents", "category", "lower(category)"),
+        None,
+    );
+    pin(
+        &mut out,
+        &FillColumn::new_column(
+            "0009",
+            "documents",
+            "n",
+            DataType::Int64,
+            "character_length(text)",
+        ),
         None,
     );
     out.push_str("\n## CastColumn: definition, checksum, (no 0.1 checksum)\n");

@@ -5,6 +5,7 @@ mod add_columns;
 mod cast_column;
 mod default_value;
 mod drop_columns;
+mod fill_column;
 #[cfg(test)]
 mod golden;
 mod legacy;
@@ -17,6 +18,7 @@ pub use add_columns::{AddColumns, NewColumn};
 pub use cast_column::CastColumn;
 pub use default_value::DefaultValue;
 pub use drop_columns::DropColumns;
+pub use fill_column::FillColumn;
 pub use rebuild_index::RebuildIndex;
 pub use reembed::ReEmbed;
 pub use rename_column::RenameColumn;

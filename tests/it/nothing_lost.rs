@@ -26,9 +26,9 @@ use lancedb::table::NewColumnTransform;
 use lancedb_migrate::async_trait;
 use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
-    AddColumns, CastColumn, DropColumns, EmbeddingProblem, Error, LedgerStatus, Migration,
-    MigrationContext, Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result, Rollback,
-    WhenLocked,
+    AddColumns, CastColumn, DropColumns, EmbeddingProblem, Error, FillColumn, LedgerStatus,
+    Migration, MigrationContext, Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result,
+    Rollback, WhenLocked,
 };
 
 use crate::support::{
@@ -946,10 +946,11 @@ impl Migration for AppendsLand {
     }
 }
 
-/// `RenameColumn`, `DropColumns` and `CastColumn` between appends of an
-/// application that appends every 10 ms in whatever schema the table has:
-/// all land, no acknowledged row is lost, the original rows keep the
-/// renamed (and cast) column's values, and the dropped column is gone.
+/// `RenameColumn`, `DropColumns`, `CastColumn` and `FillColumn` between
+/// appends of an application that appends every 10 ms in whatever schema
+/// the table has: all land, no acknowledged row is lost, the original rows
+/// keep the renamed (and cast) column's values, the dropped column is gone,
+/// and the rows appended before the fill have its value.
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_and_drops_finish_on_a_busy_table() {
     let _turn = crate::support::heavy().await;
@@ -980,9 +981,16 @@ async fn renames_and_drops_finish_on_a_busy_table() {
             "kind",
             DataType::LargeUtf8,
         ))
-        .add(land("0008_appends"));
+        .add(land("0008_appends"))
+        .add(FillColumn::new(
+            "0009_fill",
+            "documents",
+            "kind",
+            "coalesce(kind, 'appended')",
+        ))
+        .add(land("0010_appends"));
     let report = migrator.run().await.unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(report.applied().count(), 8);
+    assert_eq!(report.applied().count(), 10);
     busy.wait_for_acks(busy.acked().len() + 3);
     let acked = busy.stop_app();
     assert_nothing_lost(&db, &acked, BIG, "renames and drops on a busy table").await;
@@ -1002,6 +1010,11 @@ async fn renames_and_drops_finish_on_a_busy_table() {
         general, BIG,
         "the original rows keep the renamed column's values"
     );
+    let filled = table
+        .count_rows(Some(format!("kind = 'appended' AND id >= {BIG}")))
+        .await
+        .unwrap();
+    assert!(filled > 0, "rows appended before the fill got its value");
 }
 
 /// A re-embed that fails late on a table the application appends to every

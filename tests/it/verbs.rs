@@ -14,7 +14,9 @@ use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb::table::NewColumnTransform;
 use lancedb::{Connection, Table};
 use lancedb_migrate::testing;
-use lancedb_migrate::{CastColumn, DropColumns, Error, LaterWrites, Migrator, RenameColumn};
+use lancedb_migrate::{
+    CastColumn, DropColumns, Error, FillColumn, LaterWrites, Migrator, RenameColumn,
+};
 
 use crate::support::{field_names, version};
 
@@ -46,6 +48,40 @@ async fn documents(db: &Connection, rows: usize) -> Table {
         .await
         .unwrap();
     table
+}
+
+/// The id of the row nearest to row `id`'s vector, searching `column`.
+async fn nearest(table: &Table, column: &str, id: i64) -> i64 {
+    let hits: Vec<_> = table
+        .vector_search(testing::document_vector(id, DIMS))
+        .unwrap()
+        .column(column)
+        .limit(1)
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    hits[0]
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+/// An IVF_FLAT index (two partitions) on `vector`.
+async fn index_vectors(table: &Table) {
+    table
+        .create_index(
+            &["vector"],
+            lancedb::index::Index::IvfFlat(
+                lancedb::index::vector::IvfFlatIndexBuilder::default().num_partitions(2),
+            ),
+        )
+        .execute()
+        .await
+        .unwrap();
 }
 
 /// `(id, column)` for every row, ordered by id, with `column` as Arrow
@@ -221,16 +257,7 @@ async fn a_renamed_column_keeps_its_values_index_and_embedding_configuration() {
         .replace_schema_metadata(metadata)
         .await
         .unwrap();
-    table
-        .create_index(
-            &["vector"],
-            lancedb::index::Index::IvfFlat(
-                lancedb::index::vector::IvfFlatIndexBuilder::default().num_partitions(2),
-            ),
-        )
-        .execute()
-        .await
-        .unwrap();
+    index_vectors(&table).await;
     let vectors = values(&table, "vector").await;
     let migrator = Migrator::new(db.clone())
         .add(RenameColumn::new(
@@ -258,24 +285,7 @@ async fn a_renamed_column_keeps_its_values_index_and_embedding_configuration() {
     assert_eq!(clients[0]["source_column"], "body");
     assert_eq!(clients[0]["name"], "test");
     // A vector search through the index finds a row by its own vector.
-    let probe = testing::document_vector(42, DIMS);
-    let hits: Vec<_> = table
-        .vector_search(probe)
-        .unwrap()
-        .column("embedding")
-        .limit(1)
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let id = hits[0]
-        .column_by_name("id")
-        .unwrap()
-        .as_primitive::<Int64Type>()
-        .value(0);
-    assert_eq!(id, 42);
+    assert_eq!(nearest(&table, "embedding", 42).await, 42);
 }
 
 #[tokio::test]
@@ -406,16 +416,7 @@ async fn a_lossy_or_unsupported_cast_is_refused_naming_a_value() {
 async fn an_indexed_vector_column_is_cast_and_its_index_rebuilt() {
     let db = testing::memory_db().await.unwrap();
     let table = documents(&db, 300).await;
-    table
-        .create_index(
-            &["vector"],
-            lancedb::index::Index::IvfFlat(
-                lancedb::index::vector::IvfFlatIndexBuilder::default().num_partitions(2),
-            ),
-        )
-        .execute()
-        .await
-        .unwrap();
+    index_vectors(&table).await;
     let half = DataType::FixedSizeList(
         Arc::new(Field::new("item", DataType::Float16, true)),
         DIMS as i32,
@@ -439,29 +440,137 @@ async fn an_indexed_vector_column_is_cast_and_its_index_rebuilt() {
     assert_eq!(indexes[0].columns, ["vector"]);
     let stats = table.index_stats(&indexes[0].name).await.unwrap().unwrap();
     assert_eq!(stats.num_unindexed_rows, 0);
-    let probe = testing::document_vector(42, DIMS);
-    let hits: Vec<_> = table
-        .vector_search(probe)
-        .unwrap()
-        .limit(1)
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let id = hits[0]
-        .column_by_name("id")
-        .unwrap()
-        .as_primitive::<Int64Type>()
-        .value(0);
-    assert_eq!(id, 42);
+    assert_eq!(nearest(&table, "vector", 42).await, 42);
 }
 
 #[tokio::test]
 async fn cast_column_conforms() {
     testing::conformance(
         || CastColumn::new("0001", "documents", "score", DataType::Int32),
+        "id",
+        async |db| {
+            documents(db, 40).await;
+        },
+    )
+    .await;
+}
+
+/// An existing column set to an expression over the row, and a new column
+/// computed from another: every row holds the expression's value, the
+/// other columns keep theirs, and the new column is nullable.
+#[tokio::test]
+async fn columns_are_filled_from_expressions() {
+    let db = testing::memory_db().await.unwrap();
+    let table = documents(&db, 30).await;
+    table
+        .update()
+        .column("category", "upper(category)")
+        .execute()
+        .await
+        .unwrap();
+    let text = values(&table, "text").await;
+    let migrator = Migrator::new(db.clone())
+        .add(FillColumn::new(
+            "0001_lower",
+            "documents",
+            "category",
+            "lower(category)",
+        ))
+        .add(FillColumn::new_column(
+            "0002_length",
+            "documents",
+            "text_length",
+            DataType::Int32,
+            "character_length(text)",
+        ));
+    migrator.run().await.unwrap_or_else(|e| panic!("{e:?}"));
+    let category = values(&table, "category").await;
+    assert_eq!(category.len(), 30);
+    for (id, value) in &category {
+        assert_eq!(value.as_deref(), Some(format!("c{}", id % 3).as_str()));
+    }
+    let lengths = values(&table, "text_length").await;
+    for ((id, length), (_, text)) in lengths.iter().zip(&text) {
+        let want = text.as_ref().unwrap().chars().count().to_string();
+        assert_eq!(length.as_deref(), Some(want.as_str()), "row {id}");
+    }
+    assert_eq!(values(&table, "text").await, text);
+    let schema = table.schema().await.unwrap();
+    let field = schema.field_with_name("text_length").unwrap();
+    assert_eq!(field.data_type(), &DataType::Int32);
+    assert!(field.is_nullable());
+    assert!(migrator.run().await.unwrap().is_noop());
+}
+
+/// An expression that does not evaluate on the table, or gives a type
+/// that does not convert to the column's, is refused before anything is
+/// written.
+#[tokio::test]
+async fn a_bad_expression_is_refused_before_anything_is_written() {
+    let db = testing::memory_db().await.unwrap();
+    let table = documents(&db, 10).await;
+    let before = version(&table).await;
+    for (m, what) in [
+        (
+            FillColumn::new("f1", "documents", "category", "no_such_function(category)"),
+            "unknown function",
+        ),
+        (
+            FillColumn::new("f2", "documents", "category", "lower(no_such_column)"),
+            "unknown column",
+        ),
+        (
+            FillColumn::new("f3", "documents", "score", "vector"),
+            "a vector into an integer",
+        ),
+        (
+            FillColumn::new_column("f4", "documents", "n", DataType::Int64, "text"),
+            "text that is not a number",
+        ),
+        (FillColumn::new("f5", "documents", "category", " "), "empty"),
+    ] {
+        let err = Migrator::new(db.clone()).add(m).run().await.unwrap_err();
+        assert!(
+            matches!(err.cause(), Error::InvalidMigration { .. }),
+            "{what}: {err:?}"
+        );
+        assert_eq!(version(&table).await, before, "{what}: nothing was written");
+    }
+    let err = Migrator::new(db.clone())
+        .add(FillColumn::new("f6", "documents", "nope", "1"))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.cause(), Error::ColumnNotFound { .. }),
+        "{err:?}"
+    );
+    let err = Migrator::new(db.clone())
+        .add(FillColumn::new_column(
+            "f7",
+            "documents",
+            "score",
+            DataType::Int64,
+            "1",
+        ))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(err.cause(), Error::ColumnExists { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn fill_column_conforms() {
+    testing::conformance(
+        || FillColumn::new("0001", "documents", "category", "lower(category)"),
+        "id",
+        async |db| {
+            documents(db, 40).await;
+        },
+    )
+    .await;
+    testing::conformance(
+        || FillColumn::new_column("0001", "documents", "twice", DataType::Int64, "score * 2"),
         "id",
         async |db| {
             documents(db, 40).await;
