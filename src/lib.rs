@@ -76,6 +76,19 @@
 //! [`stop_and_wait`](MigrationHandle::stop_and_wait): the batch in flight is
 //! committed, the lease released, and another replica continues at once.
 //!
+//! # Built-in migrations
+//!
+//! - [`AddColumns`]: columns with typed defaults, writing only the new
+//!   columns;
+//! - [`ReEmbed`]: a vector column recomputed from text with another model,
+//!   online and resumable;
+//! - [`RebuildIndex`]: an index (re)built with given parameters;
+//! - [`DropColumns`], [`RenameColumn`]: metadata only;
+//! - [`CastColumn`]: a type changed within its family, every value checked
+//!   first;
+//! - [`FillColumn`]: a new or existing column set to an SQL expression;
+//! - [`WithBackupCopy`]: any migration with an independent backup copy.
+//!
 //! # Writing your own migration
 //!
 //! Implement [`Migration`]: an id, a table, and a `transform`. The other
