@@ -70,6 +70,18 @@ async fn nearest(table: &Table, column: &str, id: i64) -> i64 {
         .value(0)
 }
 
+/// The conformance check of `migration` on a 40-row documents table.
+#[expect(
+    clippy::future_not_send,
+    reason = "awaited by the test on its own runtime, as `testing::conformance`"
+)]
+async fn conforms<M: lancedb_migrate::Migration + 'static>(migration: impl Fn() -> M) {
+    testing::conformance(migration, "id", async |db| {
+        documents(db, 40).await;
+    })
+    .await;
+}
+
 /// An IVF_FLAT index (two partitions) on `vector`.
 async fn index_vectors(table: &Table) {
     table
@@ -290,26 +302,12 @@ async fn a_renamed_column_keeps_its_values_index_and_embedding_configuration() {
 
 #[tokio::test]
 async fn drop_columns_conforms() {
-    testing::conformance(
-        || DropColumns::new("0001", "documents").column("score"),
-        "id",
-        async |db| {
-            documents(db, 40).await;
-        },
-    )
-    .await;
+    conforms(|| DropColumns::new("0001", "documents").column("score")).await;
 }
 
 #[tokio::test]
 async fn rename_column_conforms() {
-    testing::conformance(
-        || RenameColumn::new("0001", "documents", "category", "kind"),
-        "id",
-        async |db| {
-            documents(db, 40).await;
-        },
-    )
-    .await;
+    conforms(|| RenameColumn::new("0001", "documents", "category", "kind")).await;
 }
 
 /// A narrowing cast keeps every value, changes the type, keeps the
@@ -445,14 +443,7 @@ async fn an_indexed_vector_column_is_cast_and_its_index_rebuilt() {
 
 #[tokio::test]
 async fn cast_column_conforms() {
-    testing::conformance(
-        || CastColumn::new("0001", "documents", "score", DataType::Int32),
-        "id",
-        async |db| {
-            documents(db, 40).await;
-        },
-    )
-    .await;
+    conforms(|| CastColumn::new("0001", "documents", "score", DataType::Int32)).await;
 }
 
 /// An existing column set to an expression over the row, and a new column
@@ -561,20 +552,7 @@ async fn a_bad_expression_is_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn fill_column_conforms() {
-    testing::conformance(
-        || FillColumn::new("0001", "documents", "category", "lower(category)"),
-        "id",
-        async |db| {
-            documents(db, 40).await;
-        },
-    )
-    .await;
-    testing::conformance(
-        || FillColumn::new_column("0001", "documents", "twice", DataType::Int64, "score * 2"),
-        "id",
-        async |db| {
-            documents(db, 40).await;
-        },
-    )
-    .await;
+    conforms(|| FillColumn::new("0001", "documents", "category", "lower(category)")).await;
+    conforms(|| FillColumn::new_column("0001", "documents", "twice", DataType::Int64, "score * 2"))
+        .await;
 }
