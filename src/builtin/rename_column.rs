@@ -9,13 +9,11 @@ use lancedb::table::ColumnAlteration;
 use serde_json::Value as Json;
 use tracing::info;
 
+use crate::builtin::reembed::EMBEDDING_FUNCTIONS_KEY;
 use crate::error::{Error, Result};
 use crate::migration::{Definition, Migration, MigrationContext};
 use crate::migration::{MigrationPlan, TableInfo, Writes};
 
-/// The schema metadata key under which the Python and TypeScript clients
-/// keep their embedding configuration (see [`ReEmbed`](crate::ReEmbed)).
-const EMBEDDING_FUNCTIONS_KEY: &str = "embedding_functions";
 /// The keys of an `embedding_functions` entry that name a column, as the
 /// Python and the TypeScript clients write them.
 const COLUMN_KEYS: [&str; 4] = [

@@ -4,6 +4,8 @@
 mod embed;
 mod migration;
 mod schema;
+
+pub(super) use schema::EMBEDDING_FUNCTIONS_KEY;
 mod verify;
 
 pub use migration::ReEmbed;

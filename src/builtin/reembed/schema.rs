@@ -16,7 +16,7 @@ const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 /// keep their embedding configuration: a JSON list of `{name, model,
 /// source_column, vector_column}` (Python's keys; the TypeScript client
 /// writes `sourceColumn`, `vectorColumn`, and reads both).
-pub(super) const EMBEDDING_FUNCTIONS_KEY: &str = "embedding_functions";
+pub(crate) const EMBEDDING_FUNCTIONS_KEY: &str = "embedding_functions";
 
 /// The vector column an `embedding_functions` entry is for, under either
 /// client's key.
