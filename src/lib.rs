@@ -149,8 +149,8 @@ pub use crate::lance::indexes::IndexSpec;
 pub use async_trait::async_trait;
 pub use backup::{Backup, BackupCopy, BackupLocation};
 pub use builtin::{
-    AddColumns, CastColumn, DefaultValue, DropColumns, FillColumn, NewColumn, ReEmbed,
-    RebuildIndex, RenameColumn, WithBackupCopy,
+    AddColumns, CastColumn, CreateTable, DefaultValue, DropColumns, FillColumn, NewColumn, ReEmbed,
+    RebuildIndex, RenameColumn, TargetSchema, WithBackupCopy,
 };
 
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};

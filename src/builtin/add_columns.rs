@@ -84,6 +84,11 @@ impl NewColumn {
         Field::new(&self.name, self.data_type.clone(), self.nullable)
     }
 
+    /// Whether existing rows get a value (not NULL).
+    pub(crate) fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
     /// The column in the crate's stable encoding (see [`Definition`]).
     fn definition(&self) -> Definition {
         Definition::new("column")

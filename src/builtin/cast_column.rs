@@ -183,7 +183,7 @@ impl CastColumn {
 
 /// Whether Lance casts `from` to `to` in place: the same family (its rule
 /// for a column's cast, written out).
-fn same_family(from: &DataType, to: &DataType) -> bool {
+pub(crate) fn same_family(from: &DataType, to: &DataType) -> bool {
     use DataType::{
         Binary, Boolean, Decimal128, Decimal256, Dictionary, FixedSizeList, LargeBinary, LargeList,
         LargeUtf8, List, Utf8,

@@ -140,7 +140,7 @@ impl RebuildIndex {
 /// it sends to LanceDB Cloud). Parameters left at their defaults are not
 /// named, so a parameter that a later LanceDB adds with a default does not
 /// change the definition.
-fn index_definition(index: &Index) -> (&'static str, serde_json::Value) {
+pub(crate) fn index_definition(index: &Index) -> (&'static str, serde_json::Value) {
     use lancedb::index::scalar as s;
     use lancedb::index::vector as v;
     fn changed<T: serde::Serialize + Default>(builder: &T) -> serde_json::Value {

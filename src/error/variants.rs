@@ -58,6 +58,38 @@ pub enum Error {
         found: DataType,
     },
 
+    /// An existing table does not have the schema a migration declares for
+    /// it: a [`CreateTable`](crate::CreateTable) found the table there with
+    /// another schema, or a [`TargetSchema`](crate::TargetSchema) found a
+    /// difference it cannot plan a step for (a column of another type
+    /// family, a nullable column declared NOT NULL). Found before anything
+    /// is written.
+    #[error(
+        "table `{table}` does not match its declared schema: {}; migrate the table to it first (e.g. CastColumn, FillColumn, ReEmbed), or declare the schema it has",
+        differences.join("; ")
+    )]
+    SchemaMismatch {
+        /// The table.
+        table: String,
+        /// Each difference, in words (`column `score` is int32, declared
+        /// utf8`).
+        differences: Vec<String>,
+    },
+
+    /// Reaching a [`TargetSchema`](crate::TargetSchema) would destroy
+    /// data (drop a column, narrow a column's type), which it was not
+    /// allowed to do. Found before anything is written.
+    #[error(
+        "reaching the declared schema of table `{table}` would {}; allow it explicitly (TargetSchema::allow_drops, allow_narrowing) or declare those columns",
+        changes.join(", ")
+    )]
+    Destructive {
+        /// The table.
+        table: String,
+        /// Each destructive change, in words (`drop column `tag``).
+        changes: Vec<String>,
+    },
+
     /// A column's values do not all convert to the type a
     /// [`CastColumn`](crate::CastColumn) asks for: a value fails to cast,
     /// or would change (an integer out of range, a finite float that would

@@ -24,8 +24,9 @@ use crate::lance::retry::{retry_commit, single_attempt};
 use crate::lance::{dataset, latest_version, local_dataset};
 
 /// The transaction property that marks the commits in which a rollback
-/// appended other writers' rows again (its value is the migration id), so
-/// that a later rollback of the same attempt does not count them twice.
+/// appended other writers' rows again, or appended rows of its own (a
+/// [`CreateTable`](crate::CreateTable)'s first rows); its value is the
+/// migration id. A rollback does not count such rows as another writer's.
 pub(crate) const REAPPEND_KEY: &str = "lancedb_migrate.reappend";
 
 /// One `Append` commit of another writer.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
@@ -163,6 +163,25 @@ pub trait Migration: fmt::Debug + Send + Sync {
     /// Implementations return an error when `before` cannot be migrated.
     fn expected_schema(&self, before: &Schema) -> Result<Schema> {
         Ok(before.clone())
+    }
+
+    /// The schema to create the table with when the migration finds it
+    /// missing, or `None` (the default): a missing table is then an
+    /// [`Error::TableNotFound`](crate::Error::TableNotFound) before anything
+    /// runs.
+    ///
+    /// With `Some`, a run that finds no table creates it empty with this
+    /// schema (under the lease, as the first thing it writes), then runs the
+    /// hooks as usual: [`expected_schema`](Self::expected_schema) sees the
+    /// new table's schema, the backup tags its first version, and
+    /// [`transform`](Self::transform) fills it. If the attempt fails and the
+    /// table is still empty, it is dropped again: the database is left as it
+    /// was. [`plan`](Self::plan) and `expected_schema` see an empty schema
+    /// (no fields) for a table that is still to be created.
+    /// [`CreateTable`](crate::CreateTable) and
+    /// [`TargetSchema`](crate::TargetSchema) use it.
+    fn creates(&self) -> Option<SchemaRef> {
+        None
     }
 
     /// What the migration will do to its table, for

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use tracing::warn;
 
+use crate::builtin::declared_table;
 use crate::error::{Error, Result};
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
@@ -68,7 +69,8 @@ pub(crate) struct Found {
 /// ran was inserted **out of order**. (One that was listed then but simply
 /// had not run yet, such as a re-embed deferred behind migrations that
 /// block serving, kept the applied one's position unchanged and is not
-/// reported.)
+/// reported.) Applied rows of earlier [`TargetSchema`](crate::TargetSchema)
+/// declarations of a table the list declares are neither.
 pub(crate) fn find(
     migrations: &[Box<dyn Migration>],
     entries: &HashMap<String, LedgerEntry>,
@@ -78,10 +80,18 @@ pub(crate) fn find(
         .enumerate()
         .map(|(i, m)| (m.id(), i))
         .collect();
+    // Earlier declarations of a table the list declares are its history,
+    // not missing.
+    let declared: std::collections::HashSet<&str> = migrations
+        .iter()
+        .filter_map(|m| declared_table(m.id()).filter(|t| *t == m.table()))
+        .collect();
+    let history = |id: &str| declared_table(id).is_some_and(|t| declared.contains(t));
     let mut found = Found::default();
     let mut unlisted: Vec<&LedgerEntry> = entries
         .values()
         .filter(|e| e.status == LedgerStatus::Applied && !position.contains_key(e.id.as_str()))
+        .filter(|e| !history(&e.id))
         .collect();
     unlisted.sort_by_key(|e| (e.seq, e.id.clone()));
     for e in unlisted {

@@ -263,6 +263,15 @@ fn pending_work(
     m: &dyn Migration,
     table: &mut Option<TableInfo>,
 ) -> Result<std::result::Result<MigrationPlan, PlanState>> {
+    if table.is_none() && m.creates().is_some() {
+        // The run creates it empty first.
+        *table = Some(TableInfo {
+            name: m.table().to_owned(),
+            rows: 0,
+            schema: arrow_schema::Schema::empty(),
+            indexes: Vec::new(),
+        });
+    }
     let Some(info) = table else {
         let missing = Error::TableNotFound {
             table: m.table().to_owned(),

@@ -5,6 +5,7 @@ mod backup_copy;
 mod bad_input;
 mod concurrency;
 mod custom;
+mod declare;
 mod index_fidelity;
 mod indexes;
 mod interop;

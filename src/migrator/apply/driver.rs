@@ -39,6 +39,10 @@ pub(crate) struct Apply<'a> {
     pub(super) copy_to: Option<&'a BackupLocation>,
     pub(super) stop: &'a StopSignal,
     pub(super) phases: Vec<PhaseTiming>,
+    /// Whether this attempt created the table
+    /// ([`Migration::creates`]): a failed attempt drops it again while
+    /// it is empty.
+    pub(super) created: bool,
 }
 
 impl<'a> Apply<'a> {
@@ -59,6 +63,7 @@ impl<'a> Apply<'a> {
             copy_to: migrator.copy_to.as_ref(),
             stop: &migrator.stop,
             phases: Vec::new(),
+            created: false,
         }
     }
 
@@ -87,6 +92,7 @@ impl<'a> Apply<'a> {
                     error: Error::Interrupted { rollback, source },
                 }) => return Err(self.failed(phase, *rollback, *source, report)),
                 Err(PhaseError { phase, error }) => {
+                    self.drop_created().await;
                     return Err(self.failed(phase, Rollback::NotNeeded, error, report));
                 }
             };

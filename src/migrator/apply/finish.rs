@@ -89,6 +89,9 @@ impl Apply<'_> {
             return self.failed(phase, Rollback::Deferred, cause, report);
         }
         let rollback = roll_back(ctx).await;
+        if matches!(rollback, Rollback::NotNeeded | Rollback::Restored { .. }) {
+            self.drop_created().await;
+        }
         entry.error = Some(format!("{phase}: {}", chain(&cause)));
         entry.finished_at = Some(SystemTime::now());
         entry.version_after = ctx.table().version().await.ok();

@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::SystemTime;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::backup::Backup;
 use crate::backup::BackupCopy;
@@ -65,6 +65,10 @@ impl Apply<'_> {
     ) -> Result<MigrationContext, PhaseError> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
+        self.created = self
+            .create_if_missing()
+            .await
+            .map_err(during(Phase::Prepare))?;
         let fence = self.lease.fence();
         let open =
             MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
@@ -98,6 +102,72 @@ impl Apply<'_> {
         let backup = self.phase(Phase::Backup, backup).await?;
         ctx.set_backup(backup);
         Ok(ctx)
+    }
+
+    /// Creates the migration's table, empty, when it is missing and the
+    /// migration [creates](crate::Migration::creates) it; `true` when this
+    /// call created it. The migration's `expected_schema` of a table still
+    /// to be created is checked first, so bad input creates nothing.
+    async fn create_if_missing(&self) -> Result<bool> {
+        let m = self.migration;
+        let Some(schema) = m.creates() else {
+            return Ok(false);
+        };
+        let name = m.table();
+        match self.db.open_table(name).execute().await {
+            Ok(_) => return Ok(false),
+            Err(lancedb::Error::TableNotFound { .. }) => {}
+            Err(e) => return Err(Error::lance(format!("open table `{name}`"))(e)),
+        }
+        let caught = |payload: Box<dyn std::any::Any + Send>| {
+            Err(Error::Panicked {
+                message: panic_message(payload.as_ref()),
+            })
+        };
+        let empty = arrow_schema::Schema::empty();
+        std::panic::catch_unwind(AssertUnwindSafe(|| m.expected_schema(&empty)))
+            .unwrap_or_else(caught)?;
+        self.lease.check()?;
+        match self.db.create_empty_table(name, schema).execute().await {
+            Ok(_) => {
+                info!(migration = self.id(), table = name, "table created");
+                Ok(true)
+            }
+            // The application created it meanwhile: migrate that one.
+            Err(lancedb::Error::TableAlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::lance(format!("create table `{name}`"))(e)),
+        }
+    }
+
+    /// Drops the table this attempt created ([`create_if_missing`]) if it
+    /// is still empty, so that a failed attempt leaves the database as it
+    /// was. A table someone wrote rows to meanwhile is kept (the next run
+    /// adopts it).
+    pub(super) async fn drop_created(&self) {
+        if !self.created || self.lease.check().is_err() {
+            return;
+        }
+        let name = self.migration.table();
+        let empty = match self.db.open_table(name).execute().await {
+            Ok(table) => table.count_rows(None).await.is_ok_and(|rows| rows == 0),
+            Err(_) => false,
+        };
+        if !empty {
+            return;
+        }
+        match self.db.drop_table(name, &[]).await {
+            Ok(()) => info!(
+                migration = self.id(),
+                table = name,
+                "the table this attempt created is dropped again"
+            ),
+            Err(e) => warn!(
+                migration = self.id(),
+                table = name,
+                error = %e,
+                "could not drop the empty table this attempt created; the next run adopts it"
+            ),
+        }
     }
 
     /// A resumable migration's earlier attempt was interrupted: continue
