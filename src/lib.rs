@@ -87,6 +87,11 @@
 //! - [`CastColumn`]: a type changed within its family, every value checked
 //!   first;
 //! - [`FillColumn`]: a new or existing column set to an SQL expression;
+//! - [`CreateTable`]: a table created with a schema, first rows and
+//!   indexes (or adopted when it has that schema);
+//! - [`TargetSchema`]: the table declared as a schema with defaults, the
+//!   steps to it planned from the table as it is (feature `serde_arrow`:
+//!   from a Rust row type);
 //! - [`WithBackupCopy`]: any migration with an independent backup copy.
 //!
 //! # Writing your own migration
@@ -108,6 +113,8 @@
 //!   bounded concurrency and retries. The rest of [`embeddings`] (the
 //!   retry wrapper for any embedding function, the service error) is
 //!   always there.
+//! - `serde_arrow`: [`TargetSchema::from_row`], a table's target schema
+//!   traced from a serde row type, with its `Default` for new columns.
 //! - `aws`, `gcs`, `azure`: tables on S3 (and S3-compatible stores),
 //!   Google Cloud Storage and Azure Blob Storage, through LanceDB's
 //!   features of the same names. The connection's storage options reach

@@ -22,8 +22,8 @@ use lancedb::index::vector::{
 
 use super::legacy;
 use super::{
-    AddColumns, CastColumn, DefaultValue, DropColumns, FillColumn, NewColumn, ReEmbed,
-    RebuildIndex, RenameColumn,
+    AddColumns, CastColumn, CreateTable, DefaultValue, DropColumns, FillColumn, NewColumn, ReEmbed,
+    RebuildIndex, RenameColumn, TargetSchema,
 };
 use crate::migration::{Definition, Migration};
 
@@ -316,6 +316,40 @@ fn golden() -> String {
             &CastColumn::new("0007", "documents", "score", to),
             None,
         );
+    }
+    out.push_str("\n## CreateTable: definition, checksum, (no 0.1 checksum)\n");
+    let schema = arrow_schema::Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(item(DataType::Float32), 384),
+            true,
+        ),
+    ]);
+    pin(
+        &mut out,
+        &CreateTable::new("0010", "documents", schema.clone()),
+        None,
+    );
+    pin(
+        &mut out,
+        &CreateTable::new("0010", "documents", schema.clone())
+            .index("id", Index::BTree(BTreeIndexBuilder::default()))
+            .named_index("vector", "v", Index::IvfPq(IvfPqIndexBuilder::default())),
+        None,
+    );
+    out.push_str("\n## TargetSchema: definition, checksum, id, (no 0.1 checksum)\n");
+    let targets = [
+        TargetSchema::new("documents", schema.clone()),
+        TargetSchema::new("documents", schema)
+            .default("text", "none")
+            .default("id", 7)
+            .allow_drops()
+            .allow_narrowing(),
+    ];
+    for m in targets {
+        pin(&mut out, &m, Some(m.id()));
     }
     out
 }

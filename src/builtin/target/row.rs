@@ -78,6 +78,7 @@ impl TargetSchema {
     /// assert!(target.schema().field_with_name("metadata").unwrap().is_nullable());
     /// # Ok::<(), lancedb_migrate::Error>(())
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde_arrow")))]
     pub fn from_row<T>(table: impl Into<String>) -> Result<Self>
     where
         T: Serialize + DeserializeOwned + Default,

@@ -242,3 +242,54 @@ fn width(from: &DataType, to: &DataType) -> Change {
         _ => Change::Narrow,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DataType::*;
+
+    fn kind(from: DataType, to: DataType) -> &'static str {
+        match change(&from, &to) {
+            Change::Widen => "widen",
+            Change::Narrow => "narrow",
+            Change::Unreachable(_) => "unreachable",
+        }
+    }
+
+    #[test]
+    fn type_changes_are_classified() {
+        let cases = [
+            (Int32, Int64, "widen"),
+            (Int64, Int32, "narrow"),
+            (UInt16, Int32, "widen"),
+            (UInt32, Int32, "narrow"),
+            (Int32, UInt64, "narrow"),
+            (Float32, Float64, "widen"),
+            (Float64, Float16, "narrow"),
+            (Utf8, LargeUtf8, "widen"),
+            (LargeUtf8, Utf8, "narrow"),
+            (Binary, LargeBinary, "widen"),
+            (Utf8, Int64, "unreachable"),
+            (Int64, Float64, "unreachable"),
+            (Boolean, Int8, "unreachable"),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(kind(from.clone(), to.clone()), expected, "{from} -> {to}");
+        }
+        let item = std::sync::Arc::new(arrow_schema::Field::new("item", Float32, true));
+        let v = |n| FixedSizeList(item.clone(), n);
+        assert_eq!(kind(v(384), v(768)), "unreachable");
+    }
+
+    #[test]
+    fn a_declarations_id_names_its_table() {
+        assert_eq!(
+            declared_table("documents@schema:0123456789ab"),
+            Some("documents")
+        );
+        assert_eq!(declared_table("a@b@schema:abcdefABCDEF"), Some("a@b"));
+        assert_eq!(declared_table("documents@schema:0123"), None);
+        assert_eq!(declared_table("documents@schema:0123456789ag"), None);
+        assert_eq!(declared_table("0001_add_category"), None);
+    }
+}
