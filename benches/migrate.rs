@@ -16,6 +16,9 @@
 //! # object storage, without and with 20 ms per request (the S3 server of
 //! # scripts/s3-server.sh; skipped without it):
 //! LANCEDB_MIGRATE_S3="$(scripts/s3-server.sh start)" scripts/cargo bench --bench migrate -- s3_
+//! # declarative against hand-written: the same three columns, and plan
+//! # time for a 50-column declaration:
+//! LANCEDB_MIGRATE_BENCH_ROWS=100000 scripts/cargo bench --bench migrate -- 'declare_|plan_50'
 //! # rolling deploys: time to serve, handover, a busy table's re-embed:
 //! scripts/cargo bench --bench migrate -- rolling_deploy
 //! ```
@@ -39,6 +42,8 @@ use lancedb_migrate::{
 };
 use tokio::runtime::Runtime;
 
+#[path = "migrate/declare.rs"]
+mod declare;
 #[path = "migrate/rolling.rs"]
 mod rolling;
 #[path = "../tests/support/s3.rs"]
@@ -894,6 +899,8 @@ fn benches(c: &mut Criterion) {
         .map(|rows| (rows, rt.block_on(Fixture::new(rows))))
         .collect();
     add_columns(c, &rt, &fixtures);
+    declare::declare(c, &rt, &fixtures);
+    declare::plan_50_columns(c, &rt);
     noop_startup(c, &rt, &fixtures);
     rollback(c, &rt, &fixtures);
     reembed(c, &rt, &fixtures);

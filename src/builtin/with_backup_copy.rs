@@ -61,7 +61,7 @@ impl<M: Migration> WithBackupCopy<M> {
 
 crate::migration::forward_migration! {
     impl[M: Migration] WithBackupCopy<M> => migration;
-    forward [id, table, definition, checksum, previous_checksums, expected_schema, resumable, blocks_serving, transform, rebuild, verify];
+    forward [id, table, definition, checksum, previous_checksums, creates, expected_schema, resumable, blocks_serving, transform, rebuild, verify];
     {
         fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
             let work = self.migration.plan(table)?;

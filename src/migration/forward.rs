@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
 use async_trait::async_trait;
 
 use crate::backup::Backup;
@@ -20,7 +20,7 @@ use crate::migration::{Migration, MigrationContext, MigrationPlan, TableInfo};
 /// ```ignore
 /// forward_migration! {
 ///     impl[M: Migration] Wrapper<M> => inner;
-///     forward [id, table, definition, checksum, previous_checksums, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
+///     forward [id, table, definition, checksum, previous_checksums, creates, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
 ///     { async fn verify(&self, ctx: &MigrationContext) -> Result<()> { ... } }
 /// }
 /// ```
@@ -55,6 +55,11 @@ macro_rules! forward_migration {
     (@acc $g:tt $t:tt $i:ident [previous_checksums $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
         $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
             fn previous_checksums(&self) -> Vec<String> { self.$i.previous_checksums() }
+        ] $own);
+    };
+    (@acc $g:tt $t:tt $i:ident [creates $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
+        $crate::migration::forward_migration!(@acc $g $t $i [$($rest)*] [$($acc)*
+            fn creates(&self) -> Option<::arrow_schema::SchemaRef> { self.$i.creates() }
         ] $own);
     };
     (@acc $g:tt $t:tt $i:ident [expected_schema $($rest:ident)*] [$($acc:tt)*] $own:tt) => {
@@ -142,6 +147,9 @@ macro_rules! forward_pointer {
             }
             fn previous_checksums(&self) -> Vec<String> {
                 (**self).previous_checksums()
+            }
+            fn creates(&self) -> Option<SchemaRef> {
+                (**self).creates()
             }
             fn expected_schema(&self, before: &Schema) -> Result<Schema> {
                 (**self).expected_schema(before)

@@ -216,7 +216,7 @@ struct FailVerify<M> {
 
 crate::migration::forward_migration! {
     impl[M: crate::Migration] FailVerify<M> => inner;
-    forward [id, table, definition, checksum, previous_checksums, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
+    forward [id, table, definition, checksum, previous_checksums, creates, expected_schema, plan, resumable, blocks_serving, backup, transform, rebuild];
     {
         async fn verify(&self, ctx: &crate::MigrationContext) -> Result<()> {
             self.inner.verify(ctx).await?;

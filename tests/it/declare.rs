@@ -220,10 +220,11 @@ async fn replicas_starting_at_once_on_a_fresh_database_create_the_table_once() {
             let db = lancedb::connect(&uri).execute().await.unwrap();
             Migrator::new(db)
                 .when_locked(lancedb_migrate::WhenLocked::Wait)
-                .add(
+                // As a `Box<dyn Migration>`: the table is still created.
+                .add(Box::new(
                     CreateTable::new("0000_create", "documents", testing::documents_schema(DIMS))
                         .rows(testing::documents_batch(0..40, DIMS)),
-                )
+                ) as Box<dyn lancedb_migrate::Migration>)
                 .add(
                     TargetSchema::new(
                         "documents",

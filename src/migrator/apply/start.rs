@@ -10,12 +10,15 @@ use crate::backup::Backup;
 use crate::backup::BackupCopy;
 use crate::error::{Error, Result, Rollback, chain, panic_message};
 use crate::lance::indexes;
+use crate::ledger::lease::Lease;
 use crate::ledger::{LedgerEntry, LedgerStatus};
+use crate::migration::Migration;
 use crate::migration::MigrationContext;
 use crate::migration::TableInfo;
 use crate::migrator::rollback::roll_back;
 use crate::progress::Progress;
 use crate::report::Phase;
+use lancedb::Connection;
 
 use super::{Apply, PhaseError, during};
 
@@ -65,14 +68,22 @@ impl Apply<'_> {
     ) -> Result<MigrationContext, PhaseError> {
         let (m, db) = (self.migration, self.db);
         let progress = Progress::new(m.id(), self.events.clone());
-        self.created = self
-            .create_if_missing()
-            .await
-            .map_err(during(Phase::Prepare))?;
-        let fence = self.lease.fence();
-        let open =
-            MigrationContext::open(db, m.table(), m.id(), progress, fence, self.stop.clone());
-        let mut ctx = self.phase(Phase::Prepare, open).await?;
+        let (lease, events, stop) = (self.lease, self.events, self.stop);
+        let open = async move {
+            let open = |progress| {
+                MigrationContext::open(db, m.table(), m.id(), progress, lease.fence(), stop.clone())
+            };
+            match open(progress).await {
+                Err(Error::TableNotFound { .. }) if m.creates().is_some() => {
+                    let created = create_missing(db, lease, m).await?;
+                    let ctx = open(Progress::new(m.id(), events.clone())).await?;
+                    Ok((ctx, created))
+                }
+                opened => opened.map(|ctx| (ctx, false)),
+            }
+        };
+        let (mut ctx, created) = self.phase(Phase::Prepare, open).await?;
+        self.created = created;
         let interrupted = previous.filter(|e| e.status == LedgerStatus::Running);
         if let Some(entry) = interrupted
             && let Some(tag) = entry.backup_tag.clone()
@@ -104,42 +115,7 @@ impl Apply<'_> {
         Ok(ctx)
     }
 
-    /// Creates the migration's table, empty, when it is missing and the
-    /// migration [creates](crate::Migration::creates) it; `true` when this
-    /// call created it. The migration's `expected_schema` of a table still
-    /// to be created is checked first, so bad input creates nothing.
-    async fn create_if_missing(&self) -> Result<bool> {
-        let m = self.migration;
-        let Some(schema) = m.creates() else {
-            return Ok(false);
-        };
-        let name = m.table();
-        match self.db.open_table(name).execute().await {
-            Ok(_) => return Ok(false),
-            Err(lancedb::Error::TableNotFound { .. }) => {}
-            Err(e) => return Err(Error::lance(format!("open table `{name}`"))(e)),
-        }
-        let caught = |payload: Box<dyn std::any::Any + Send>| {
-            Err(Error::Panicked {
-                message: panic_message(payload.as_ref()),
-            })
-        };
-        let empty = arrow_schema::Schema::empty();
-        std::panic::catch_unwind(AssertUnwindSafe(|| m.expected_schema(&empty)))
-            .unwrap_or_else(caught)?;
-        self.lease.check()?;
-        match self.db.create_empty_table(name, schema).execute().await {
-            Ok(_) => {
-                info!(migration = self.id(), table = name, "table created");
-                Ok(true)
-            }
-            // The application created it meanwhile: migrate that one.
-            Err(lancedb::Error::TableAlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(Error::lance(format!("create table `{name}`"))(e)),
-        }
-    }
-
-    /// Drops the table this attempt created ([`create_if_missing`]) if it
+    /// Drops the table this attempt created ([`create_missing`]) if it
     /// is still empty, so that a failed attempt leaves the database as it
     /// was. A table someone wrote rows to meanwhile is kept (the next run
     /// adopts it).
@@ -263,5 +239,35 @@ impl Apply<'_> {
             stop,
         )
         .await
+    }
+}
+
+/// Creates the migration's table, found missing, empty with the schema
+/// the migration [creates](crate::Migration::creates) it with; `true`
+/// when this call created it (`false`: another process did meanwhile).
+/// The migration's `expected_schema` of a table still to be created is
+/// checked first, so bad input creates nothing.
+async fn create_missing(db: &Connection, lease: &Lease, m: &dyn Migration) -> Result<bool> {
+    let Some(schema) = m.creates() else {
+        return Ok(false);
+    };
+    let name = m.table();
+    let caught = |payload: Box<dyn std::any::Any + Send>| {
+        Err(Error::Panicked {
+            message: panic_message(payload.as_ref()),
+        })
+    };
+    let empty = arrow_schema::Schema::empty();
+    std::panic::catch_unwind(AssertUnwindSafe(|| m.expected_schema(&empty)))
+        .unwrap_or_else(caught)?;
+    lease.check()?;
+    match db.create_empty_table(name, schema).execute().await {
+        Ok(_) => {
+            info!(migration = m.id(), table = name, "table created");
+            Ok(true)
+        }
+        // The application created it meanwhile: migrate that one.
+        Err(lancedb::Error::TableAlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(Error::lance(format!("create table `{name}`"))(e)),
     }
 }
