@@ -16,6 +16,7 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::lance::backfill::{Backfill, Compute};
+use crate::lance::source::Source;
 use crate::migration::{Definition, Migration, MigrationContext};
 use crate::migration::{MigrationPlan, TableInfo, Writes};
 
@@ -334,7 +335,7 @@ impl Migration for CastColumn {
         )
         .await?;
         let fill = Backfill {
-            source: Some(self.column.clone()),
+            source: Some(Source::Column(self.column.clone())),
             batch_size: Self::BATCH,
             stop: ctx.stop_signal().clone(),
             ..fill
@@ -345,7 +346,7 @@ impl Migration for CastColumn {
             .await?;
         // Rows appended between the last pass and the swap.
         let late = Backfill {
-            source: Some(kept.clone()),
+            source: Some(Source::Column(kept.clone())),
             ..fill
         };
         rows += late.run().await?;

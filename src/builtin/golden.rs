@@ -270,6 +270,12 @@ fn golden() -> String {
             r#"{"name": "test-v2", "model": {"dims": 16, "a": [1.5, null]}}"#,
         ),
     ];
+    let reembeds = reembeds.into_iter().chain([ReEmbed::new(
+        "0003",
+        "documents",
+        Arc::new(Model("test-v2", 16)),
+    )
+    .source_expression("concat_ws(' ', title, body)")]);
     for m in reembeds {
         pin(&mut out, &m, None);
     }

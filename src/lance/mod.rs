@@ -25,6 +25,7 @@ pub(crate) mod fragments;
 pub(crate) mod indexes;
 pub(crate) mod restore;
 pub(crate) mod retry;
+pub(crate) mod source;
 pub(crate) mod store;
 pub(crate) mod tags;
 

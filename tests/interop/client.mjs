@@ -12,6 +12,10 @@
 //                                                # with the client configuration
 //                                                # + RebuildIndex
 //   node client.mjs CLIENT_DIR check DB none    # the same, ReEmbed given none
+//   node client.mjs CLIENT_DIR check-verbs DB   # after FillColumn (label), RenameColumn
+//                                                # (vector -> embedding, text -> body),
+//                                                # CastColumn (score -> float32) and
+//                                                # DropColumns (tag)
 //   node client.mjs CLIENT_DIR read DB TABLE    # reads every row ("read N rows")
 //
 // Every check is an assert: a failure exits non-zero with its message.
@@ -176,10 +180,54 @@ async function check() {
   console.log(`checked (${mode}): ledger ${Object.keys(statuses).sort()}, re-embed details ${JSON.stringify(details)}`);
 }
 
+async function checkVerbs() {
+  const conn = await lancedb.connect(db);
+  const table = await conn.openTable("documents");
+  const data = (await table.query().toArray())
+    .map((r) => r.toJSON())
+    .sort((a, b) => Number(a.id) - Number(b.id));
+  assert.equal(data.length, ROWS);
+  assert.deepEqual(Object.keys(data[0]).sort(), ["body", "embedding", "id", "label", "score"]);
+  const fields = Object.fromEntries((await table.schema()).fields.map((f) => [f.name, f.type]));
+  assert.equal(String(fields.score), "Float32", String(fields.score));
+  data.forEach((r, i) => {
+    assert.equal(Number(r.id), i);
+    assert.equal(r.body, documentText(i));
+    assert.equal(r.label, `T${i % 5}`);
+    assert.equal(r.score, Math.fround(i / 10), `score ${r.score}`);
+    const vector = Array.from(r.embedding);
+    const want = hashVector(documentText(i), 384);
+    const worst = Math.max(...vector.map((x, j) => Math.abs(x - want[j])));
+    assert.ok(worst < 1e-5, `vector of row ${i} differs by ${worst}`);
+  });
+  const indexes = Object.fromEntries(
+    (await table.listIndices()).map((i) => [i.columns.join(","), i.indexType]),
+  );
+  assert.equal(indexes.embedding, "IvfPq", JSON.stringify(indexes));
+  // The embedding configuration followed the renames, in this client's
+  // own keys: text queries and appends without a vector are embedded from
+  // `body` into `embedding`.
+  const metadata = (await table.schema()).metadata.get("embedding_functions");
+  const entry = JSON.parse(metadata)[0];
+  assert.equal(entry.sourceColumn ?? entry.source_column, "body", metadata);
+  assert.equal(entry.vectorColumn ?? entry.vector_column, "embedding", metadata);
+  const byText = await table.search(documentText(7)).limit(5).toArray();
+  assert.ok(byText.map((h) => Number(h.id)).includes(7), "text search");
+  await table.add([{ id: ROWS, body: documentText(ROWS), score: 1.5, label: "X" }]);
+  const added = (await table.query().where(`id = ${ROWS}`).toArray())[0].toJSON();
+  const worst = Math.max(
+    ...Array.from(added.embedding).map((x, j) => Math.abs(x - hashVector(documentText(ROWS), 384)[j])),
+  );
+  assert.ok(worst < 1e-5, `the appended row's vector differs by ${worst}`);
+  console.log(`checked (verbs): ${await table.countRows()} rows, indexes ${JSON.stringify(indexes)}`);
+}
+
 if (command === "create") {
   await create();
 } else if (command === "check") {
   await check();
+} else if (command === "check-verbs") {
+  await checkVerbs();
 } else if (command === "read") {
   const table = await (await lancedb.connect(db)).openTable(mode);
   const rows = await table.query().toArray();

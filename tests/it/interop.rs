@@ -21,7 +21,8 @@ use lancedb::index::Index;
 use lancedb::index::scalar::BTreeIndexBuilder;
 use lancedb_migrate::testing::TestEmbedding;
 use lancedb_migrate::{
-    AddColumns, DefaultValue, DropColumns, Migrator, NewColumn, ReEmbed, RebuildIndex, RenameColumn,
+    AddColumns, CastColumn, DefaultValue, DropColumns, FillColumn, Migrator, NewColumn, ReEmbed,
+    RebuildIndex, RenameColumn,
 };
 
 /// The client configuration the re-embed gives: the Python registry's
@@ -215,6 +216,55 @@ async fn the_typescript_client_reads_appends_and_searches_after_every_builtin() 
             assert!(out.contains("text query refused"), "{out}");
         }
     }
+}
+
+/// After `FillColumn` (a new `label` from an expression), `RenameColumn`
+/// (the vector and the text column), `CastColumn` (`score` to Float32) and
+/// `DropColumns`, the TypeScript client reads every value in its new name
+/// and type, finds the index on the renamed column, and embeds text
+/// queries and appends from and into the renamed columns (its camelCase
+/// embedding configuration followed them).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_client_reads_and_embeds_after_every_verb() {
+    let Some(ts) = typescript() else {
+        eprintln!(
+            "SKIPPED: no TypeScript LanceDB client (run scripts/typescript-client.sh); the interop test did not run"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let created = ts_client(&ts, &["create", path]);
+    assert!(created.contains("created 600 rows"), "{created}");
+    let db = lancedb::connect(path).execute().await.unwrap();
+    let report = Migrator::new(db)
+        .add(FillColumn::new_column(
+            "0000_label",
+            "documents",
+            "label",
+            DataType::Utf8,
+            "upper(tag)",
+        ))
+        .add(RenameColumn::new(
+            "0001_vector",
+            "documents",
+            "vector",
+            "embedding",
+        ))
+        .add(RenameColumn::new("0002_text", "documents", "text", "body"))
+        .add(CastColumn::new(
+            "0003_score",
+            "documents",
+            "score",
+            DataType::Float32,
+        ))
+        .add(DropColumns::new("0004_tag", "documents").column("tag"))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.applied().count(), 5);
+    let out = ts_client(&ts, &["check-verbs", path]);
+    assert!(out.contains("checked (verbs)"), "{out}");
 }
 
 /// Which Lance file formats each client reads, in tables this crate created

@@ -28,7 +28,7 @@ use lancedb_migrate::testing::{self, TempDb, TestEmbedding};
 use lancedb_migrate::{
     AddColumns, CastColumn, DropColumns, EmbeddingProblem, Error, FillColumn, LedgerStatus,
     Migration, MigrationContext, Migrator, NewColumn, Phase, ReEmbed, RenameColumn, Result,
-    Rollback, WhenLocked,
+    Rollback, TargetSchema, WhenLocked,
 };
 
 use crate::support::{
@@ -223,6 +223,28 @@ fn reembed(delay: Duration) -> ReEmbed {
         .checkpoint_every(Duration::from_millis(200))
 }
 
+/// The documents table declared with `text` nullable and two defaulted
+/// columns: a relax commit, then an add commit, as one migration.
+fn declared() -> TargetSchema {
+    let mut fields: Vec<arrow_schema::Field> = testing::documents_schema(DIMS)
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "text" => f.as_ref().clone().with_nullable(true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    fields.push(arrow_schema::Field::new("category", DataType::Utf8, true));
+    fields.push(arrow_schema::Field::new(
+        "is_active",
+        DataType::Boolean,
+        true,
+    ));
+    TargetSchema::new("documents", arrow_schema::Schema::new(fields))
+        .default("category", "general")
+        .default("is_active", true)
+}
+
 /// The migrations a scenario runs (the same in every process).
 fn migrator(db: Connection, scenario: &str) -> Migrator {
     let ttl = match std::env::var(TTL_ENV) {
@@ -238,6 +260,7 @@ fn migrator(db: Connection, scenario: &str) -> Migrator {
         .on_event(pause_observer());
     match scenario {
         "add_columns" => m.add(add_columns()),
+        "declared" => m.add(declared()),
         "custom" => m.add(add_columns()).add(FourCommits { raw: false }),
         "custom_raw" => m.add(add_columns()).add(FourCommits { raw: true }),
         "reembed" => m
@@ -685,11 +708,28 @@ async fn recovery_keeps_rows_the_application_appended_on_s3() {
     }
 }
 
+/// A declaration (`TargetSchema`: a relax and an add, as one migration)
+/// killed at the start of its transform, after it, and in verify, while the
+/// application appends: the next start undoes the attempt and applies it
+/// whole, with every acknowledged row kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_declaration_is_recovered_keeping_every_row() {
+    let id = declared().id().to_owned();
+    let points = [
+        format!("phase:{id}:Transform"),
+        format!("finished:{id}:Transform"),
+        format!("phase:{id}:Verify"),
+    ];
+    let trials: Vec<(&str, &str)> = points.iter().map(|p| ("declared", p.as_str())).collect();
+    recovery(&Place::Local, ROWS, &trials).await;
+}
+
 /// The migration of `scenario` that a pause point is in.
 fn last_migration(scenario: &str) -> &'static str {
     match scenario {
         "custom" | "custom_raw" => "0002_four_commits",
         "reembed" => "0003_reembed",
+        "declared" => Box::leak(declared().id().to_owned().into_boxed_str()),
         _ => "0001_category",
     }
 }

@@ -826,3 +826,231 @@ async fn verification_refuses_vectors_of_another_model() {
         .unwrap()
         .assert_same_columns(&before, &["id", "text", "vector"]);
 }
+
+/// A table of `rows` documents with a `title` column besides `text`
+/// (every fifth row's title NULL), in `fragments` appends.
+async fn titled(db: &lancedb::Connection, fragments: i64, per_fragment: i64) -> Table {
+    let table = table(db, fragments, per_fragment).await;
+    let title = lancedb::table::NewColumnTransform::SqlExpressions(vec![(
+        "title".to_owned(),
+        "concat('Title ', CAST(id AS VARCHAR))".to_owned(),
+    )]);
+    table
+        .add_columns()
+        .transform(title)
+        .execute()
+        .await
+        .unwrap();
+    let nullable = lancedb::table::ColumnAlteration::new("title".to_owned()).set_nullable(true);
+    table.alter_columns(&[nullable]).await.unwrap();
+    table
+        .update()
+        .only_if("id % 5 = 0")
+        .column("title", "NULL")
+        .execute()
+        .await
+        .unwrap();
+    table
+}
+
+#[tokio::test]
+async fn an_expression_over_several_text_columns_is_embedded() {
+    let tmp = TempDb::new().await.unwrap();
+    let table = titled(tmp.db(), 3, 70).await;
+    let model = TestEmbedding::new("test-768", 768);
+    let migration = reembed(&model).source_expression("concat_ws(' ', title, text)");
+    let migrator = Migrator::new(tmp.db().clone()).add(migration);
+    let plan = migrator.plan().await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("re-embed `concat_ws(' ', title, text)` into `vector`"),
+        "{plan}"
+    );
+    migrator.run().await.unwrap();
+    let mut seen = 0;
+    for batch in rows(&table, &["id", "title", "text", "vector"]).await {
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let titles = batch.column(1).as_string::<i32>();
+        let texts = batch.column(2).as_string::<i32>();
+        let vectors = batch.column(3).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            let input = match titles.is_valid(i) {
+                true => format!("{} {}", titles.value(i), texts.value(i)),
+                false => texts.value(i).to_owned(),
+            };
+            assert_eq!(titles.is_valid(i), ids.value(i) % 5 != 0);
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            assert_eq!(
+                got,
+                &TestEmbedding::vector(&input, 768)[..],
+                "row {}",
+                ids.value(i)
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 210);
+    assert!(migrator.run().await.unwrap().is_noop());
+}
+
+#[tokio::test]
+async fn rows_where_the_expression_is_null_get_no_vector() {
+    let tmp = TempDb::new().await.unwrap();
+    let table = titled(tmp.db(), 2, 50).await;
+    // `||` is NULL when the title is: those rows get no vector.
+    let model = TestEmbedding::new("test-16", 16);
+    let migration = reembed(&model)
+        .source_expression("title || ': ' || text")
+        .target_column("title_vector");
+    Migrator::new(tmp.db().clone())
+        .add(migration)
+        .run()
+        .await
+        .unwrap();
+    let mut nulls = 0;
+    for batch in rows(&table, &["id", "title", "text", "title_vector"]).await {
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let titles = batch.column(1).as_string::<i32>();
+        let texts = batch.column(2).as_string::<i32>();
+        let vectors = batch.column(3).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            if ids.value(i) % 5 == 0 {
+                assert!(vectors.is_null(i), "row {} has no title", ids.value(i));
+                nulls += 1;
+                continue;
+            }
+            let input = format!("{}: {}", titles.value(i), texts.value(i));
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            assert_eq!(got, &TestEmbedding::vector(&input, 16)[..]);
+        }
+    }
+    assert_eq!(nulls, 20);
+}
+
+#[tokio::test]
+async fn unusable_expressions_are_refused_before_anything_is_written() {
+    let tmp = TempDb::new().await.unwrap();
+    let table = titled(tmp.db(), 1, 20).await;
+    let before = version(&table).await;
+    let model = TestEmbedding::new("m", 8);
+    let cases = [
+        ("title ||", None),                                       // does not parse
+        ("nope || text", None),                                   // unknown column
+        ("'constant'", None),                                     // reads no column
+        ("id + 1", None),                                         // not text
+        ("title || text", Some(r#"{"name": "m", "model": {}}"#)), // with a client config
+    ];
+    for (sql, client) in cases {
+        let mut m = reembed(&model).source_expression(sql);
+        if let Some(config) = client {
+            m = m.client_embedding_config(config);
+        }
+        let err = Migrator::new(tmp.db().clone())
+            .add(m)
+            .run()
+            .await
+            .unwrap_err();
+        let (cause, _, rollback) = failure(&err);
+        assert!(
+            matches!(cause, Error::InvalidMigration { .. }),
+            "{sql}: {cause:?}"
+        );
+        assert!(matches!(rollback, Rollback::NotNeeded), "{sql}");
+    }
+    assert_eq!(version(&table).await, before, "nothing written");
+    assert_eq!(model.embedded(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_appended_while_an_expression_is_embedded_are_embedded_too() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = TempDb::new().await.unwrap();
+    titled(tmp.db(), 2, 60).await;
+    // The embedder's first call (the re-embed is in its transform) waits
+    // until the application has appended: the rows are appended while the
+    // re-embed runs, however fast the machine is.
+    let appended = Arc::new(AtomicBool::new(false));
+    let embedding = Arc::new(AtomicBool::new(false));
+    let (flag, called) = (appended.clone(), embedding.clone());
+    let model =
+        crate::support::Hooked::new(TestEmbedding::new("test-16", 16), move |texts, inner| {
+            use lancedb::embeddings::EmbeddingFunction as _;
+            called.store(true, Ordering::SeqCst);
+            let started = std::time::Instant::now();
+            while !flag.load(Ordering::SeqCst) {
+                assert!(started.elapsed() < Duration::from_secs(120), "no append");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            inner.compute_source_embeddings(texts)
+        });
+    let migration = ReEmbed::new("0002_reembed", "docs", Arc::new(model))
+        .source_expression("concat_ws(' ', title, text)")
+        .batch_size(32)
+        .verify_sample(16);
+    let db = tmp.db().clone();
+    let run = tokio::spawn(async move { Migrator::new(db).add(migration).run().await });
+    let app = tmp
+        .connect()
+        .await
+        .unwrap()
+        .open_table("docs")
+        .execute()
+        .await
+        .unwrap();
+    let waiting = std::time::Instant::now();
+    while !embedding.load(Ordering::SeqCst) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "the re-embed never embedded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let batch = testing::documents_batch(1000..1030, 384);
+    let titles =
+        arrow_array::StringArray::from_iter_values((1000..1030).map(|i| format!("New {i}")));
+    let mut fields = batch.schema().fields().to_vec();
+    fields.push(Arc::new(arrow_schema::Field::new(
+        "title",
+        DataType::Utf8,
+        true,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(titles));
+    let batch = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    app.add(batch).execute().await.unwrap();
+    appended.store(true, Ordering::SeqCst);
+    run.await.unwrap().unwrap();
+
+    let table = tmp.db().open_table("docs").execute().await.unwrap();
+    let mut checked = 0;
+    for batch in rows(&table, &["id", "title", "text", "vector"]).await {
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let titles = batch.column(1).as_string::<i32>();
+        let texts = batch.column(2).as_string::<i32>();
+        let vectors = batch.column(3).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            let input = match titles.is_valid(i) {
+                true => format!("{} {}", titles.value(i), texts.value(i)),
+                false => texts.value(i).to_owned(),
+            };
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            assert_eq!(
+                got,
+                &TestEmbedding::vector(&input, 16)[..],
+                "row {}",
+                ids.value(i)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 150, "120 rows before, 30 appended");
+}

@@ -296,7 +296,15 @@ pub(crate) fn pause_observer() -> impl Fn(&lancedb_migrate::Event) + Send + Sync
         let Ok(spec) = std::env::var(PAUSE_AT_ENV) else {
             return;
         };
-        let parts: Vec<&str> = spec.splitn(3, ':').collect();
+        // `kind:ID` or `kind:ID:ARG`; an id may hold colons itself
+        // (`documents@schema:…`), the argument never does.
+        let Some((kind, rest)) = spec.split_once(':') else {
+            return;
+        };
+        let parts: Vec<&str> = match (kind, rest.rsplit_once(':')) {
+            ("started", _) | (_, None) => vec![kind, rest],
+            (_, Some((id, arg))) => vec![kind, id, arg],
+        };
         let hit = match (parts.as_slice(), event) {
             (["started", id], Event::MigrationStarted { migration, .. }) => migration == id,
             (

@@ -101,6 +101,9 @@ pub struct ReEmbed {
     pub(super) id: String,
     pub(super) table: String,
     pub(super) source: String,
+    /// An SQL expression over the row to embed instead of the source
+    /// column.
+    pub(super) source_expr: Option<String>,
     pub(super) target: String,
     pub(super) embedder: Arc<dyn EmbeddingFunction>,
     pub(super) model: String,
@@ -121,6 +124,7 @@ impl fmt::Debug for ReEmbed {
             .field("id", &self.id)
             .field("table", &self.table)
             .field("source", &self.source)
+            .field("source_expression", &self.source_expr)
             .field("target", &self.target)
             .field("model", &self.model)
             .field("batch_size", &self.batch_size)
@@ -198,6 +202,7 @@ impl ReEmbed {
             min_similarity: Self::DEFAULT_MIN_SIMILARITY,
             tolerance: None,
             client_config: None,
+            source_expr: None,
         }
     }
 
@@ -205,6 +210,24 @@ impl ReEmbed {
     /// [`DEFAULT_SOURCE_COLUMN`](Self::DEFAULT_SOURCE_COLUMN).
     pub fn source_column(mut self, column: impl Into<String>) -> Self {
         self.source = column.into();
+        self.source_expr = None;
+        self
+    }
+
+    /// Embeds an SQL expression over the row instead of one column: several
+    /// text columns at once, e.g. `title || ' ' || body` (NULL when either
+    /// is NULL) or `concat_ws(' ', title, body)` (skips NULLs). It is
+    /// evaluated by Lance's SQL engine (DataFusion's functions), fragment
+    /// by fragment like a column; a row where it is NULL gets no vector.
+    ///
+    /// The expression must give text and read at least one column; it is
+    /// tried on the table's schema before anything is written
+    /// ([`Error::InvalidMigration`](crate::Error::InvalidMigration)
+    /// otherwise). Python's and TypeScript's `embedding_functions` entry
+    /// names one source column, so it cannot be combined with
+    /// [`client_embedding_config`](Self::client_embedding_config).
+    pub fn source_expression(mut self, sql: impl Into<String>) -> Self {
+        self.source_expr = Some(sql.into());
         self
     }
 
@@ -324,6 +347,11 @@ impl Migration for ReEmbed {
             .text("source", &self.source)
             .text("target", &self.target)
             .text("model", &self.model);
+        // Only when set: the definitions (and checksums) of re-embeds from
+        // a column stay as they were.
+        if let Some(sql) = &self.source_expr {
+            definition = definition.text("source_expression", sql);
+        }
         definition = match &dest {
             Some(dest) => definition.data_type("dest", dest),
             None => definition.raw("dest", "null"),
@@ -369,9 +397,13 @@ impl Migration for ReEmbed {
     /// one metadata-only swap); rebuilds the indexes on the target.
     fn plan(&self, table: &TableInfo) -> Result<MigrationPlan> {
         let (_, dim) = self.dest()?;
+        let from = match &self.source_expr {
+            Some(sql) => format!("`{sql}`"),
+            None => format!("`{}`", self.source),
+        };
         let summary = format!(
-            "re-embed `{}` into `{}` with model `{}` ({dim} dimensions)",
-            self.source, self.target, self.model
+            "re-embed {from} into `{}` with model `{}` ({dim} dimensions)",
+            self.target, self.model
         );
         Ok(MigrationPlan::new(summary)
             .writes(Writes::Columns { rows: table.rows })
@@ -505,7 +537,7 @@ impl ReEmbed {
         )
         .await?;
         Ok(Backfill {
-            source: Some(self.source.clone()),
+            source: Some(self.source_spec(ctx.schema_before())?),
             batch_size: self.batch_size,
             concurrency: self.concurrency,
             checkpoint_every: self.checkpoint_every,

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 
 use crate::builtin::reembed::ReEmbed;
 use crate::error::{Error, Result};
+use crate::lance::source::Source;
 
 const COLUMN_DEFINITIONS_KEY: &str = "lancedb::column_definitions";
 /// The schema metadata key under which the Python and TypeScript clients
@@ -35,25 +36,10 @@ impl ReEmbed {
             return Err(self.invalid("batch_size and concurrency must be at least 1"));
         }
         self.client_entry()?;
-        let source = before
-            .field_with_name(&self.source)
-            .map_err(|_| Error::ColumnNotFound {
-                table: table.clone(),
-                column: self.source.clone(),
-            })?;
-        if !matches!(
-            source.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        ) {
-            return Err(Error::ColumnType {
-                table: table.clone(),
-                column: self.source.clone(),
-                expected: "text (Utf8)".to_owned(),
-                found: source.data_type().clone(),
-            });
-        }
-        if self.source == self.target {
-            return Err(self.invalid("the source and target columns are the same column"));
+        if self.source_expr.is_some() {
+            self.check_expression(before)?;
+        } else {
+            self.check_source_column(before)?;
         }
         let staging = self.staging_column();
         if before.field_with_name(&staging).is_ok() {
@@ -195,5 +181,66 @@ impl ReEmbed {
                 let name = e.get("name").and_then(Json::as_str).unwrap_or("?");
                 format!("{name} {}", e.get("model").cloned().unwrap_or_default())
             })
+    }
+}
+
+impl ReEmbed {
+    /// The source column exists and holds text, and is not the target.
+    fn check_source_column(&self, before: &Schema) -> Result<()> {
+        let table = &self.table;
+        let source = before
+            .field_with_name(&self.source)
+            .map_err(|_| Error::ColumnNotFound {
+                table: table.clone(),
+                column: self.source.clone(),
+            })?;
+        if !matches!(
+            source.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            return Err(Error::ColumnType {
+                table: table.clone(),
+                column: self.source.clone(),
+                expected: "text (Utf8)".to_owned(),
+                found: source.data_type().clone(),
+            });
+        }
+        if self.source == self.target {
+            return Err(self.invalid("the source and target columns are the same column"));
+        }
+        Ok(())
+    }
+
+    /// The source expression reads columns the table has and gives text.
+    fn check_expression(&self, before: &Schema) -> Result<()> {
+        let spec = self.source_spec(before)?;
+        if self.client_config.is_some() {
+            return Err(self.invalid(
+                "client_embedding_config names one source column for the other clients; it cannot go with source_expression",
+            ));
+        }
+        let found = spec.data_type(before)?;
+        if !matches!(
+            found,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            let sql = self.source_expr.as_deref().unwrap_or_default();
+            return Err(self.invalid(format!(
+                "the source expression `{sql}` gives {found}, not text"
+            )));
+        }
+        Ok(())
+    }
+
+    /// What the backfill embeds: the source column, or the expression.
+    pub(super) fn source_spec(&self, before: &Schema) -> Result<Source> {
+        match &self.source_expr {
+            None => Ok(Source::Column(self.source.clone())),
+            Some(sql) => Source::expression(sql, before).map_err(|reason| {
+                self.invalid(format!(
+                    "the source expression `{sql}` is not usable: {reason}"
+                ))
+            }),
+        }
     }
 }

@@ -12,6 +12,7 @@ use lancedb::query::{ExecutableQuery, Select};
 use crate::builtin::reembed::ReEmbed;
 use crate::error::{Error, Result, panic_message};
 use crate::lance::backfill::Compute;
+use crate::lance::source::Source;
 use crate::migration::MigrationContext;
 
 impl ReEmbed {
@@ -32,8 +33,9 @@ impl ReEmbed {
     /// vectors just compared, at the cost of reading the whole column.
     pub(super) async fn check_sample(&self, ctx: &MigrationContext) -> Result<()> {
         let compute = self.compute(None)?;
+        let source = self.source_spec(ctx.schema_before())?;
         let mut lowest: Option<f32> = None;
-        for batch in self.sample(ctx).await? {
+        for batch in self.sample(ctx, &source).await? {
             let column = |name: &str| {
                 batch
                     .column_by_name(name)
@@ -47,7 +49,7 @@ impl ReEmbed {
                 .compare(
                     ctx,
                     &compute,
-                    &column(&self.source)?,
+                    &source.values(&batch)?,
                     &column(&self.target)?,
                 )
                 .await?;
@@ -60,7 +62,7 @@ impl ReEmbed {
     }
 
     /// Up to `sample` rows' texts and vectors, at evenly spread offsets.
-    async fn sample(&self, ctx: &MigrationContext) -> Result<Vec<RecordBatch>> {
+    async fn sample(&self, ctx: &MigrationContext, source: &Source) -> Result<Vec<RecordBatch>> {
         let name = ctx.table_name();
         let rows =
             ctx.table()
@@ -75,10 +77,9 @@ impl ReEmbed {
         let read = Error::lance(format!("read sample rows of `{name}`"));
         ctx.table()
             .take_offsets(offsets)
-            .select(Select::columns(&[
-                self.source.as_str(),
-                self.target.as_str(),
-            ]))
+            .select(Select::columns(
+                &[source.columns(), vec![self.target.as_str()]].concat(),
+            ))
             .execute()
             .await
             .map_err(&read)?

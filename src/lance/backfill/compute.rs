@@ -54,6 +54,7 @@ impl Backfill<'_> {
         let deleted = fragment.get_deletion_vector().await.map_err(&read)?;
         let batches = self.inputs(fragment, rows.clone()).await.map_err(&read)?;
         let every_row = self.source.is_none();
+        let source_spec = self.source.clone();
         let compute = self.compute.clone();
         let failure = failure.clone();
         let batch_size = u64::from(self.batch_size);
@@ -72,9 +73,20 @@ impl Backfill<'_> {
                 let deleted = deleted.clone();
                 let out_schema = out_schema.clone();
                 let failure = failure.clone();
+                let source_spec = source_spec.clone();
                 async move {
                     let batch = batch.await?;
-                    let source = batch.column(0).clone();
+                    let source = match &source_spec {
+                        Some(spec) => spec.values(&batch).map_err(|e| {
+                            let message = e.to_string();
+                            failure
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e);
+                            lance::Error::invalid_input(message)
+                        })?,
+                        None => batch.column(0).clone(),
+                    };
                     let live: Vec<Option<u32>> = (0..batch.num_rows())
                         .map(|i| {
                             let row = (first + i as u64) as u32;
@@ -129,7 +141,7 @@ impl Backfill<'_> {
                 });
             return Ok(stream::iter(batches).boxed());
         };
-        let schema = fragment.dataset().schema().project(&[source.as_str()])?;
+        let schema = fragment.dataset().schema().project(&source.columns())?;
         let batches = fragment
             .read_physical_slice(rows, &schema, self.batch_size)
             .await?;

@@ -4,6 +4,7 @@
 use super::checkpoint::{Checkpoint, Filled};
 use crate::error::{Error, Result};
 use crate::lance::fence::Fence;
+use crate::lance::source::Source;
 use crate::lance::{latest_version, local_dataset};
 use crate::stop::StopSignal;
 use arrow_array::ArrayRef;
@@ -34,10 +35,11 @@ pub(crate) trait RowProgress: Send + Sync {
 /// Settings of one backfill.
 pub(crate) struct Backfill<'a> {
     pub(crate) table: &'a Table,
-    /// The column computed from; `None` computes a value for every row
-    /// from nothing (a constant), and fills only the fragments that existed
-    /// when the fill started: rows appended later keep NULL.
-    pub(crate) source: Option<String>,
+    /// What the values are computed from (a column, or an expression over
+    /// columns); `None` computes a value for every row from nothing (a
+    /// constant), and fills only the fragments that existed when the fill
+    /// started: rows appended later keep NULL.
+    pub(crate) source: Option<Source>,
     /// The Lance field id of the column being filled (stable across renames).
     pub(crate) field_id: i32,
     pub(crate) compute: Compute,
@@ -149,11 +151,7 @@ impl<'a> Backfill<'a> {
     /// column NULL and the source set; `None` without a source.
     pub(super) fn unfilled(&self, column: &str) -> Option<String> {
         let source = self.source.as_ref()?;
-        Some(format!(
-            "{} IS NULL AND {} IS NOT NULL",
-            quote(column),
-            quote(source)
-        ))
+        Some(format!("{} IS NULL AND {}", quote(column), source.is_set()))
     }
 
     pub(super) fn count_error(&self) -> impl Fn(lance::Error) -> Error {
@@ -449,7 +447,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-                b.source = Some("text".to_owned());
+                b.source = Some(Source::Column("text".to_owned()));
                 b.missing_rows().await.unwrap()
             }
         };

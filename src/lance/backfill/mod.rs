@@ -28,4 +28,4 @@ mod fill;
 mod small;
 mod swap;
 
-pub(crate) use engine::{Backfill, Compute, RowProgress};
+pub(crate) use engine::{Backfill, Compute, RowProgress, quote};

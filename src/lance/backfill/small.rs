@@ -98,7 +98,9 @@ impl Backfill<'_> {
         group: Vec<FileFragment>,
     ) -> Result<Vec<Filled>> {
         let name = self.table.name();
-        let source = self.source.as_deref().unwrap_or_default();
+        let Some(source) = self.source.as_ref() else {
+            return Err(Error::custom("a fill of small fragments needs a source"));
+        };
         let read = |id: usize| Error::lance(format!("read fragment {id} of `{name}`"));
         let column = self.column(dataset)?;
         let field_schema = dataset
@@ -107,8 +109,11 @@ impl Backfill<'_> {
             .map_err(Error::lance(format!("project column `{column}`")))?;
         let source_schema = dataset
             .schema()
-            .project(&[source])
-            .map_err(Error::lance(format!("project column `{source}`")))?;
+            .project(&source.columns())
+            .map_err(Error::lance(format!(
+                "project the columns {:?}",
+                source.columns()
+            )))?;
         let mut sources: Vec<ArrayRef> = Vec::new();
         let mut live: Vec<Option<u32>> = Vec::new();
         let mut lengths = Vec::new();
@@ -126,7 +131,7 @@ impl Backfill<'_> {
                 .map_err(&read)?;
             let base = live.len() as u32;
             for batch in &batches {
-                let column = batch.column(0);
+                let column = &source.values(batch)?;
                 for i in 0..column.len() {
                     let row = (live.len() as u32) - base;
                     let gone = deleted.as_ref().is_some_and(|d| d.contains(row));

@@ -121,7 +121,7 @@ impl MigrationContext {
         )
         .await?;
         crate::lance::backfill::Backfill {
-            source: Some(source.to_owned()),
+            source: Some(crate::lance::source::Source::Column(source.to_owned())),
             batch_size: batch_size.max(1),
             stop: self.stop.clone(),
             ..fill
