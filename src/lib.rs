@@ -163,7 +163,7 @@ pub use builtin::{
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, LedgerStatus};
-pub use migration::{Definition, Migration, MigrationContext};
+pub use migration::{Definition, Migration, MigrationContext, SchemaChange};
 pub use migration::{MigrationPlan, TableInfo, Writes};
 pub use migrator::{
     DEFAULT_LEDGER_TABLE, Divergence, LaterWrites, MigrationHandle, Migrator, Retention, RunState,

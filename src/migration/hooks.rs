@@ -156,7 +156,8 @@ pub trait Migration: fmt::Debug + Send + Sync {
     ///
     /// Returns `before` unchanged: right for migrations that change data
     /// only. A migration that changes the schema must override it (or
-    /// override `verify`).
+    /// override `verify`), e.g. with [`SchemaChange`](crate::SchemaChange):
+    /// `SchemaChange::new(self.table(), before).add_column(field).finish()`.
     ///
     /// # Errors
     ///

@@ -7,6 +7,7 @@ mod definition;
 mod forward;
 mod hooks;
 mod plan;
+mod schema_change;
 
 pub use context::MigrationContext;
 pub use definition::Definition;
@@ -15,3 +16,4 @@ pub(crate) use forward::forward_migration;
 pub use hooks::Migration;
 pub(crate) use hooks::hex_sha256;
 pub use plan::{MigrationPlan, TableInfo, Writes};
+pub use schema_change::SchemaChange;

@@ -8,7 +8,7 @@
 use arrow_schema::DataType;
 use lancedb_migrate::{
     AddColumns, DefaultValue, Definition, Migration, MigrationContext, NewColumn, Result,
-    ResultExt, async_trait,
+    ResultExt, SchemaChange, async_trait,
 };
 
 /// Lower-cases `category` in place: a migration that changes existing data.
@@ -81,17 +81,13 @@ impl Migration for TextLength {
     }
 
     fn expected_schema(&self, before: &arrow_schema::Schema) -> Result<arrow_schema::Schema> {
-        let mut fields: Vec<arrow_schema::Field> =
-            before.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(arrow_schema::Field::new(
-            "text_length",
-            DataType::Int64,
-            true,
-        ));
-        Ok(arrow_schema::Schema::new_with_metadata(
-            fields,
-            before.metadata().clone(),
-        ))
+        SchemaChange::new(self.table(), before)
+            .add_column(arrow_schema::Field::new(
+                "text_length",
+                DataType::Int64,
+                true,
+            ))
+            .finish()
     }
 
     async fn transform(&self, ctx: &MigrationContext) -> Result<()> {
