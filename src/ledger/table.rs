@@ -5,6 +5,7 @@ use super::codec::{decode, encode};
 use super::create::{add_late_columns, check_schema, claim_format, create};
 use super::entry::LedgerEntry;
 use crate::error::{Error, Result};
+use crate::lance::fence::Fence;
 use crate::lance::fragments;
 use crate::lance::latest_version;
 use crate::lance::retry::{is_conflict_or_overwritten, retry};
@@ -34,6 +35,11 @@ pub(crate) struct Ledger {
     pub(super) seen: Arc<Mutex<Seen>>,
     /// Whether this handle is used under the lease ([`held`](Self::held)).
     exclusive: bool,
+    /// Under the lease: checked before every commit attempt, so that a
+    /// process stalled past the lease's TTL in the middle of a ledger
+    /// write (its lease check already passed) does not retry that write
+    /// on the ledger another holder has written meanwhile.
+    fence: Option<Fence>,
 }
 
 /// What a [`Ledger`] handle read and wrote last. Lance versions are
@@ -80,6 +86,7 @@ impl Ledger {
             table,
             seen: Arc::default(),
             exclusive: false,
+            fence: None,
         }
     }
 
@@ -88,11 +95,18 @@ impl Ledger {
     /// or committed that its table handle is still at is the latest, and
     /// a record need not look for a newer one (a listing on an object
     /// store).
-    pub(crate) fn held(&self) -> Self {
+    pub(crate) fn held(&self, fence: Fence) -> Self {
         Self {
             exclusive: true,
+            fence: Some(fence),
             ..self.clone()
         }
+    }
+
+    /// Whether this process may still commit to the ledger: always, but
+    /// under the lease only while its fence holds.
+    fn may_commit(&self) -> Result<()> {
+        self.fence.as_ref().map_or(Ok(()), Fence::check)
     }
 
     /// Under the lease, the version this handle last read or wrote, when
@@ -268,6 +282,7 @@ impl Ledger {
                     if attempt > 1 {
                         latest_version(&self.table).await?;
                     }
+                    self.may_commit()?;
                     self.table
                         .add(batch)
                         .execute()
@@ -287,6 +302,7 @@ impl Ledger {
         match self.rewrite_with(entries).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(e @ Error::LeaseLost { .. }) => return Err(e),
             Err(e) => debug!(error = %e, "ledger rewrite not possible; recording one by one"),
         }
         for entry in entries {
@@ -300,11 +316,13 @@ impl Ledger {
         match self.rewrite_with(std::slice::from_ref(entry)).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(e @ Error::LeaseLost { .. }) => return Err(e),
             Err(e) => debug!(error = %e, "ledger rewrite not possible; merging"),
         }
         let batch = encode(std::slice::from_ref(entry))?;
         let schema = batch.schema();
         let reader = RecordBatchIterator::new([Ok(batch)], schema);
+        self.may_commit()?;
         let mut merge = self.table.merge_insert(&["id"]);
         merge
             .when_matched_update_all(None)
@@ -368,6 +386,7 @@ impl Ledger {
         }
         entries.sort_by_key(|e| e.seq);
         let batch = encode(&entries)?;
+        self.may_commit()?;
         let Some(version) = fragments::replace_all(&self.table, batch).await? else {
             return Ok(false);
         };

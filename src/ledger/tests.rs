@@ -207,3 +207,43 @@ async fn a_late_create_gives_back_the_rows_it_overwrote() {
     restore_overwritten_rows("ledger", &late).await.unwrap();
     assert_eq!(states(&winner).await, applied);
 }
+
+/// A holder stalled past its lease in the middle of a ledger write (its
+/// lease check passed before the stall) finds, when it resumes, the ledger
+/// moved on by the process that took over. Its write at its own head
+/// conflicts; it must not retry from the latest version (that would
+/// overwrite the new holder's `applied` row with its stale one), nor merge,
+/// nor append: every commit attempt checks the fence first.
+#[tokio::test]
+async fn a_stalled_holder_does_not_retry_its_write_over_the_new_holders() {
+    use crate::lance::fence::Fence;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, ledger) = ledger_in(&dir).await;
+    insert(&ledger, "m1", 0, LedgerStatus::Running).await;
+    let stale = ledger.held(Fence::lapsed());
+    // Its handle saw the ledger with `m1` running; the new holder then
+    // finished `m1`.
+    stale.entries().await.unwrap();
+    let other = Ledger::open_or_create(&db, "ledger").await.unwrap();
+    finish(&other, "m1", 0, LedgerStatus::Applied).await;
+
+    let mut late = entry("m1", 0, LedgerStatus::Running);
+    late.details
+        .insert("progress.done".to_owned(), "5".to_owned());
+    let refused = [
+        stale.record(&late).await,
+        stale.record_all(std::slice::from_ref(&late)).await,
+        stale.insert(&entry("m2", 1, LedgerStatus::Running)).await,
+    ];
+    for result in refused {
+        assert!(
+            matches!(result, Err(crate::Error::LeaseLost { .. })),
+            "{result:?}"
+        );
+    }
+    let fresh = Ledger::open_or_create(&db, "ledger").await.unwrap();
+    assert_eq!(
+        states(&fresh).await,
+        [("m1".to_owned(), LedgerStatus::Applied)]
+    );
+}

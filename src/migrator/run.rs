@@ -329,7 +329,7 @@ impl Migrator {
     /// Runs what is pending under `lease`, prunes backups and tidies the
     /// ledger, and releases the lease.
     pub(super) async fn run_held(&self, ledger: &Ledger, lease: Lease) -> Result<Report> {
-        let ledger = &ledger.held();
+        let ledger = &ledger.held(lease.fence());
         let report = self.run_pending(ledger, &lease).await;
         if let Ok(report) = &report {
             let mut touched: Vec<String> = report.applied().map(|m| m.table.clone()).collect();
