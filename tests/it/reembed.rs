@@ -1054,3 +1054,19 @@ async fn rows_appended_while_an_expression_is_embedded_are_embedded_too() {
     }
     assert_eq!(checked, 150, "120 rows before, 30 appended");
 }
+
+#[tokio::test]
+async fn a_reembed_from_an_expression_passes_conformance() {
+    let reembed = || {
+        ReEmbed::new(
+            "0002_reembed",
+            "docs",
+            Arc::new(TestEmbedding::new("model-16", 16)),
+        )
+        .source_expression("concat_ws(' ', title, text)")
+    };
+    testing::conformance(reembed, "id", async |db| {
+        titled(db, 3, 100).await;
+    })
+    .await;
+}
