@@ -2,7 +2,7 @@
 //! ledger migration; an existing table with the same schema is adopted.
 
 use arrow_array::RecordBatch;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use lancedb::index::Index;
 use std::collections::HashSet;
@@ -187,6 +187,15 @@ impl CreateTable {
     }
 }
 
+/// A declared column in the crate's stable encoding: its name, type and
+/// nullability.
+pub(crate) fn column_definition(field: &Field) -> Definition {
+    Definition::new("column")
+        .text("name", field.name())
+        .data_type("type", field.data_type())
+        .bool("nullable", field.is_nullable())
+}
+
 /// How `actual` differs from `declared`, in words: columns missing, extra,
 /// of another type or nullability (when `nullability` counts). Column
 /// order and metadata do not count.
@@ -239,12 +248,7 @@ impl Migration for CreateTable {
             .text("table", &self.table)
             .list(
                 "columns",
-                self.schema.fields().iter().map(|f| {
-                    Definition::new("column")
-                        .text("name", f.name())
-                        .data_type("type", f.data_type())
-                        .bool("nullable", f.is_nullable())
-                }),
+                self.schema.fields().iter().map(|f| column_definition(f)),
             )
             .list(
                 "indexes",

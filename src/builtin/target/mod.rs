@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use lancedb::table::ColumnAlteration;
 use tracing::info;
 
+use crate::builtin::create_table::column_definition;
 use crate::builtin::default_value::DefaultValue;
 use crate::error::{Error, Result};
 use crate::migration::{Definition, Migration, MigrationContext};
@@ -243,14 +244,10 @@ impl Migration for TargetSchema {
             .list(
                 "columns",
                 self.schema.fields().iter().map(|f| {
-                    Definition::new("column")
-                        .text("name", f.name())
-                        .data_type("type", f.data_type())
-                        .bool("nullable", f.is_nullable())
-                        .raw(
-                            "default",
-                            &DefaultValue::canonical(self.default_of(f.name())),
-                        )
+                    column_definition(f).raw(
+                        "default",
+                        &DefaultValue::canonical(self.default_of(f.name())),
+                    )
                 }),
             )
             .bool("allow_drops", self.allow_drops)

@@ -77,14 +77,7 @@ impl Backfill<'_> {
                 async move {
                     let batch = batch.await?;
                     let source = match &source_spec {
-                        Some(spec) => spec.values(&batch).map_err(|e| {
-                            let message = e.to_string();
-                            failure
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .get_or_insert(e);
-                            lance::Error::invalid_input(message)
-                        })?,
+                        Some(spec) => spec.values(&batch).map_err(|e| keep_first(&failure, e))?,
                         None => batch.column(0).clone(),
                     };
                     let live: Vec<Option<u32>> = (0..batch.num_rows())
@@ -102,14 +95,7 @@ impl Backfill<'_> {
                             message: format!("the task computing the column failed: {e}"),
                         })
                     });
-                    out.map_err(|e| {
-                        let message = e.to_string();
-                        failure
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert(e);
-                        lance::Error::invalid_input(message)
-                    })
+                    out.map_err(|e| keep_first(&failure, e))
                 }
             })
             .buffered(self.concurrency.max(1));
@@ -206,4 +192,15 @@ pub(super) fn take_failure(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take()
         .unwrap_or_else(|| read(e))
+}
+
+/// Keeps `e` as the fill's first failure (the error the fill returns, with
+/// its type) and gives Lance's stream its message.
+fn keep_first(failure: &Mutex<Option<Error>>, e: Error) -> lance::Error {
+    let message = e.to_string();
+    failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert(e);
+    lance::Error::invalid_input(message)
 }
