@@ -827,6 +827,37 @@ async fn verification_refuses_vectors_of_another_model() {
         .assert_same_columns(&before, &["id", "text", "vector"]);
 }
 
+/// Every row's `vector` must be the `dims`-d test embedding of
+/// `concat_ws(' ', title, text)`; returns each row's id and whether it has a
+/// title.
+async fn assert_embedded_from_title_and_text(table: &Table, dims: usize) -> Vec<(i64, bool)> {
+    let mut seen = Vec::new();
+    for batch in rows(table, &["id", "title", "text", "vector"]).await {
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let titles = batch.column(1).as_string::<i32>();
+        let texts = batch.column(2).as_string::<i32>();
+        let vectors = batch.column(3).as_fixed_size_list();
+        for i in 0..batch.num_rows() {
+            let input = match titles.is_valid(i) {
+                true => format!("{} {}", titles.value(i), texts.value(i)),
+                false => texts.value(i).to_owned(),
+            };
+            let got = vectors.value(i);
+            let got = got.as_primitive::<Float32Type>().values();
+            assert_eq!(
+                got,
+                &TestEmbedding::vector(&input, dims)[..],
+                "row {}",
+                ids.value(i)
+            );
+            seen.push((ids.value(i), titles.is_valid(i)));
+        }
+    }
+    seen
+}
+
 /// A table of `rows` documents with a `title` column besides `text`
 /// (every fifth row's title NULL), in `fragments` appends.
 async fn titled(db: &lancedb::Connection, fragments: i64, per_fragment: i64) -> Table {
@@ -867,32 +898,11 @@ async fn an_expression_over_several_text_columns_is_embedded() {
         "{plan}"
     );
     migrator.run().await.unwrap();
-    let mut seen = 0;
-    for batch in rows(&table, &["id", "title", "text", "vector"]).await {
-        let ids = batch
-            .column(0)
-            .as_primitive::<arrow_array::types::Int64Type>();
-        let titles = batch.column(1).as_string::<i32>();
-        let texts = batch.column(2).as_string::<i32>();
-        let vectors = batch.column(3).as_fixed_size_list();
-        for i in 0..batch.num_rows() {
-            let input = match titles.is_valid(i) {
-                true => format!("{} {}", titles.value(i), texts.value(i)),
-                false => texts.value(i).to_owned(),
-            };
-            assert_eq!(titles.is_valid(i), ids.value(i) % 5 != 0);
-            let got = vectors.value(i);
-            let got = got.as_primitive::<Float32Type>().values();
-            assert_eq!(
-                got,
-                &TestEmbedding::vector(&input, 768)[..],
-                "row {}",
-                ids.value(i)
-            );
-            seen += 1;
-        }
+    let rows = assert_embedded_from_title_and_text(&table, 768).await;
+    assert_eq!(rows.len(), 210);
+    for (id, titled) in rows {
+        assert_eq!(titled, id % 5 != 0, "row {id}");
     }
-    assert_eq!(seen, 210);
     assert!(migrator.run().await.unwrap().is_noop());
 }
 
@@ -1028,31 +1038,8 @@ async fn rows_appended_while_an_expression_is_embedded_are_embedded_too() {
     run.await.unwrap().unwrap();
 
     let table = tmp.db().open_table("docs").execute().await.unwrap();
-    let mut checked = 0;
-    for batch in rows(&table, &["id", "title", "text", "vector"]).await {
-        let ids = batch
-            .column(0)
-            .as_primitive::<arrow_array::types::Int64Type>();
-        let titles = batch.column(1).as_string::<i32>();
-        let texts = batch.column(2).as_string::<i32>();
-        let vectors = batch.column(3).as_fixed_size_list();
-        for i in 0..batch.num_rows() {
-            let input = match titles.is_valid(i) {
-                true => format!("{} {}", titles.value(i), texts.value(i)),
-                false => texts.value(i).to_owned(),
-            };
-            let got = vectors.value(i);
-            let got = got.as_primitive::<Float32Type>().values();
-            assert_eq!(
-                got,
-                &TestEmbedding::vector(&input, 16)[..],
-                "row {}",
-                ids.value(i)
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 150, "120 rows before, 30 appended");
+    let rows = assert_embedded_from_title_and_text(&table, 16).await;
+    assert_eq!(rows.len(), 150, "120 rows before, 30 appended");
 }
 
 #[tokio::test]
