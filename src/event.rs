@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::report::Phase;
@@ -14,6 +14,7 @@ use crate::report::Phase;
 /// counted from the first pass over the table, through the passes over
 /// rows appended meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct EmbeddingProgress {
     /// Texts embedded (only rows with text are sent).
@@ -31,6 +32,11 @@ pub struct EmbeddingProgress {
 
 /// Something that happened during a run.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "event", rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Event {
     /// A pending migration is about to run.
@@ -59,6 +65,10 @@ pub enum Event {
         /// The phase.
         phase: Phase,
         /// How long it took.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "duration_secs", serialize_with = "crate::serde_fmt::secs")
+        )]
         duration: Duration,
     },
     /// Rows processed so far in a long phase. Sent at most about once per
@@ -74,6 +84,10 @@ pub enum Event {
         rate: f64,
         /// Time left at that rate, when the total is known and rows are
         /// moving.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "eta_secs", serialize_with = "crate::serde_fmt::opt_secs")
+        )]
         eta: Option<Duration>,
         /// The embedder's throughput, for a phase that embeds text
         /// ([`ReEmbed`](crate::ReEmbed)); `None` for other work.
@@ -84,6 +98,10 @@ pub enum Event {
         /// Its id.
         migration: String,
         /// How long it took in all.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "duration_secs", serialize_with = "crate::serde_fmt::secs")
+        )]
         duration: Duration,
     },
     /// A migration was stopped on request ([`StopSignal`](crate::StopSignal))
@@ -94,6 +112,37 @@ pub enum Event {
         /// The phase it stopped in.
         phase: Phase,
     },
+    /// Another process holds the migration lease and this run waits for
+    /// it (sent once each time the run starts waiting on a holder).
+    LeaseWaiting {
+        /// The holder's name, as it gave it
+        /// ([`Migrator::lease_holder`](crate::Migrator::lease_holder)).
+        holder: Option<String>,
+        /// When it last renewed the lease, on its clock.
+        #[cfg_attr(
+            feature = "serde",
+            serde(serialize_with = "crate::serde_fmt::opt_time")
+        )]
+        last_heartbeat: Option<SystemTime>,
+    },
+    /// This process took the migration lease.
+    LeaseAcquired {
+        /// This process's name in the lease.
+        holder: String,
+    },
+    /// This process could no longer prove it held the lease (it was
+    /// stalled past the TTL, or could not renew it); it wrote nothing
+    /// more, and the run fails with [`Error::LeaseLost`].
+    LeaseLost {
+        /// This process's name in the lease.
+        holder: String,
+    },
+    /// This process released the migration lease: a process waiting for it
+    /// takes it at once.
+    LeaseReleased {
+        /// This process's name in the lease.
+        holder: String,
+    },
     /// A migration failed and was rolled back.
     MigrationFailed {
         /// Its id.
@@ -103,6 +152,7 @@ pub enum Event {
         /// Why it failed: the same error the run returns as the
         /// [`source`](std::error::Error::source) of
         /// [`Error::MigrationFailed`], its own sources chained on.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_fmt::error"))]
         error: Arc<Error>,
     },
 }
@@ -132,14 +182,22 @@ impl fmt::Debug for Observer {
 pub(crate) struct Events(Option<Observer>);
 
 impl Events {
-    pub(crate) fn new(observer: Option<Observer>) -> Self {
-        Self(observer)
-    }
-
     pub(crate) fn emit(&self, event: Event) {
         if let Some(observer) = &self.0 {
             observer.emit(&event);
         }
+    }
+
+    /// These events, each also passed to `then` after the observers
+    /// already set.
+    pub(crate) fn and_then(&self, then: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        let inner = self.0.clone();
+        Self(Some(Observer::new(move |event| {
+            if let Some(observer) = &inner {
+                observer.emit(event);
+            }
+            then(event);
+        })))
     }
 
     /// These events, each also passed to `tap` (first).

@@ -135,6 +135,7 @@ mod event;
 mod jitter;
 mod lance;
 mod ledger;
+mod lockfile;
 mod migration;
 mod migrator;
 
@@ -144,6 +145,8 @@ mod report;
 #[cfg(test)]
 #[path = "../tests/support/s3.rs"]
 mod s3_test_server;
+#[cfg(feature = "serde")]
+mod serde_fmt;
 mod stop;
 
 #[cfg(feature = "testing")]
@@ -163,6 +166,7 @@ pub use builtin::{
 pub use error::{BoxError, CopyProblem, EmbeddingProblem, Error, Result, ResultExt, Rollback};
 pub use event::{EmbeddingProgress, Event};
 pub use ledger::{LedgerEntry, LedgerStatus};
+pub use lockfile::{LockProblem, LockedMigration, Lockfile};
 pub use migration::{Definition, Migration, MigrationContext, SchemaChange};
 pub use migration::{MigrationPlan, TableInfo, Writes};
 pub use migrator::{

@@ -17,6 +17,7 @@ use crate::backup::Backup;
 /// stopped lists the migrations left as [`Outcome::Pending`], and
 /// [`holder`](Self::holder) says who is applying them.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Report {
     migrations: Vec<MigrationReport>,
     holder: Option<LeaseHolder>,
@@ -110,16 +111,25 @@ impl fmt::Display for Report {
 /// The process applying the migrations a run found pending, as the lease
 /// and the ledger show it.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct LeaseHolder {
     /// Its name ([`Migrator::lease_holder`](crate::Migrator::lease_holder));
     /// `None` when its name tag could not be read.
     pub name: Option<String>,
     /// When it last renewed the lease, on its clock.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_fmt::opt_time")
+    )]
     pub last_heartbeat: Option<SystemTime>,
     /// The migration the ledger shows `running`, if any.
     pub migration: Option<String>,
     /// When that migration started (its first attempt).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_fmt::opt_time")
+    )]
     pub since: Option<SystemTime>,
     /// Its last published progress (every few seconds while a long phase
     /// runs), if any.
@@ -130,6 +140,7 @@ pub struct LeaseHolder {
 /// ([`RunState::progress`](crate::RunState::progress)), or another's as it
 /// last published it in the ledger ([`LeaseHolder::progress`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PhaseProgress {
     /// Rows done.
@@ -139,6 +150,7 @@ pub struct PhaseProgress {
     /// Rows per second so far.
     pub rate: f64,
     /// When it was measured, on the clock of the process doing the work.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_fmt::time"))]
     pub at: SystemTime,
 }
 
@@ -172,6 +184,11 @@ impl fmt::Display for LeaseHolder {
 
 /// Whether a migration ran in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The migration ran and verified in this run.
@@ -189,15 +206,21 @@ pub enum Outcome {
 
 /// How long one phase of a migration took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PhaseTiming {
     /// The phase.
     pub phase: Phase,
     /// Its wall-clock duration.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "duration_secs", serialize_with = "crate::serde_fmt::secs")
+    )]
     pub duration: Duration,
 }
 
 /// What happened to one migration in a run.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct MigrationReport {
     /// The migration's id.
@@ -222,6 +245,10 @@ pub struct MigrationReport {
     /// Details the migration recorded (e.g. the model a re-embedding used).
     pub details: std::collections::BTreeMap<String, String>,
     /// Total duration of the migration (from the ledger when skipped).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "duration_secs", serialize_with = "crate::serde_fmt::secs")
+    )]
     pub duration: Duration,
     /// Whether the application must wait for it before serving
     /// ([`Migration::blocks_serving`](crate::Migration::blocks_serving)).
@@ -269,6 +296,11 @@ impl fmt::Display for MigrationReport {
 ///
 /// Errors and reports name the phase that failed or was timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Phase {
     /// Opening the table and checking the migration's input.

@@ -145,3 +145,18 @@ impl BackupCopy {
         &self.indexes
     }
 }
+
+/// `{"table", "version", "tag", "copy"}`: the copy as its URI (its storage
+/// options, which may hold credentials, are never written).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Backup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Backup", 4)?;
+        st.serialize_field("table", &self.table)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("tag", &self.tag)?;
+        st.serialize_field("copy", &self.copy.as_ref().map(BackupCopy::uri))?;
+        st.end()
+    }
+}

@@ -85,6 +85,64 @@ impl Error {
         }
     }
 
+    /// The variant's name in `snake_case` (`"table_not_found"`,
+    /// `"drift"`, `"migration_failed"`, ...): what the `serde` feature and
+    /// the command line's `--json` write as an error's `kind`. Stable: a
+    /// variant's kind does not change between releases.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lancedb_migrate::Error;
+    ///
+    /// let err = Error::TableNotFound { table: "docs".into() };
+    /// assert_eq!(err.kind(), "table_not_found");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TableNotFound { .. } => "table_not_found",
+            Self::ColumnNotFound { .. } => "column_not_found",
+            Self::ColumnExists { .. } => "column_exists",
+            Self::ColumnType { .. } => "column_type",
+            Self::SchemaMismatch { .. } => "schema_mismatch",
+            Self::Destructive { .. } => "destructive",
+            Self::LossyCast { .. } => "lossy_cast",
+            Self::Index { .. } => "index",
+            Self::IndexNotRecreatable { .. } => "index_not_recreatable",
+            Self::Embedding { .. } => "embedding",
+            Self::DefaultTypeMismatch { .. } => "default_type_mismatch",
+            Self::MissingDefault { .. } => "missing_default",
+            Self::InvalidMigration { .. } => "invalid_migration",
+            Self::InvalidConfig { .. } => "invalid_config",
+            Self::DuplicateId { .. } => "duplicate_id",
+            Self::Drift { .. } => "drift",
+            Self::MissingMigrations { .. } => "missing_migrations",
+            Self::OutOfOrder { .. } => "out_of_order",
+            Self::NewerMigrations { .. } => "newer_migrations",
+            Self::NewerFormat { .. } => "newer_format",
+            Self::Lockfile { .. } => "lockfile",
+            Self::InvalidLockfile { .. } => "invalid_lockfile",
+            Self::BackupCopy { .. } => "backup_copy",
+            Self::Refused { .. } => "refused",
+            Self::ChangedConcurrently { .. } => "changed_concurrently",
+            Self::Verification { .. } => "verification",
+            Self::Ledger { .. } => "ledger",
+            Self::LeaseTimeout { .. } => "lease_timeout",
+            Self::LeaseLost { .. } => "lease_lost",
+            Self::Stopped { .. } => "stopped",
+            Self::NotReady { .. } => "not_ready",
+            Self::UnsafeStore { .. } => "unsafe_store",
+            Self::Panicked { .. } => "panicked",
+            Self::Interrupted { .. } => "interrupted",
+            Self::MigrationFailed { .. } => "migration_failed",
+            Self::NotLocal { .. } => "not_local",
+            Self::Io { .. } => "io",
+            Self::LanceDb { .. } => "lancedb",
+            Self::Arrow { .. } => "arrow",
+            Self::Custom { .. } => "custom",
+        }
+    }
+
     /// The last error of the [`source`](std::error::Error::source) chain:
     /// where the failure started (e.g. the I/O error under a LanceDB
     /// error, or an embedding model's own error); the error itself when it

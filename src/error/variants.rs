@@ -282,6 +282,27 @@ pub enum Error {
         known: u32,
     },
 
+    /// The migration list diverges from the application's
+    /// [`Lockfile`](crate::Lockfile): a locked migration was edited,
+    /// deleted or moved, or one was inserted before locked ones. From
+    /// [`Migrator::relock`](crate::Migrator::relock) (and `migrate lock`).
+    /// Nothing was written.
+    #[error(
+        "the migration list diverges from the lockfile: {}",
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Lockfile {
+        /// Each difference.
+        problems: Vec<crate::lockfile::LockProblem>,
+    },
+
+    /// A lockfile could not be read ([`Lockfile::parse`](crate::Lockfile::parse)).
+    #[error("invalid migration lockfile: {reason}")]
+    InvalidLockfile {
+        /// Why.
+        reason: String,
+    },
+
     /// An independent backup copy could not be made or restored
     /// ([`BackupCopy`](crate::BackupCopy)). When making it fails, the
     /// migration does not start.

@@ -5,6 +5,11 @@ use std::time::{Duration, SystemTime};
 
 /// Where a migration stands according to the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum LedgerStatus {
     /// Started and not finished: either running now or interrupted by a crash.
@@ -48,6 +53,7 @@ impl std::fmt::Display for LedgerStatus {
 
 /// One row of the ledger: the last recorded state of one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct LedgerEntry {
     /// The migration's id.
@@ -70,8 +76,13 @@ pub struct LedgerEntry {
     /// was asked for ([`BackupCopy`](crate::BackupCopy)).
     pub backup_copy: Option<String>,
     /// When it started.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_fmt::time"))]
     pub started_at: SystemTime,
     /// When it finished or failed.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_fmt::opt_time")
+    )]
     pub finished_at: Option<SystemTime>,
     /// Rows in the table before it ran.
     pub rows_before: u64,

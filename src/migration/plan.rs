@@ -50,6 +50,11 @@ impl TableInfo {
 
 /// How much data a migration writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "kind", rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Writes {
     /// A metadata-only commit; no data files are written.
@@ -83,6 +88,7 @@ impl fmt::Display for Writes {
 /// What one pending migration will do, from
 /// [`Migration::plan`](crate::Migration::plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct MigrationPlan {
     /// One line saying what it does.

@@ -12,7 +12,7 @@ use tracing::{Instrument, info, info_span};
 
 use crate::error::{Error, Result, chain};
 use crate::event::Event;
-use crate::ledger::lease::{Acquired, Lease};
+use crate::ledger::lease::Acquired;
 use crate::ledger::{LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::report::{LeaseHolder, Phase, PhaseProgress, Report};
@@ -467,7 +467,7 @@ impl Migrator {
                 return Ok(pending::as_far_as_applied(&self.migrations, &entries));
             }
             let standby = self.lease.standby();
-            let acquired = Lease::acquire_within(ledger.table(), &self.lease, standby).await;
+            let acquired = self.acquire(&ledger, standby).await;
             match acquired {
                 Ok(Acquired::Held(lease)) => {
                     state.send_modify(|s| s.holder = None);

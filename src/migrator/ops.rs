@@ -276,7 +276,7 @@ impl Migrator {
         ledger: &Ledger,
         work: impl AsyncFnOnce(&Lease) -> Result<T>,
     ) -> Result<T> {
-        let lease = Lease::acquire(ledger.table(), &self.lease).await?;
+        let lease = self.acquire_waiting(ledger).await?;
         // An operator's command writes the ledger like a run: the ledger
         // must be of a format this build knows, and is recorded in its own.
         let result = async {
@@ -287,7 +287,7 @@ impl Migrator {
             work(&lease).await
         }
         .await;
-        lease.release().await;
+        self.release(lease).await;
         result
     }
 

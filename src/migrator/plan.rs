@@ -18,6 +18,11 @@ use crate::migrator::{Migrator, by_id};
 
 /// Where a migration stands, in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "state", rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum PlanState {
     /// Not applied: the next run applies it.
@@ -78,6 +83,7 @@ impl fmt::Display for PlanState {
 
 /// One migration in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PlanStep {
     /// The migration's id.
@@ -85,6 +91,7 @@ pub struct PlanStep {
     /// The table it migrates.
     pub table: String,
     /// Where it stands.
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub state: PlanState,
     /// What it will do, for migrations the next run applies.
     pub work: Option<MigrationPlan>,
@@ -94,6 +101,7 @@ pub struct PlanStep {
 /// of the migrator, in order, with its state and, for those the next run
 /// applies, the work it will do. Displays as a table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Plan {
     steps: Vec<PlanStep>,
     unlisted: Vec<String>,

@@ -7,9 +7,9 @@ use super::retention::prune_backups;
 use super::{drift, pending, retention::Retention};
 use crate::backup::BackupLocation;
 use crate::error::{Error, Result};
-use crate::event::{Event, Events, Observer};
+use crate::event::{Event, Events};
 use crate::lance::store::require_put_if_absent;
-use crate::ledger::lease::{Acquired, Lease, LeaseConfig};
+use crate::ledger::lease::{Acquired, Busy, Lease, LeaseConfig};
 use crate::ledger::{Ledger, LedgerEntry, LedgerStatus};
 use crate::migration::Migration;
 use crate::migrator::apply::Apply;
@@ -261,11 +261,16 @@ impl Migrator {
     }
 
     /// Calls `observer` with every [`Event`] of a run: migrations and phases
-    /// starting and finishing, and progress of long phases. Default: none.
+    /// starting and finishing, progress of long phases, and the lease
+    /// waited for, taken, lost and released. Default: none.
+    ///
+    /// Each call adds an observer: all of them get every event, in the
+    /// order they were added (an application's own observer and the
+    /// [`cli`](crate::cli)'s progress bar, say).
     ///
     /// The callback runs on the migrating task; keep it quick.
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.events = Events::new(Some(Observer::new(observer)));
+        self.events = self.events.and_then(observer);
         self
     }
 
@@ -341,8 +346,54 @@ impl Migrator {
         if lease.check().is_ok() && report.as_ref().is_ok_and(|r| r.stopped().is_none()) {
             ledger.tidy().await;
         }
-        lease.release().await;
+        self.release(lease).await;
         report
+    }
+
+    /// Takes the lease if it is free or becomes free within `wait`,
+    /// sending the lease events.
+    pub(super) async fn acquire(&self, ledger: &Ledger, wait: Duration) -> Result<Acquired> {
+        let waiting = |busy: &Busy| self.waiting(busy);
+        let acquired =
+            Lease::acquire_within_observed(ledger.table(), &self.lease, wait, &waiting).await?;
+        if let Acquired::Held(_) = &acquired {
+            self.acquired();
+        }
+        Ok(acquired)
+    }
+
+    /// Waits for the lease up to [`lease_wait`](Self::lease_wait) and takes
+    /// it, sending the lease events.
+    pub(super) async fn acquire_waiting(&self, ledger: &Ledger) -> Result<Lease> {
+        let waiting = |busy: &Busy| self.waiting(busy);
+        let lease = Lease::acquire_observed(ledger.table(), &self.lease, &waiting).await?;
+        self.acquired();
+        Ok(lease)
+    }
+
+    fn waiting(&self, busy: &Busy) {
+        self.events.emit(Event::LeaseWaiting {
+            holder: busy.holder.clone(),
+            last_heartbeat: busy.last_heartbeat,
+        });
+    }
+
+    fn acquired(&self) {
+        self.events.emit(Event::LeaseAcquired {
+            holder: self.lease.holder.clone(),
+        });
+    }
+
+    /// Releases `lease` (or leaves a lost one alone), sending
+    /// [`Event::LeaseReleased`] or [`Event::LeaseLost`].
+    pub(super) async fn release(&self, lease: Lease) {
+        let holder = self.lease.holder.clone();
+        let event = match lease.check() {
+            Ok(()) => Event::LeaseReleased { holder },
+            Err(_) => Event::LeaseLost { holder },
+        };
+        lease.release().await;
+        self.events.emit(event);
     }
 
     /// Opens the ledger. When it must be created, first checks (unless
@@ -506,9 +557,7 @@ impl Migrator {
         mut entries: HashMap<String, LedgerEntry>,
     ) -> Result<Taken> {
         if self.when_locked == WhenLocked::Wait {
-            return Ok(Taken::Held(
-                Lease::acquire(ledger.table(), &self.lease).await?,
-            ));
+            return Ok(Taken::Held(self.acquire_waiting(ledger).await?));
         }
         let started = Instant::now();
         loop {
@@ -519,7 +568,7 @@ impl Migrator {
             } else {
                 Duration::ZERO
             };
-            let busy = match Lease::acquire_within(ledger.table(), &self.lease, wait).await? {
+            let busy = match self.acquire(ledger, wait).await? {
                 Acquired::Held(lease) => return Ok(Taken::Held(lease)),
                 Acquired::Busy(busy) => busy,
             };

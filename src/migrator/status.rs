@@ -31,6 +31,18 @@ impl StatusTable {
     }
 }
 
+/// `{"entries": [LedgerEntry...], "unknown": [id...]}`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for StatusTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("StatusTable", 2)?;
+        st.serialize_field("entries", &self.entries)?;
+        st.serialize_field("unknown", &self.unknown().collect::<Vec<_>>())?;
+        st.end()
+    }
+}
+
 impl fmt::Display for StatusTable {
     // Long on purpose: one table's layout (widths, the optional copy column, one row per
     // migration) in one place.

@@ -85,3 +85,19 @@ impl fmt::Display for IndexSpec {
         f.write_str(")")
     }
 }
+
+/// `{"name", "column", "index_type", "distance_type", "parameters"}`: the
+/// index and distance types as LanceDB names them (`IVF_PQ`, `cosine`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for IndexSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("IndexSpec", 5)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("column", &self.column)?;
+        st.serialize_field("index_type", &self.index_type.to_string())?;
+        st.serialize_field("distance_type", &self.distance_type.map(|d| d.to_string()))?;
+        st.serialize_field("parameters", &self.parameters)?;
+        st.end()
+    }
+}

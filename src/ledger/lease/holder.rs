@@ -77,9 +77,20 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Waits until the lease is free and takes it.
+    #[cfg(test)]
     pub(crate) async fn acquire(ledger: &Table, config: &LeaseConfig) -> Result<Self> {
+        Self::acquire_observed(ledger, config, &|_| {}).await
+    }
+
+    /// [`acquire`](Self::acquire), calling `waiting` each time it starts
+    /// waiting on a holder.
+    pub(crate) async fn acquire_observed(
+        ledger: &Table,
+        config: &LeaseConfig,
+        waiting: &(dyn Fn(&Busy) + Send + Sync),
+    ) -> Result<Self> {
         let started = Instant::now();
-        match Self::acquire_within(ledger, config, config.wait).await? {
+        match Self::acquire_within_observed(ledger, config, config.wait, waiting).await? {
             Acquired::Held(lease) => Ok(lease),
             Acquired::Busy(busy) => Err(Error::LeaseTimeout {
                 holder: busy
@@ -92,10 +103,22 @@ impl Lease {
 
     /// Takes the lease if it is free or becomes free within `wait` (zero:
     /// one look); otherwise says who holds it.
+    #[cfg(test)]
     pub(crate) async fn acquire_within(
         ledger: &Table,
         config: &LeaseConfig,
         wait: Duration,
+    ) -> Result<Acquired> {
+        Self::acquire_within_observed(ledger, config, wait, &|_| {}).await
+    }
+
+    /// [`acquire_within`](Self::acquire_within), calling `waiting` each
+    /// time it starts waiting on a holder.
+    pub(crate) async fn acquire_within_observed(
+        ledger: &Table,
+        config: &LeaseConfig,
+        wait: Duration,
+        waiting: &(dyn Fn(&Busy) + Send + Sync),
     ) -> Result<Acquired> {
         if config.check_store {
             require_put_if_absent(ledger).await?;
@@ -122,12 +145,14 @@ impl Lease {
                 }
                 continue;
             }
+            let busy = Busy {
+                holder: state.holder.clone(),
+                last_heartbeat: state.updated,
+            };
             if started.elapsed() >= wait {
-                return Ok(Acquired::Busy(Busy {
-                    holder: state.holder,
-                    last_heartbeat: state.updated,
-                }));
+                return Ok(Acquired::Busy(busy));
             }
+            waiting(&busy);
             let deadline = started + wait;
             wait_for_release(ledger, config, &state, deadline).await;
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use futures::FutureExt;
 
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::backup::Backup;
 use crate::error::{Error, Result, chain, panic_message};
@@ -111,8 +111,10 @@ impl Apply<'_> {
             phase,
         });
         let start = Instant::now();
+        let span = info_span!("phase", phase = phase.as_str(), migration = self.id());
         let out = AssertUnwindSafe(work)
             .catch_unwind()
+            .instrument(span)
             .await
             .unwrap_or_else(|payload| {
                 Err(Error::Panicked {

@@ -77,7 +77,8 @@ impl<'a> Apply<'a> {
         let span = info_span!(
             "migration",
             id = self.migration.id(),
-            table = self.migration.table()
+            table = self.migration.table(),
+            rows = tracing::field::Empty,
         );
         async {
             let started = Instant::now();
@@ -96,6 +97,7 @@ impl<'a> Apply<'a> {
                     return Err(self.failed(phase, Rollback::NotNeeded, error, report));
                 }
             };
+            tracing::Span::current().record("rows", ctx.rows_before());
             let entry = self.running_entry(&ctx);
             let first = match previous {
                 None => self.write(|l| l.insert(&entry)).await,
