@@ -128,6 +128,8 @@
 
 mod backup;
 mod builtin;
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub mod embeddings;
 mod error;

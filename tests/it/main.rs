@@ -3,6 +3,7 @@
 mod add_columns;
 mod backup_copy;
 mod bad_input;
+mod cli;
 mod concurrency;
 mod custom;
 mod declare;

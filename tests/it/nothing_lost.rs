@@ -257,7 +257,20 @@ fn migrator(db: Connection, scenario: &str) -> Migrator {
         // A process that takes over finishes the migration itself.
         .when_locked(WhenLocked::Wait)
         // In a child: stops where the test asked (see `support::Pause`).
-        .on_event(pause_observer());
+        .on_event(pause_observer())
+        // The lease events, as JSON lines on standard error, for the
+        // tests to read from the child's output.
+        .on_event(|event| {
+            if matches!(
+                event,
+                lancedb_migrate::Event::LeaseWaiting { .. }
+                    | lancedb_migrate::Event::LeaseAcquired { .. }
+                    | lancedb_migrate::Event::LeaseLost { .. }
+                    | lancedb_migrate::Event::LeaseReleased { .. }
+            ) {
+                eprintln!("lease event: {}", serde_json::to_string(event).unwrap());
+            }
+        });
     match scenario {
         "add_columns" => m.add(add_columns()),
         "declared" => m.add(declared()),
@@ -838,6 +851,18 @@ async fn a_stalled_holder_writes_nothing_after_a_takeover_on_s3() {
 
 type StallCase = (&'static str, &'static str, usize, usize, u64);
 
+/// The lease events a child printed (`lease event: {json}` lines), by name.
+fn lease_events(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("lease event: "))
+        .map(|json| {
+            let event: serde_json::Value = serde_json::from_str(json).unwrap();
+            event["event"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 async fn stalled_holders(place: &Place, cases: &[StallCase]) {
     for (trial, &(scenario, point, rows, fragments, every)) in cases.iter().enumerate() {
         let mut busy = Busy::on(place, rows, fragments, every).await;
@@ -855,10 +880,19 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
         tokio::time::sleep(lease_ttl(&db) * 2).await;
         let second = busy.migrate(scenario);
         let out = second.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "{what}: the process that took over failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{what}: the process that took over failed: {stderr}"
+        );
+        let events = lease_events(&stderr);
+        assert_eq!(
+            (
+                events.first().map(String::as_str),
+                events.last().map(String::as_str)
+            ),
+            (Some("lease_acquired"), Some("lease_released")),
+            "{what}: the lease events of the process that took over: {events:?}"
         );
         let after_takeover = ledger_states(&db, scenario).await;
         assert!(
@@ -886,6 +920,11 @@ async fn stalled_holders(place: &Place, cases: &[StallCase]) {
         assert!(
             !out.status.success() && stderr.contains("lease"),
             "{what}: the stalled holder should stop on its lost lease: {stderr}"
+        );
+        assert_eq!(
+            lease_events(&stderr),
+            ["lease_acquired", "lease_lost"],
+            "{what}: the stalled holder reports its lease lost: {stderr}"
         );
         busy.wait_for_acks(busy.acked().len() + 2);
         let acked = busy.stop_app();

@@ -369,7 +369,7 @@ fn logged_reembed(model: crate::support::Hooked) -> ReEmbed {
 }
 
 /// `inner`, appending the number of texts of each call to `log`.
-fn logging(inner: TestEmbedding, log: std::path::PathBuf) -> crate::support::Hooked {
+pub(crate) fn logging(inner: TestEmbedding, log: std::path::PathBuf) -> crate::support::Hooked {
     use lancedb::embeddings::EmbeddingFunction as _;
     crate::support::Hooked::new(inner, move |source, inner| {
         use std::io::Write;
@@ -387,7 +387,7 @@ fn logging(inner: TestEmbedding, log: std::path::PathBuf) -> crate::support::Hoo
     })
 }
 
-fn logged_rows(path: &std::path::Path) -> u64 {
+pub(crate) fn logged_rows(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .split_inclusive('\n')

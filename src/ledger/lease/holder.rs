@@ -102,18 +102,8 @@ impl Lease {
     }
 
     /// Takes the lease if it is free or becomes free within `wait` (zero:
-    /// one look); otherwise says who holds it.
-    #[cfg(test)]
-    pub(crate) async fn acquire_within(
-        ledger: &Table,
-        config: &LeaseConfig,
-        wait: Duration,
-    ) -> Result<Acquired> {
-        Self::acquire_within_observed(ledger, config, wait, &|_| {}).await
-    }
-
-    /// [`acquire_within`](Self::acquire_within), calling `waiting` each
-    /// time it starts waiting on a holder.
+    /// one look), calling `waiting` each time it starts waiting on a
+    /// holder; otherwise says who holds it.
     pub(crate) async fn acquire_within_observed(
         ledger: &Table,
         config: &LeaseConfig,

@@ -111,10 +111,10 @@ impl Apply<'_> {
             phase,
         });
         let start = Instant::now();
-        let span = info_span!("phase", phase = phase.as_str(), migration = self.id());
+        let span = info_span!("phase", phase = phase.as_str());
         let out = AssertUnwindSafe(work)
             .catch_unwind()
-            .instrument(span)
+            .instrument(span.clone())
             .await
             .unwrap_or_else(|payload| {
                 Err(Error::Panicked {
@@ -123,7 +123,7 @@ impl Apply<'_> {
             })
             .map_err(during(phase))?;
         let duration = start.elapsed();
-        info!(migration = self.id(), %phase, ?duration, "phase finished");
+        span.in_scope(|| info!(migration = self.id(), %phase, ?duration, "phase finished"));
         self.phases.push(PhaseTiming { phase, duration });
         self.emit(Event::PhaseFinished {
             migration: self.id().to_owned(),

@@ -97,7 +97,6 @@ impl<'a> Apply<'a> {
                     return Err(self.failed(phase, Rollback::NotNeeded, error, report));
                 }
             };
-            tracing::Span::current().record("rows", ctx.rows_before());
             let entry = self.running_entry(&ctx);
             let first = match previous {
                 None => self.write(|l| l.insert(&entry)).await,

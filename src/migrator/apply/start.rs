@@ -84,6 +84,11 @@ impl Apply<'_> {
         };
         let (mut ctx, created) = self.phase(Phase::Prepare, open).await?;
         self.created = created;
+        // The migration's span (the caller's) names its rows from here on
+        // (once: a span's field recorded twice shows twice).
+        let rows = |ctx: &MigrationContext| {
+            tracing::Span::current().record("rows", ctx.rows_before());
+        };
         let interrupted = previous.filter(|e| e.status == LedgerStatus::Running);
         if let Some(entry) = interrupted
             && let Some(tag) = entry.backup_tag.clone()
@@ -92,6 +97,7 @@ impl Apply<'_> {
             self.resume(&mut ctx, entry, tag)
                 .await
                 .map_err(during(Phase::Prepare))?;
+            rows(&ctx);
             return Ok(ctx);
         }
         if let Some(interrupted) = interrupted {
@@ -102,6 +108,7 @@ impl Apply<'_> {
         }
         // Bad input is refused here, before anything is written.
         self.expected(&ctx).await.map_err(during(Phase::Prepare))?;
+        rows(&ctx);
         let copy_to = self.copy_to;
         let backup = async {
             let backup = m.backup(&ctx).await?;
