@@ -49,12 +49,14 @@ pub(super) async fn execute(cli: &Cli, args: Args, out: &mut (dyn Write + Send))
     let (exit, printed) = match run(cli, args).await {
         Ok(done) => {
             let printed = if json {
-                let mut value = done.json;
-                if let Value::Object(map) = &mut value {
-                    map.insert("command".into(), name.into());
-                    map.insert("exit".into(), done.exit.as_str().into());
+                // `command` and `exit` first, then the result.
+                let mut value = serde_json::Map::new();
+                value.insert("command".into(), name.into());
+                value.insert("exit".into(), done.exit.as_str().into());
+                if let Value::Object(result) = done.json {
+                    value.extend(result);
                 }
-                writeln!(out, "{value:#}")
+                writeln!(out, "{:#}", Value::Object(value))
             } else {
                 write!(out, "{}", done.text)
             };

@@ -739,6 +739,36 @@ async fn ctrl_c_in_a_terminal_stops_a_reembed_and_the_next_up_continues_it() {
     assert_eq!(assert_reembedded(&table, 32).await as u64, ROWS);
     let (code, _, _) = run_app(&["--db", &uri, "status"], &log);
     assert_eq!(code, 0);
+
+    // Without a terminal and without `--json`: plain lines.
+    let (code, _, _) = run_app(&["--db", &uri, "rollback", "0002_reembed"], &log);
+    assert_eq!(code, 0);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(APP)
+        .envs(app_env(&["--db", &uri, "up"], &log, 0))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("0002_reembed on `documents`: applied"),
+        "{stdout}"
+    );
+    for line in [
+        "0002_reembed on `documents`",
+        "  transform: 3000/3000 rows (100%)",
+        "0002_reembed applied in",
+    ] {
+        assert!(stderr.contains(line), "no `{line}` in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "no terminal codes: {stderr:?}"
+    );
 }
 
 // ------------------------------------------------------------ observability
