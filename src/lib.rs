@@ -115,6 +115,13 @@
 //!   always there.
 //! - `serde_arrow`: [`TargetSchema::from_row`], a table's target schema
 //!   traced from a serde row type, with its `Default` for new columns.
+//! - `cli`: [`cli::Cli`], the operator's commands (`status`, `plan`, `up`,
+//!   `rollback`, `repair`, `baseline`, `validate`, `lock`, `history`) for
+//!   an application's own binary, with `--json`, exit codes and a progress
+//!   bar. Implies `serde`.
+//! - `serde`: `serde::Serialize` on what a run reports ([`Report`],
+//!   [`Plan`], [`StatusTable`], [`LedgerEntry`], [`Event`], [`Lockfile`],
+//!   ...), with stable field names.
 //! - `aws`, `gcs`, `azure`: tables on S3 (and S3-compatible stores),
 //!   Google Cloud Storage and Azure Blob Storage, through LanceDB's
 //!   features of the same names. The connection's storage options reach
