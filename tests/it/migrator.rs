@@ -287,17 +287,21 @@ async fn events_trace_the_run() {
             Phase::Verify
         ]
     );
+    // The first run takes the lease, migrates, releases it; the second
+    // finds everything applied and takes no lease.
+    assert!(matches!(events.first(), Some(Event::LeaseAcquired { .. })));
     assert!(
-        matches!(events.first(), Some(Event::MigrationStarted { migration, .. }) if migration == "0001_category")
+        matches!(&events[1], Event::MigrationStarted { migration, .. } if migration == "0001_category")
     );
+    let applied = events
+        .iter()
+        .position(|e| matches!(e, Event::MigrationApplied { .. }))
+        .unwrap();
+    assert!(matches!(events[applied + 1], Event::LeaseReleased { .. }));
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::MigrationApplied { .. }))
-    );
-    assert!(
-        matches!(events.last(), Some(Event::MigrationSkipped { .. })),
-        "second run skips"
+        matches!(events[applied + 2..], [Event::MigrationSkipped { .. }]),
+        "second run skips, with no lease: {:?}",
+        &events[applied + 2..]
     );
 }
 
