@@ -19,7 +19,7 @@ const FORMAT: u32 = 1;
 /// checksum, in order.
 ///
 /// An application writes it once per new migration (`migrate lock` with
-/// the [`cli`](crate::cli) feature, or [`Migrator::relock`]) and commits
+/// the `cli` feature, or [`Migrator::relock`]) and commits
 /// it. Its CI then checks the compiled list against it
 /// ([`Migrator::check_lockfile`], `migrate validate`) without a database:
 /// a migration edited, deleted or inserted before others since it was

@@ -266,7 +266,7 @@ impl Migrator {
     ///
     /// Each call adds an observer: all of them get every event, in the
     /// order they were added (an application's own observer and the
-    /// [`cli`](crate::cli)'s progress bar, say).
+    /// command line's progress bar, say).
     ///
     /// The callback runs on the migrating task; keep it quick.
     pub fn on_event(mut self, observer: impl Fn(&Event) + Send + Sync + 'static) -> Self {
