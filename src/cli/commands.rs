@@ -304,10 +304,15 @@ async fn plan(migrator: &Migrator) -> Result<Done, Failed> {
     } else {
         Exit::Done
     };
+    let mut json = to_json(&plan);
+    if let Value::Object(map) = &mut json {
+        let pending: Vec<&str> = plan.pending().map(|s| s.id.as_str()).collect();
+        map.insert("pending".into(), to_json(&pending));
+    }
     Ok(Done {
         exit,
         text: plan.to_string(),
-        json: to_json(&plan),
+        json,
     })
 }
 

@@ -78,6 +78,12 @@
 //! ```
 //!
 //! In the application's CI, with no database: `app migrate validate`.
+//!
+//! An application whose own command line is clap's forwards the words
+//! after its `migrate` subcommand, the subcommand's name first:
+//! `#[arg(trailing_var_arg = true, allow_hyphen_values = true)] args:
+//! Vec<String>`, then `Cli::new(migrations).name("app
+//! migrate").run_from(std::iter::once("app migrate".to_owned()).chain(args))`.
 
 mod args;
 mod commands;

@@ -29,6 +29,8 @@ const ARGS_ENV: &str = "LANCEDB_MIGRATE_CLI_ARGS";
 const LOG_ENV: &str = "LANCEDB_MIGRATE_CLI_LOG";
 /// The child's embedder's delay per call, in milliseconds.
 const DELAY_ENV: &str = "LANCEDB_MIGRATE_CLI_DELAY_MS";
+/// Set to 1 to make the child log through `tracing` to standard error.
+const TRACE_ENV: &str = "LANCEDB_MIGRATE_CLI_TRACE";
 /// Set to 1 (as `.ci/run` does) to fail instead of skipping without tmux.
 const REQUIRE_TMUX_ENV: &str = "LANCEDB_MIGRATE_REQUIRE_TMUX";
 
@@ -147,6 +149,10 @@ async fn every_command_prints_json_and_exits_by_its_outcome() {
     );
     let steps = plan["steps"].as_array().unwrap();
     assert_eq!(ids(&plan["steps"]), ["0001_defaults", "0002_reembed"]);
+    assert_eq!(
+        plan["pending"],
+        serde_json::json!(["0001_defaults", "0002_reembed"])
+    );
     assert!(steps.iter().all(|s| s["state"] == "pending"), "{plan:#}");
     assert_eq!(steps[0]["work"]["writes"]["kind"], "columns");
     assert_eq!(steps[0]["work"]["writes"]["rows"], 600);
@@ -464,6 +470,13 @@ async fn app() {
     let Ok(args) = std::env::var(ARGS_ENV) else {
         return;
     };
+    if std::env::var_os(TRACE_ENV).is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+    }
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
     let log = PathBuf::from(std::env::var(LOG_ENV).unwrap());
     let delay = Duration::from_millis(std::env::var(DELAY_ENV).unwrap().parse().unwrap());
@@ -773,52 +786,43 @@ async fn ctrl_c_in_a_terminal_stops_a_reembed_and_the_next_up_continues_it() {
 
 // ------------------------------------------------------------ observability
 
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every log line of a migration is in its span, which names it, its
-/// table and its rows, and a phase's lines in the phase's span.
-#[tokio::test]
+/// table and its rows, and a phase's lines in the phase's span. (In a
+/// child process with a global subscriber: a thread's own subscriber in a
+/// test binary running many tests misses events whose callsites another
+/// thread registered first.)
+#[tokio::test(flavor = "multi_thread")]
 async fn logs_carry_the_migration_and_its_phase() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let db = testing::memory_db().await.unwrap();
-    testing::documents_table(&db, TABLE, 600, 8).await.unwrap();
-    let report = Migrator::new(db)
-        .add(defaults("general"))
-        .run()
-        .await
+    let (dir, uri) = database().await;
+    let log = dir.path().join("embedded.log");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(APP)
+        .envs(app_env(
+            &["--db", &uri, "--progress", "none", "up"],
+            &log,
+            0,
+        ))
+        .env(TRACE_ENV, "1")
+        .stdin(Stdio::null())
+        .output()
         .unwrap();
-    assert_eq!(report.applied().count(), 1);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for phase in ["backup", "transform", "rebuild", "verify"] {
-        let line = logs
-            .lines()
-            .find(|l| {
-                l.contains("phase finished") && l.contains(&format!("phase{{phase=\"{phase}\"}}"))
-            })
-            .unwrap_or_else(|| panic!("no `phase finished` line in the {phase} span:\n{logs}"));
-        assert!(
-            line.contains("migration{id=\"0001_defaults\" table=\"documents\" rows=600}"),
-            "{line}"
-        );
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{logs}");
+    for (id, rows) in [("0001_defaults", 600), ("0002_reembed", 600)] {
+        for phase in ["backup", "transform", "rebuild", "verify"] {
+            let span = format!("phase{{phase=\"{phase}\"}}");
+            let line = logs
+                .lines()
+                .find(|l| l.contains("phase finished") && l.contains(&span) && l.contains(id))
+                .unwrap_or_else(|| {
+                    panic!("no `phase finished` line of {id} in the {phase} span:\n{logs}")
+                });
+            assert!(
+                line.contains(&format!(
+                    "migration{{id=\"{id}\" table=\"documents\" rows={rows}}}"
+                )),
+                "{line}"
+            );
+        }
     }
 }
