@@ -130,6 +130,17 @@ async fn database() -> (tempfile::TempDir, String) {
     (dir, uri)
 }
 
+/// Every row's `category` is `value`.
+async fn assert_categories(table: &lancedb::Table, value: &str) {
+    for batch in rows(table, &["category"]).await {
+        let categories = batch.column(0).as_string::<i32>();
+        assert!(
+            categories.iter().all(|c| c == Some(value)),
+            "{categories:?}"
+        );
+    }
+}
+
 /// Each command's JSON says what the database shows, and its exit code
 /// says how it ended: pending, applied, nothing to do, drift, failure.
 #[tokio::test]
@@ -193,15 +204,7 @@ async fn every_command_prints_json_and_exits_by_its_outcome() {
     let conn = lancedb::connect(&uri).execute().await.unwrap();
     let table = conn.open_table(TABLE).execute().await.unwrap();
     assert_eq!(assert_reembedded(&table, 32).await, 600);
-    for batch in rows(&table, &["category"]).await {
-        assert!(
-            batch
-                .column(0)
-                .as_string::<i32>()
-                .iter()
-                .all(|c| c == Some("general"))
-        );
-    }
+    assert_categories(&table, "general").await;
 
     // The ledger as JSON: the checksums are the lockfile's.
     let (exit, status) = cli(List::Base, &lock, &with(&["status"])).await;
@@ -261,15 +264,7 @@ async fn every_command_prints_json_and_exits_by_its_outcome() {
             .contains("0001_defaults")
     );
     // ... and nothing was written.
-    for batch in rows(&table, &["category"]).await {
-        assert!(
-            batch
-                .column(0)
-                .as_string::<i32>()
-                .iter()
-                .all(|c| c == Some("general"))
-        );
-    }
+    assert_categories(&table, "general").await;
 
     // Rolled back: the vectors are the 8-d ones again, and it is pending.
     let (exit, rolled) = cli(List::Base, &lock, &with(&["rollback", "0002_reembed"])).await;
