@@ -821,3 +821,93 @@ async fn logs_carry_the_migration_and_its_phase() {
         }
     }
 }
+
+/// A run that finds the lease held says whom it waits for, then takes the
+/// lease once the holder releases it; the holder's own events bracket its
+/// work with the lease taken and released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_run_says_whom_it_waits_for() {
+    use lancedb::embeddings::EmbeddingFunction as _;
+    use lancedb_migrate::testing::EventLog;
+    use lancedb_migrate::{Event, WhenLocked};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (_dir, uri) = database().await;
+    let db = lancedb::connect(&uri).execute().await.unwrap();
+    // The holder's embedder holds on until the other run waits for the
+    // lease: on any machine, the wait happens while the lease is held.
+    let waiting = Arc::new(AtomicBool::new(false));
+    let seen = waiting.clone();
+    let model =
+        crate::support::Hooked::new(TestEmbedding::new("test-32", 32), move |texts, inner| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !seen.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            inner.compute_source_embeddings(texts)
+        });
+    let holder_log = EventLog::default();
+    let holder = Migrator::new(db.clone())
+        .lease_holder("replica-a")
+        .add(defaults("general"))
+        .add(reembed(Arc::new(model)))
+        .on_event(holder_log.observer());
+    let first = tokio::spawn(async move { holder.run().await });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !holder_log
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::LeaseAcquired { .. }))
+    {
+        assert!(Instant::now() < deadline, "the holder never took the lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let waiter_log = EventLog::default();
+    let report = migrations(List::Base)(Migrator::new(db.clone()))
+        .lease_holder("replica-b")
+        .when_locked(WhenLocked::Wait)
+        .on_event(waiter_log.observer())
+        .on_event(move |e| {
+            if matches!(e, Event::LeaseWaiting { .. }) {
+                waiting.store(true, Ordering::SeqCst);
+            }
+        })
+        .run()
+        .await
+        .unwrap();
+    let applied = first.await.unwrap().unwrap();
+    assert_eq!(applied.applied().count(), 2);
+    assert_eq!(report.skipped().count(), 2, "the holder applied both");
+
+    let lease = |log: &EventLog| -> Vec<(String, Option<String>)> {
+        log.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::LeaseWaiting { holder, .. } => Some(("waiting".into(), holder.clone())),
+                Event::LeaseAcquired { holder } => Some(("acquired".into(), Some(holder.clone()))),
+                Event::LeaseReleased { holder } => Some(("released".into(), Some(holder.clone()))),
+                Event::LeaseLost { holder } => Some(("lost".into(), Some(holder.clone()))),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut waiter = lease(&waiter_log);
+    waiter.dedup();
+    let name = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        waiter,
+        [
+            ("waiting".to_owned(), name("replica-a")),
+            ("acquired".to_owned(), name("replica-b")),
+            ("released".to_owned(), name("replica-b")),
+        ]
+    );
+    assert_eq!(
+        lease(&holder_log),
+        [
+            ("acquired".to_owned(), name("replica-a")),
+            ("released".to_owned(), name("replica-a")),
+        ]
+    );
+}
