@@ -255,20 +255,24 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let json = args.iter().skip(1).any(|a| a == "--json");
         let command = args::Args::command().bin_name(self.name.clone());
         let parsed = command
             .try_get_matches_from(args)
             .and_then(|matches| args::Args::from_arg_matches(&matches));
         let parsed = match parsed {
             Ok(parsed) => parsed,
-            Err(e) => return clap_exit(&e),
+            Err(e) => return clap_exit(&e, json.then_some(out)),
         };
         commands::execute(&self, parsed, out).await
     }
 }
 
-/// Prints clap's help, version or usage error and says how to exit.
-fn clap_exit(e: &clap::Error) -> Exit {
+/// Prints clap's help, version or usage error and says how to exit; with
+/// `--json` (`json` is then the output), a usage error is also a JSON
+/// document there, as every other error.
+fn clap_exit(e: &clap::Error, json: Option<&mut (dyn Write + Send)>) -> Exit {
     use clap::error::ErrorKind;
     let text = e.render().to_string();
     match e.kind() {
@@ -278,6 +282,19 @@ fn clap_exit(e: &clap::Error) -> Exit {
         }
         _ => {
             eprint!("{text}");
+            if let Some(out) = json {
+                let message = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                let value = serde_json::json!({
+                    "command": null,
+                    "exit": Exit::Usage.as_str(),
+                    "error": {"kind": "usage", "message": message},
+                });
+                let _ = writeln!(out, "{value:#}").and_then(|()| out.flush());
+            }
             Exit::Usage
         }
     }

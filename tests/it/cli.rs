@@ -293,7 +293,24 @@ async fn every_command_prints_json_and_exits_by_its_outcome() {
     assert_eq!(exit, Exit::Usage, "{bad:#}");
     assert_eq!(bad["error"]["kind"], "invalid_config");
     let (exit, out) = cli(List::Base, &lock, &with(&["frobnicate"])).await;
-    assert_eq!((exit, out), (Exit::Usage, Value::Null));
+    assert_eq!(exit, Exit::Usage, "{out:#}");
+    assert_eq!(
+        (&out["exit"], &out["error"]["kind"]),
+        (&Value::from("usage"), &Value::from("usage"))
+    );
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("frobnicate"),
+        "{out:#}"
+    );
+    let (exit, out) = cli(List::Base, &lock, &["--db", &uri, "frobnicate"]).await;
+    assert_eq!(
+        (exit, out),
+        (Exit::Usage, Value::Null),
+        "without --json, clap's text alone"
+    );
     if std::env::var_os("LANCEDB_URI").is_none() {
         let (exit, no_db) = cli(List::Base, &lock, &["status", "--json"]).await;
         assert_eq!(exit, Exit::Usage, "{no_db:#}");
@@ -910,4 +927,59 @@ async fn a_waiting_run_says_whom_it_waits_for() {
             ("released".to_owned(), name("replica-a")),
         ]
     );
+}
+
+/// The database's storage options reach the store from the flags and from
+/// the environment: the same commands on the S3 server.
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_options_come_from_flags_or_the_environment() {
+    let Some(s3) = crate::s3::S3::from_env("storage_options_come_from_flags_or_the_environment")
+    else {
+        return;
+    };
+    let (bucket, db) = s3.fresh_db("cli").await;
+    testing::documents_table(&db, TABLE, 600, 8).await.unwrap();
+    let uri = format!("s3://{bucket}/db");
+    let options: Vec<String> = s3
+        .storage_options()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("migrations.lock");
+
+    let mut args = vec!["--db", uri.as_str(), "--json", "--progress", "none"];
+    for option in &options {
+        args.extend(["--storage-option", option.as_str()]);
+    }
+    args.push("up");
+    let (exit, up) = cli(List::Base, &lock, &args).await;
+    assert_eq!(exit, Exit::Done, "{up:#}");
+    let table = db.open_table(TABLE).execute().await.unwrap();
+    assert_eq!(assert_reembedded(&table, 32).await, 600);
+
+    // The environment's form, in a process of its own.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(APP)
+        .envs(app_env(&["--json", "status"], &dir.path().join("log"), 0))
+        .env("LANCEDB_URI", &uri)
+        .env("LANCEDB_STORAGE_OPTIONS", options.join(","))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
+    let states: Vec<&str> = status["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["applied", "applied"]);
 }
