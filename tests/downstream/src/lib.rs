@@ -4,12 +4,30 @@
 //! repository's test command (`scripts/cargo test --workspace`), so that
 //! what a downstream crate needs (the `async_trait` re-export, `?` on
 //! LanceDB errors, `testing::conformance`) keeps working.
+//!
+//! `migrations.lock` beside this crate's manifest locks [`migrations`]: the
+//! unit test `migrations_match_the_lockfile` is the application's CI check
+//! of an edited, deleted, moved or inserted migration (written by `migrate
+//! lock`, or from [`Migrator::lockfile`]).
 
 use arrow_schema::DataType;
 use lancedb_migrate::{
-    AddColumns, DefaultValue, Definition, Migration, MigrationContext, NewColumn, Result,
+    AddColumns, DefaultValue, Definition, Migration, MigrationContext, Migrator, NewColumn, Result,
     ResultExt, SchemaChange, async_trait,
 };
+
+/// The application's migrations, oldest first: the one list that its
+/// start-up (`migrations(Migrator::new(db)).run()`) and its `migrate`
+/// command (`cli::Cli::new(migrations)`) both run, and that
+/// `migrations.lock` locks.
+pub fn migrations(migrator: Migrator) -> Migrator {
+    migrator
+        .add(LowercaseCategory)
+        .add(TextLength {
+            column: "text".to_owned(),
+        })
+        .add(created_at())
+}
 
 /// Lower-cases `category` in place: a migration that changes existing data.
 #[derive(Debug)]
@@ -118,7 +136,7 @@ mod tests {
     use arrow_array::{Array, RecordBatch};
     use lancedb::table::NewColumnTransform;
     use lancedb_migrate::testing::{self, Snapshot};
-    use lancedb_migrate::{Error, Migrator};
+    use lancedb_migrate::{Error, LockProblem, Lockfile};
 
     use super::*;
 
@@ -237,18 +255,72 @@ mod tests {
         testing::conformance(created_at, "id", async |db| documents(db).await).await;
     }
 
+    /// The list is the one `migrations.lock` (committed, written by
+    /// `migrate lock`) locks: the application's CI catches an edited,
+    /// deleted, moved or inserted migration here, before a replica meets
+    /// it as drift.
+    #[tokio::test]
+    async fn migrations_match_the_lockfile() {
+        let db = testing::memory_db().await.unwrap();
+        let locked = Lockfile::parse(include_str!("../migrations.lock")).unwrap();
+        let problems = migrations(Migrator::new(db))
+            .check_lockfile(&locked)
+            .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            locked.migrations().len(),
+            3,
+            "every migration of the list is locked"
+        );
+    }
+
+    /// What that test reports when the list changes under the lockfile.
+    #[tokio::test]
+    async fn an_edited_or_reordered_list_fails_the_lockfile_check() {
+        let db = testing::memory_db().await.unwrap();
+        let locked = Lockfile::parse(include_str!("../migrations.lock")).unwrap();
+        let edited = Migrator::new(db.clone())
+            .add(LowercaseCategory)
+            .add(TextLength {
+                column: "title".to_owned(),
+            })
+            .add(created_at());
+        let problems = edited.check_lockfile(&locked).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            matches!(&problems[0], LockProblem::Edited { id, .. } if id == "0003_text_length"),
+            "{problems:?}"
+        );
+        let moved = Migrator::new(db.clone())
+            .add(created_at())
+            .add(LowercaseCategory)
+            .add(TextLength {
+                column: "text".to_owned(),
+            });
+        let problems = moved.check_lockfile(&locked).unwrap();
+        assert!(
+            !problems.is_empty() && problems.iter().all(LockProblem::is_divergence),
+            "{problems:?}"
+        );
+        // A new migration at the end is not locked yet: not a divergence,
+        // and `relock` appends it.
+        let grown = migrations(Migrator::new(db.clone())).add(
+            AddColumns::new("0005_is_active", "documents")
+                .column(NewColumn::new("is_active", DataType::Boolean).default_value(true)),
+        );
+        let problems = grown.check_lockfile(&locked).unwrap();
+        assert!(
+            matches!(&problems[..], [p] if !p.is_divergence() && p.to_string().contains("0005_is_active")),
+            "{problems:?}"
+        );
+        assert_eq!(grown.relock(&locked).unwrap().migrations().len(), 4);
+    }
+
     #[tokio::test]
     async fn the_migrations_do_what_they_say() {
         let db = testing::memory_db().await.unwrap();
         documents(&db).await;
-        let migrator = || {
-            Migrator::new(db.clone())
-                .add(LowercaseCategory)
-                .add(TextLength {
-                    column: "text".to_owned(),
-                })
-                .add(created_at())
-        };
+        let migrator = || migrations(Migrator::new(db.clone()));
         let report = migrator().run().await.unwrap();
         assert_eq!(report.applied().count(), 3);
         let table = db.open_table("documents").execute().await.unwrap();
